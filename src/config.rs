@@ -1,0 +1,572 @@
+//! The run's configuration: the TOML file, the flags on top, and validation into a
+//! [`FleetConfig`] where every file has been read and every identity checked, before any
+//! connection is made.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use rumqttc::QoS;
+use rustls::ClientConfig;
+use serde::Deserialize;
+
+use crate::cli::RunArgs;
+use crate::identity::{self, IdentityFiles, TrustSource};
+use crate::input;
+
+pub const DEFAULT_PORT: u16 = 8883;
+pub const DEFAULT_TOPIC: &str = "freezers";
+pub const DEFAULT_ID_PREFIX: &str = "freezer";
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(60);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// AWS IoT Core accepts keep-alive values from 30 s to 1200 s.
+pub const KEEP_ALIVE_RANGE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(1200));
+/// File-name endings AWS IoT Core's download step uses.
+pub const CERT_SUFFIX: &str = "certificate.pem.crt";
+pub const KEY_SUFFIX: &str = "private.pem.key";
+
+/// The keys of a config file: the same names as the flags, with `_` for `-`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub endpoint: Option<String>,
+    pub port: Option<u16>,
+    pub ca: Option<PathBuf>,
+    pub certs: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub devices: Option<usize>,
+    pub id_prefix: Option<String>,
+    pub topic: Option<String>,
+    pub interval: Option<String>,
+    pub qos: Option<u8>,
+    pub duration: Option<String>,
+    pub seed: Option<u64>,
+    pub keep_alive: Option<String>,
+    pub drain_timeout: Option<String>,
+}
+
+/// One simulated device, ready to connect.
+#[derive(Clone)]
+pub struct DeviceConfig {
+    /// Device id, also the MQTT client id.
+    pub id: String,
+    pub tls: Arc<ClientConfig>,
+}
+
+/// Everything a run needs, validated.
+pub struct FleetConfig {
+    pub endpoint: String,
+    pub port: u16,
+    pub topic: String,
+    pub qos: QoS,
+    /// Zero: on demand only.
+    pub interval: Duration,
+    pub duration: Option<Duration>,
+    pub seed: u64,
+    pub seed_given: bool,
+    pub keep_alive: Duration,
+    pub drain_timeout: Duration,
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// A value and where it came from, so a message can name the flag or the config key.
+struct Sourced<T> {
+    value: T,
+    origin: String,
+}
+
+struct Merger<'a> {
+    file: Option<&'a Path>,
+}
+
+impl Merger<'_> {
+    fn pick<T>(&self, flag: Option<T>, file: Option<T>, flag_name: &str) -> Option<Sourced<T>> {
+        if let Some(value) = flag {
+            return Some(Sourced {
+                value,
+                origin: flag_name.to_string(),
+            });
+        }
+        let key = flag_name.trim_start_matches("--").replace('-', "_");
+        file.map(|value| Sourced {
+            value,
+            origin: format!(
+                "`{key}` in {}",
+                self.file.map(|p| p.display().to_string()).unwrap_or_default()
+            ),
+        })
+    }
+
+    /// Paths in a config file are relative to the file's folder.
+    fn pick_path(
+        &self,
+        flag: Option<PathBuf>,
+        file: Option<PathBuf>,
+        flag_name: &str,
+    ) -> Option<Sourced<PathBuf>> {
+        let base = self.file.and_then(Path::parent).map(Path::to_path_buf);
+        let file = file.map(|p| match &base {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p,
+        });
+        self.pick(flag, file, flag_name)
+    }
+}
+
+/// Reads the config file named by `--config`.
+pub fn read_file_config(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let cause = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            _ => e.to_string(),
+        };
+        input!("--config {}: cannot read: {cause}", path.display())
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| {
+                format!(
+                    "line {}: ",
+                    text[..s.start.min(text.len())].lines().count().max(1)
+                )
+            })
+            .unwrap_or_default();
+        input!("--config {}: {line}{}", path.display(), e.message().trim())
+    })
+}
+
+/// Parses a duration such as `500ms`, `5s` or `2m`; a bare `0` is zero.
+pub fn parse_duration(text: &str, origin: &str) -> Result<Duration> {
+    let t = text.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(t).map_err(|_| {
+        input!("{origin}: '{text}' is not a duration; write a number with a unit, e.g. 500ms, 5s, 2m")
+    })
+}
+
+/// Checks an MQTT topic we publish to.
+pub fn validate_topic(topic: &str, origin: &str) -> Result<()> {
+    if topic.is_empty() {
+        return Err(input!("{origin}: the topic is empty; e.g. --topic freezers"));
+    }
+    if topic.contains(['+', '#']) {
+        return Err(input!(
+            "{origin}: '{topic}' has a wildcard (+ or #), which only subscriptions may use; publish to a plain topic such as freezers"
+        ));
+    }
+    if topic.contains('\0') {
+        return Err(input!("{origin}: the topic contains a NUL character"));
+    }
+    if topic.len() > 65_535 {
+        return Err(input!("{origin}: the topic is longer than MQTT's 65,535 bytes"));
+    }
+    Ok(())
+}
+
+/// Checks an endpoint host: a DNS name or an IP address, without scheme or port.
+pub fn validate_endpoint(host: &str, origin: &str) -> Result<()> {
+    if host.trim().is_empty() {
+        return Err(input!(
+            "{origin}: the endpoint is empty; give the host name, e.g. abc123-ats.iot.us-east-1.amazonaws.com (AWS console: IoT Core > Settings > Device data endpoint)"
+        ));
+    }
+    if host.contains("://") {
+        return Err(input!(
+            "{origin}: '{host}' has a scheme; give the host name only (e.g. abc123-ats.iot.us-east-1.amazonaws.com) and the port with --port"
+        ));
+    }
+    if host.parse::<std::net::IpAddr>().is_err() && host.contains(':') {
+        return Err(input!(
+            "{origin}: '{host}' has a port; give the host name only and the port with --port"
+        ));
+    }
+    if rustls::pki_types::ServerName::try_from(host).is_err() {
+        return Err(input!(
+            "{origin}: '{host}' is not a valid host name or IP address"
+        ));
+    }
+    Ok(())
+}
+
+/// Merges the file and the flags, checks every value, reads every file, and builds each
+/// device's TLS configuration.
+pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
+    let file = match &args.config {
+        Some(path) => read_file_config(path)?,
+        None => FileConfig::default(),
+    };
+    let m = Merger {
+        file: args.config.as_deref(),
+    };
+
+    let endpoint = m.pick(args.endpoint, file.endpoint, "--endpoint").ok_or_else(|| {
+        input!("--endpoint is missing: give the MQTT endpoint host, e.g. --endpoint abc123-ats.iot.us-east-1.amazonaws.com, or set `endpoint` in --config")
+    })?;
+    validate_endpoint(&endpoint.value, &endpoint.origin)?;
+
+    let port = match m.pick(args.port, file.port, "--port") {
+        Some(p) if p.value == 0 => {
+            return Err(input!(
+                "{}: port 0 is not a port; AWS IoT Core uses 8883",
+                p.origin
+            ));
+        }
+        Some(p) => p.value,
+        None => DEFAULT_PORT,
+    };
+
+    let topic = m.pick(args.topic, file.topic, "--topic");
+    let topic = match topic {
+        Some(t) => {
+            validate_topic(&t.value, &t.origin)?;
+            t.value
+        }
+        None => DEFAULT_TOPIC.to_string(),
+    };
+
+    let qos = match m.pick(args.qos, file.qos, "--qos") {
+        None | Some(Sourced { value: 1, .. }) => QoS::AtLeastOnce,
+        Some(Sourced { value: 0, .. }) => QoS::AtMostOnce,
+        Some(q) => {
+            return Err(input!(
+                "{}: QoS {} is not supported; use 0 or 1 (AWS IoT Core has no QoS 2)",
+                q.origin,
+                q.value
+            ));
+        }
+    };
+
+    let duration_of = |s: Option<Sourced<String>>, default: Option<Duration>| -> Result<Option<Duration>> {
+        match s {
+            Some(s) => parse_duration(&s.value, &s.origin).map(Some),
+            None => Ok(default),
+        }
+    };
+    let interval = duration_of(
+        m.pick(args.interval, file.interval, "--interval"),
+        Some(DEFAULT_INTERVAL),
+    )?
+    .unwrap_or(DEFAULT_INTERVAL);
+    let duration_src = m.pick(args.duration, file.duration, "--duration");
+    let duration_origin = duration_src.as_ref().map(|s| s.origin.clone());
+    let duration = duration_of(duration_src, None)?;
+    if let (Some(d), Some(origin)) = (duration, duration_origin)
+        && d.is_zero()
+    {
+        return Err(input!(
+            "{origin}: a run of 0 s does nothing; give e.g. 60s, or leave it out to run until Ctrl-C"
+        ));
+    }
+    let ka_src = m.pick(args.keep_alive, file.keep_alive, "--keep-alive");
+    let ka_origin = ka_src.as_ref().map(|s| s.origin.clone()).unwrap_or_default();
+    let keep_alive = duration_of(ka_src, Some(DEFAULT_KEEP_ALIVE))?.unwrap_or(DEFAULT_KEEP_ALIVE);
+    if keep_alive < KEEP_ALIVE_RANGE.0 || keep_alive > KEEP_ALIVE_RANGE.1 {
+        return Err(input!(
+            "{ka_origin}: keep-alive {} is outside 30s..20m, the range AWS IoT Core accepts",
+            humantime::format_duration(keep_alive)
+        ));
+    }
+    let drain_timeout = duration_of(
+        m.pick(args.drain_timeout, file.drain_timeout, "--drain-timeout"),
+        Some(DEFAULT_DRAIN_TIMEOUT),
+    )?
+    .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+
+    let (seed, seed_given) = match m.pick(args.seed, file.seed, "--seed") {
+        Some(s) => (s.value, true),
+        None => (rand::random::<u64>() >> 1, false),
+    };
+
+    let devices_req = m.pick(args.devices, file.devices, "--devices");
+    if let Some(d) = &devices_req
+        && d.value == 0
+    {
+        return Err(input!("{}: 0 devices; give at least 1", d.origin));
+    }
+
+    // Trust anchors for the endpoint.
+    let ca = m.pick_path(args.ca, file.ca, "--ca");
+    let roots = identity::load_roots(&match ca {
+        Some(p) => TrustSource::File(p.value),
+        None => TrustSource::BuiltIn,
+    })?;
+    let alpn: Vec<Vec<u8>> = Vec::new();
+
+    // Device identities: a folder per device, or one shared certificate.
+    let certs = m.pick_path(args.certs, file.certs, "--certs");
+    let cert = m.pick_path(args.cert, file.cert, "--cert");
+    let key = m.pick_path(args.key, file.key, "--key");
+    let devices = match (certs, cert, key) {
+        (Some(dir), None, None) => {
+            let folders = scan_cert_folders(&dir.value, &dir.origin)?;
+            let n = match &devices_req {
+                Some(d) if d.value > folders.len() => {
+                    return Err(input!(
+                        "{}: {} devices requested but {} has only {} device folders; lower --devices or add folders (freezer-fleet reads one sub-folder per device)",
+                        d.origin,
+                        d.value,
+                        dir.value.display(),
+                        folders.len()
+                    ));
+                }
+                Some(d) => d.value,
+                None => folders.len(),
+            };
+            let mut devices = Vec::with_capacity(n);
+            for folder in folders.into_iter().take(n) {
+                let tls = identity::client_config(&folder.files, roots.clone(), &alpn)?;
+                devices.push(DeviceConfig { id: folder.id, tls });
+            }
+            devices
+        }
+        (None, Some(cert), Some(key)) => {
+            let files = IdentityFiles {
+                cert: cert.value,
+                key: key.value,
+                cert_label: cert.origin,
+                key_label: key.origin,
+            };
+            let tls = identity::client_config(&files, roots, &alpn)?;
+            let prefix = m.pick(args.id_prefix, file.id_prefix, "--id-prefix");
+            let prefix = match prefix {
+                Some(p) => {
+                    if p.value.is_empty()
+                        || p.value
+                            .contains(|c: char| c.is_whitespace() || c == '/' || c == '+' || c == '#')
+                    {
+                        return Err(input!(
+                            "{}: '{}' cannot start a client id; use letters, digits, '-', '_' or ':'",
+                            p.origin,
+                            p.value
+                        ));
+                    }
+                    p.value
+                }
+                None => DEFAULT_ID_PREFIX.to_string(),
+            };
+            let n = devices_req.map(|d| d.value).unwrap_or(1);
+            (1..=n)
+                .map(|i| DeviceConfig {
+                    id: format!("{prefix}{i}"),
+                    tls: tls.clone(),
+                })
+                .collect()
+        }
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(input!(
+                "--certs and --cert/--key both given: use --certs DIR for one certificate per device, or --cert/--key for one shared certificate"
+            ));
+        }
+        (None, Some(c), None) => {
+            return Err(input!(
+                "{} is given without --key: pass the private key that belongs to the certificate",
+                c.origin
+            ));
+        }
+        (None, None, Some(k)) => {
+            return Err(input!(
+                "{} is given without --cert: pass the certificate that belongs to the key",
+                k.origin
+            ));
+        }
+        (None, None, None) => {
+            return Err(input!(
+                "no device identity: pass --certs DIR (one sub-folder per device) or --cert FILE --key FILE (one certificate for every device)"
+            ));
+        }
+    };
+
+    Ok(FleetConfig {
+        endpoint: endpoint.value,
+        port,
+        topic,
+        qos,
+        interval,
+        duration,
+        seed,
+        seed_given,
+        keep_alive,
+        drain_timeout,
+        devices,
+    })
+}
+
+/// One device folder under `--certs`.
+pub struct CertFolder {
+    pub id: String,
+    pub files: IdentityFiles,
+}
+
+/// Lists the device folders of `dir` in natural order (freezer2 before freezer10) and finds
+/// each one's certificate and key by the endings AWS IoT Core uses.
+pub fn scan_cert_folders(dir: &Path, origin: &str) -> Result<Vec<CertFolder>> {
+    let shown = dir.display();
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        let cause = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such folder".to_string(),
+            std::io::ErrorKind::NotADirectory => "it is a file, not a folder".to_string(),
+            _ => e.to_string(),
+        };
+        input!("{origin} {shown}: cannot read: {cause}")
+    })?;
+    let mut folders = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| input!("{origin} {shown}: cannot list: {e}"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.path().is_dir() {
+            continue;
+        }
+        folders.push((name, entry.path()));
+    }
+    if folders.is_empty() {
+        return Err(input!(
+            "{origin} {shown}: no device folders; put one sub-folder per device in it, named by the device id, holding its *{CERT_SUFFIX} and *{KEY_SUFFIX} (see certs.example/)"
+        ));
+    }
+    folders.sort_by(|a, b| natural_cmp(&a.0, &b.0));
+    folders
+        .into_iter()
+        .map(|(id, path)| {
+            let cert = find_one(&path, CERT_SUFFIX, &id)?;
+            let key = find_one(&path, KEY_SUFFIX, &id)?;
+            Ok(CertFolder {
+                files: IdentityFiles {
+                    cert,
+                    key,
+                    cert_label: format!("device {id}: certificate"),
+                    key_label: format!("device {id}: private key"),
+                },
+                id,
+            })
+        })
+        .collect()
+}
+
+fn find_one(folder: &Path, suffix: &str, id: &str) -> Result<PathBuf> {
+    let shown = folder.display();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(folder)
+        .map_err(|e| input!("device {id}: cannot read {shown}: {e}"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().ends_with(suffix))
+        })
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(input!(
+            "device {id}: {shown} has no file ending in {suffix}; put the device's {} there (as AWS IoT Core names it, e.g. 3f2a9c-{suffix})",
+            if suffix == CERT_SUFFIX {
+                "certificate"
+            } else {
+                "private key"
+            }
+        )),
+        _ => Err(input!(
+            "device {id}: {shown} has {} files ending in {suffix} ({}); keep exactly one",
+            found.len(),
+            found
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Compares names so that embedded numbers sort by value: freezer2 < freezer10.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for (x, y) in ca.iter().zip(cb.iter()) {
+        let ord = match (x, y) {
+            ((true, xs), (true, ys)) => {
+                let (xt, yt) = (xs.trim_start_matches('0'), ys.trim_start_matches('0'));
+                xt.len()
+                    .cmp(&yt.len())
+                    .then_with(|| xt.cmp(yt))
+                    .then_with(|| xs.len().cmp(&ys.len()))
+            }
+            ((_, xs), (_, ys)) => xs.cmp(ys),
+        };
+        if ord.is_ne() {
+            return ord;
+        }
+    }
+    ca.len().cmp(&cb.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order() {
+        let mut v = vec![
+            "freezer10",
+            "freezer2",
+            "freezer1",
+            "alpha",
+            "freezer02",
+            "freezer",
+        ];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            v,
+            [
+                "alpha",
+                "freezer",
+                "freezer1",
+                "freezer2",
+                "freezer02",
+                "freezer10"
+            ]
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms", "x").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5s", "x").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2m", "x").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("0", "x").unwrap(), Duration::ZERO);
+        let err = parse_duration("5x", "--interval").unwrap_err().to_string();
+        assert!(err.starts_with("--interval: '5x' is not a duration"), "{err}");
+    }
+
+    #[test]
+    fn topics_and_endpoints() {
+        assert!(validate_topic("freezers", "t").is_ok());
+        assert!(validate_topic("a/+/b", "t").is_err());
+        assert!(validate_topic("#", "t").is_err());
+        assert!(validate_topic("", "t").is_err());
+        assert!(validate_endpoint("abc-ats.iot.us-east-1.amazonaws.com", "e").is_ok());
+        assert!(validate_endpoint("127.0.0.1", "e").is_ok());
+        assert!(validate_endpoint("::1", "e").is_ok());
+        assert!(validate_endpoint("mqtts://x.example", "e").is_err());
+        assert!(validate_endpoint("x.example:8883", "e").is_err());
+        assert!(validate_endpoint("bad host", "e").is_err());
+        assert!(validate_endpoint("", "e").is_err());
+    }
+}

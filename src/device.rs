@@ -1,0 +1,446 @@
+//! One simulated device: a tokio task that owns one MQTT client over mutual TLS, takes a reading
+//! on its timer or when injected, and publishes it, keeping its own record of every event until
+//! the broker has it.
+//!
+//! Why its own record: rumqttc drops unacknowledged QoS 1 publishes when a reconnect starts a
+//! clean session, and requests queued while offline go with them. So the device hands rumqttc
+//! only what fits in flight while connected, remembers what it handed, and after a dropped
+//! connection puts everything unacknowledged back at the front of its queue, in seq order.
+//!
+//! The event loop's `poll()` is never cancelled by a timer tick or an injection: cancelling it
+//! mid-handshake would restart the connection, so the task waits on it and on its local inputs
+//! side by side with a pinned future.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use rumqttc::{
+    AsyncClient, Event as MqttEvent, EventLoop, Incoming, MqttOptions, Outgoing, QoS, TlsConfiguration,
+    Transport,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use crate::cause::{self, Cause};
+use crate::config::DeviceConfig;
+use crate::freezer::{Event, Freezer, unix_millis};
+use crate::stats::Stats;
+
+/// Where the fleet is in its life; devices watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// Stop producing events; deliver what is in flight until the drain timeout.
+    Draining,
+    /// Stop now.
+    Stop,
+}
+
+/// Settings every device shares.
+#[derive(Debug, Clone)]
+pub struct DeviceSettings {
+    pub host: String,
+    pub port: u16,
+    pub topic: String,
+    pub qos: QoS,
+    pub interval: Duration,
+    pub keep_alive: Duration,
+    pub drain_timeout: Duration,
+    /// Fleet size, to spread the devices' timers over the interval.
+    pub fleet_size: usize,
+    pub seed: u64,
+    /// When the fleet started; timers count from here.
+    pub start: Instant,
+    /// Publishes awaiting acknowledgement at once.
+    pub max_inflight: u16,
+    pub connect_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+/// A request from the console to this device.
+#[derive(Debug, Clone, Copy)]
+pub struct Inject;
+
+/// An event the device owes the broker.
+#[derive(Debug)]
+struct Queued {
+    seq: u64,
+    payload: Vec<u8>,
+    /// Written to a connection at least once already.
+    sent: bool,
+}
+
+/// How many devices may log their connection failure one by one before the rest are only counted.
+const FAILURES_LOGGED: u64 = 10;
+
+/// What the device task does between polls of the event loop.
+enum Local {
+    Tick,
+    Inject,
+    Phase(Phase),
+    Nothing,
+}
+
+struct Device {
+    id: String,
+    settings: Arc<DeviceSettings>,
+    stats: Arc<Stats>,
+    client: AsyncClient,
+    freezer: Freezer,
+    rng: Xoshiro256PlusPlus,
+    next_seq: u64,
+    /// Due but not yet handed to the client, oldest first.
+    outbox: VecDeque<Queued>,
+    /// Handed to the client, not yet written (Outgoing::Publish pending), in hand-off order.
+    handed: VecDeque<Queued>,
+    /// Written with QoS 1, waiting for PUBACK, by packet id.
+    awaiting: HashMap<u16, Queued>,
+    online: bool,
+    ever_connected: bool,
+    failures_in_a_row: u32,
+    timer: Option<Interval>,
+    inject_rx: mpsc::Receiver<Inject>,
+    inject_open: bool,
+    phase_rx: watch::Receiver<Phase>,
+    phase: Phase,
+}
+
+/// Runs one device until the fleet stops it or its first connection fails.
+pub async fn run(
+    config: DeviceConfig,
+    index: usize,
+    settings: Arc<DeviceSettings>,
+    stats: Arc<Stats>,
+    inject_rx: mpsc::Receiver<Inject>,
+    phase_rx: watch::Receiver<Phase>,
+) {
+    let mut options = MqttOptions::new(config.id.clone(), settings.host.clone(), settings.port);
+    options
+        .set_keep_alive(settings.keep_alive)
+        .set_clean_session(true)
+        .set_inflight(settings.max_inflight)
+        // Room for what is in flight plus a disconnect: the device never hands over more.
+        .set_request_channel_capacity(settings.max_inflight as usize + 4)
+        // IoT Core accepts payloads up to 128 KiB.
+        .set_max_packet_size(128 * 1024 + 1024, 128 * 1024 + 1024)
+        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            config.tls.clone(),
+        )));
+    let (client, mut eventloop) = AsyncClient::new(options, settings.max_inflight as usize + 4);
+    let mut net = eventloop.network_options();
+    // Without TCP_NODELAY small TLS records meet delayed ACKs: ~50 ms per round trip on loopback.
+    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(settings.connect_timeout.as_secs().max(1));
+    eventloop.set_network_options(net);
+
+    let timer = (!settings.interval.is_zero()).then(|| {
+        // Spread the fleet's timers evenly over one interval so it never publishes in bursts.
+        let offset = settings
+            .interval
+            .mul_f64(index as f64 / settings.fleet_size.max(1) as f64);
+        let mut t = tokio::time::interval_at(settings.start + offset, settings.interval);
+        // Keep the schedule: a late tick is made up, not skipped, so the rate stays honest.
+        t.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        t
+    });
+    let phase = *phase_rx.borrow();
+    let mut device = Device {
+        freezer: Freezer::new(settings.seed, index as u64),
+        rng: Xoshiro256PlusPlus::seed_from_u64(settings.seed.rotate_left(17) ^ index as u64),
+        id: config.id,
+        settings,
+        stats,
+        client,
+        next_seq: 1,
+        outbox: VecDeque::new(),
+        handed: VecDeque::new(),
+        awaiting: HashMap::new(),
+        online: false,
+        ever_connected: false,
+        failures_in_a_row: 0,
+        timer,
+        inject_rx,
+        inject_open: true,
+        phase_rx,
+        phase,
+    };
+    device.run(&mut eventloop).await;
+}
+
+impl Device {
+    async fn run(&mut self, eventloop: &mut EventLoop) {
+        let mut backoff_until: Option<Instant> = None;
+        'life: while self.phase == Phase::Running {
+            if let Some(until) = backoff_until.take() {
+                let sleep = tokio::time::sleep_until(until);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        local = self.next_local() => self.on_local(local),
+                    }
+                    if self.phase != Phase::Running {
+                        break 'life;
+                    }
+                }
+            }
+            let result = {
+                let poll = eventloop.poll();
+                tokio::pin!(poll);
+                loop {
+                    tokio::select! {
+                        r = &mut poll => break Some(r),
+                        local = self.next_local() => {
+                            self.on_local(local);
+                            if self.phase != Phase::Running {
+                                break None;
+                            }
+                            self.hand_off();
+                        }
+                    }
+                }
+            };
+            match result {
+                None => break,
+                Some(Ok(event)) => self.on_mqtt(event),
+                Some(Err(err)) => {
+                    let cause =
+                        cause::classify(&err, &format!("{}:{}", self.settings.host, self.settings.port));
+                    if !self.ever_connected {
+                        self.fail(&cause);
+                        return;
+                    }
+                    backoff_until = Some(self.connection_lost(eventloop, &cause));
+                }
+            }
+            self.hand_off();
+        }
+        self.drain(eventloop).await;
+    }
+
+    /// Waits for the next timer tick, console injection or phase change.
+    async fn next_local(&mut self) -> Local {
+        let has_timer = self.timer.is_some();
+        tokio::select! {
+            _ = async { self.timer.as_mut().expect("guarded").tick().await }, if has_timer => Local::Tick,
+            m = self.inject_rx.recv(), if self.inject_open => match m {
+                Some(Inject) => Local::Inject,
+                None => {
+                    self.inject_open = false;
+                    Local::Nothing
+                }
+            },
+            changed = self.phase_rx.changed() => match changed {
+                Ok(()) => Local::Phase(*self.phase_rx.borrow_and_update()),
+                Err(_) => Local::Phase(Phase::Stop),
+            },
+        }
+    }
+
+    fn on_local(&mut self, local: Local) {
+        match local {
+            Local::Tick => {
+                if self.phase == Phase::Running {
+                    self.take_reading();
+                }
+            }
+            Local::Inject => {
+                if self.phase != Phase::Running {
+                    eprintln!("inject {}: ignored, the fleet is stopping", self.id);
+                    return;
+                }
+                let seq = self.take_reading();
+                self.stats.injected();
+                let note = if self.online {
+                    ""
+                } else {
+                    " (queued: not connected yet)"
+                };
+                eprintln!("injected {} seq={seq}{note}", self.id);
+            }
+            Local::Phase(p) => self.phase = p,
+            Local::Nothing => {}
+        }
+    }
+
+    /// Takes the next reading and queues its event; returns its seq.
+    fn take_reading(&mut self) -> u64 {
+        let reading = self.freezer.next_reading();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let event = Event {
+            device_id: self.id.clone(),
+            seq,
+            ts: unix_millis(),
+            temperature: reading.temperature,
+            humidity: reading.humidity,
+        };
+        self.outbox.push_back(Queued {
+            seq,
+            payload: event.to_json(),
+            sent: false,
+        });
+        seq
+    }
+
+    fn in_flight(&self) -> usize {
+        self.handed.len() + self.awaiting.len()
+    }
+
+    /// Hands queued events to the client while connected and below the in-flight limit.
+    fn hand_off(&mut self) {
+        if !self.online {
+            return;
+        }
+        while self.in_flight() < self.settings.max_inflight as usize {
+            let Some(item) = self.outbox.pop_front() else {
+                break;
+            };
+            let sent = self.client.try_publish(
+                self.settings.topic.clone(),
+                self.settings.qos,
+                false,
+                item.payload.clone(),
+            );
+            match sent {
+                Ok(()) => self.handed.push_back(item),
+                Err(_) => {
+                    // The channel is sized for everything in flight, so this means it is closed.
+                    self.outbox.push_front(item);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_mqtt(&mut self, event: MqttEvent) {
+        match event {
+            MqttEvent::Incoming(Incoming::ConnAck(_)) => {
+                self.online = true;
+                self.failures_in_a_row = 0;
+                self.stats.online(true);
+                if self.ever_connected {
+                    self.stats.reconnected();
+                    tracing::info!(device = %self.id, "reconnected");
+                } else {
+                    self.ever_connected = true;
+                    self.stats.device_connected();
+                    tracing::debug!(device = %self.id, "connected");
+                }
+            }
+            MqttEvent::Outgoing(Outgoing::Publish(pkid)) => {
+                let Some(mut item) = self.handed.pop_front() else {
+                    return;
+                };
+                if item.sent {
+                    self.stats.resent();
+                } else {
+                    self.stats.published();
+                    item.sent = true;
+                }
+                if self.settings.qos != QoS::AtMostOnce {
+                    self.awaiting.insert(pkid, item);
+                }
+            }
+            MqttEvent::Incoming(Incoming::PubAck(ack)) if self.awaiting.remove(&ack.pkid).is_some() => {
+                self.stats.acknowledged();
+            }
+            _ => {}
+        }
+    }
+
+    /// The connection dropped: take back everything unacknowledged, in seq order, and pick the
+    /// time of the next attempt (exponential backoff with full jitter, at least 1 s apart, as
+    /// AWS IoT Core allows one CONNECT per second per client id).
+    fn connection_lost(&mut self, eventloop: &mut EventLoop, cause: &Cause) -> Instant {
+        if self.online {
+            self.online = false;
+            self.stats.online(false);
+        }
+        // rumqttc keeps its own copy for a resumed session; we re-send from ours instead.
+        eventloop.pending.clear();
+        let mut back: Vec<Queued> = self
+            .handed
+            .drain(..)
+            .chain(self.awaiting.drain().map(|(_, q)| q))
+            .collect();
+        back.sort_by_key(|q| q.seq);
+        for item in back.into_iter().rev() {
+            self.outbox.push_front(item);
+        }
+        self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
+        let cap = self
+            .settings
+            .backoff_min
+            .saturating_mul(1u32 << self.failures_in_a_row.min(16).saturating_sub(1))
+            .min(self.settings.backoff_max);
+        let wait = cap.mul_f64(self.rng.random::<f64>()).max(Duration::from_secs(1));
+        tracing::warn!(device = %self.id, "connection lost: {}; retrying in {:.1} s", cause.detail, wait.as_secs_f64());
+        Instant::now() + wait
+    }
+
+    fn fail(&mut self, cause: &Cause) {
+        let failed = self.stats.device_failed(&self.id, &cause.key, &cause.detail);
+        if failed <= FAILURES_LOGGED {
+            tracing::error!("{}: cannot connect: {}", self.id, cause.detail);
+        } else if failed == FAILURES_LOGGED + 1 {
+            tracing::error!("more devices cannot connect; the summary counts them by cause");
+        }
+        let owed = (self.outbox.len() + self.in_flight()) as u64;
+        self.stats.events_failed(owed, "device never connected");
+    }
+
+    /// Stops producing; delivers what is queued and in flight until the drain timeout; then
+    /// disconnects cleanly and counts whatever is left as failed.
+    async fn drain(&mut self, eventloop: &mut EventLoop) {
+        let deadline = Instant::now() + self.settings.drain_timeout;
+        let qos0 = self.settings.qos == QoS::AtMostOnce;
+        while self.online && self.phase != Phase::Stop {
+            self.hand_off();
+            if self.outbox.is_empty() && self.handed.is_empty() && (qos0 || self.awaiting.is_empty()) {
+                break;
+            }
+            tokio::select! {
+                r = eventloop.poll() => match r {
+                    Ok(ev) => self.on_mqtt(ev),
+                    Err(_) => {
+                        self.online = false;
+                        self.stats.online(false);
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+                changed = self.phase_rx.changed() => {
+                    self.phase = if changed.is_ok() { *self.phase_rx.borrow_and_update() } else { Phase::Stop };
+                }
+            }
+        }
+        if self.online {
+            // A clean DISCONNECT, so the broker does not publish a will or log an error.
+            if self.client.try_disconnect().is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    loop {
+                        match eventloop.poll().await {
+                            Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                            Ok(ev) => self.on_mqtt(ev),
+                        }
+                    }
+                })
+                .await;
+            }
+            self.online = false;
+            self.stats.online(false);
+        }
+        let unsent = (self.outbox.len() + self.handed.len()) as u64;
+        if qos0 {
+            self.stats.events_failed(unsent, "not sent before shutdown");
+        } else {
+            self.stats
+                .events_failed(self.awaiting.len() as u64, "not acknowledged before shutdown");
+            self.stats.events_failed(unsent, "not sent before shutdown");
+        }
+    }
+}

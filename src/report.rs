@@ -1,0 +1,56 @@
+//! The final summary printed on stderr when a run ends.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::stats::Snapshot;
+
+/// The summary table: devices, events, and every failure by cause.
+pub fn summary(s: &Snapshot, devices: usize, elapsed: Duration, qos0: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "freezer-fleet summary after {:.1} s", elapsed.as_secs_f64());
+    let _ = writeln!(
+        out,
+        "  devices   {} connected, {} failed (of {devices})",
+        s.connected, s.failed
+    );
+    if s.reconnects > 0 {
+        let _ = writeln!(out, "  reconnects {}", s.reconnects);
+    }
+    let acked = if qos0 {
+        "n/a at QoS 0".to_string()
+    } else {
+        s.acknowledged.to_string()
+    };
+    let _ = writeln!(
+        out,
+        "  events    {} published, {acked} acknowledged, {} failed{}",
+        s.published,
+        s.failed_events,
+        if s.injected > 0 {
+            format!(" ({} injected)", s.injected)
+        } else {
+            String::new()
+        }
+    );
+    if s.resent > 0 {
+        let _ = writeln!(out, "  re-sent   {} after a dropped connection", s.resent);
+    }
+    for (key, c) in &s.device_causes {
+        let more = c.count.saturating_sub(c.devices.len() as u64);
+        let names = if more > 0 {
+            format!("{} and {more} more", c.devices.join(", "))
+        } else {
+            c.devices.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "  failed: {key}: {} device(s) ({names}): {}",
+            c.count, c.example
+        );
+    }
+    for (cause, n) in &s.event_causes {
+        let _ = writeln!(out, "  events failed: {cause}: {n}");
+    }
+    out
+}
