@@ -122,16 +122,14 @@ fn from_rustls(e: &rustls::Error, addr: &str) -> Cause {
     use rustls::Error as E;
     match e {
         // A different CA with the same subject name shows up as a bad signature.
-        E::InvalidCertificate(
-            CertificateError::UnknownIssuer
-            | CertificateError::BadSignature
-            | CertificateError::BadSignatureWithContext { .. },
-        ) => Cause::new(
-            "server certificate not trusted",
-            format!(
-                "the server certificate of {addr} is not signed by the CA given with --ca: pass the CA that signed the endpoint (for AWS IoT Core: AmazonRootCA1.pem)"
-            ),
-        ),
+        E::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+            Cause::new(
+                "server certificate not trusted",
+                format!(
+                    "the server certificate of {addr} is not signed by the CA given with --ca: pass the CA that signed the endpoint (for AWS IoT Core: AmazonRootCA1.pem)"
+                ),
+            )
+        }
         E::InvalidCertificate(
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
         ) => Cause::new(
