@@ -1,0 +1,520 @@
+//! Test harness shared by the integration tests: certificates generated with rcgen, a real
+//! mosquitto with mutual TLS on a free loopback port, a real subscriber (mosquitto_sub), and the
+//! real freezer-fleet binary. Every process started here is ended by its pid when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose,
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_freezer-fleet");
+
+/// A certificate authority made for one test.
+pub struct Ca {
+    pub cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    pub fn new(cn: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = dn(cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A server certificate for localhost and 127.0.0.1: (cert PEM, key PEM).
+    pub fn server(&self) -> (String, String) {
+        self.server_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// A server certificate for the given names: (cert PEM, key PEM).
+    pub fn server_for(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name = dn(names[0]);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A client certificate with CN = `cn`: (cert PEM, key PEM).
+    pub fn client(&self, cn: &str) -> (String, String) {
+        self.client_with(cn, |_| {})
+    }
+
+    /// A client certificate whose parameters `tweak` may change (e.g. validity dates).
+    pub fn client_with(&self, cn: &str, tweak: impl FnOnce(&mut CertificateParams)) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = dn(cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        tweak(&mut params);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn dn(cn: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+/// A folder of test PKI files laid out as AWS IoT Core hands them out.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: Ca,
+}
+
+impl Pki {
+    /// CA, server certificate and `n` device folders freezer1..freezerN.
+    pub fn new(n: usize) -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new("freezer-fleet test CA");
+        write(&dir.path().join("ca.pem"), &ca.cert_pem);
+        let (cert, key) = ca.server();
+        write(&dir.path().join("server.pem"), &cert);
+        write(&dir.path().join("server.key"), &key);
+        let (cert, key) = ca.client("monitor");
+        write(&dir.path().join("monitor.crt"), &cert);
+        write(&dir.path().join("monitor.key"), &key);
+        let pki = Pki { dir, ca };
+        for i in 1..=n {
+            pki.add_device(&format!("freezer{i}"));
+        }
+        pki
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn ca_pem(&self) -> PathBuf {
+        self.path().join("ca.pem")
+    }
+    pub fn devices(&self) -> PathBuf {
+        self.path().join("devices")
+    }
+
+    /// A device folder with the three files of AWS IoT Core's download, under a random-looking prefix.
+    pub fn add_device(&self, id: &str) -> PathBuf {
+        let (cert, key) = self.ca.client(id);
+        self.write_device(id, &cert, &key)
+    }
+
+    pub fn write_device(&self, id: &str, cert: &str, key: &str) -> PathBuf {
+        let folder = self.devices().join(id);
+        std::fs::create_dir_all(&folder).unwrap();
+        let prefix = format!(
+            "{:x}",
+            id.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64)
+                .wrapping_mul(0x100000001b3))
+        );
+        let prefix = &prefix[..10];
+        write(&folder.join(format!("{prefix}-certificate.pem.crt")), cert);
+        write(&folder.join(format!("{prefix}-private.pem.key")), key);
+        // The public key AWS also hands out; freezer-fleet must ignore it.
+        write(
+            &folder.join(format!("{prefix}-public.pem.key")),
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        );
+        folder
+    }
+
+    /// (cert, key) paths of a device folder.
+    pub fn device_files(&self, id: &str) -> (PathBuf, PathBuf) {
+        let folder = self.devices().join(id);
+        let mut cert = None;
+        let mut key = None;
+        for e in std::fs::read_dir(&folder).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with("certificate.pem.crt") {
+                cert = Some(p);
+            } else if name.ends_with("private.pem.key") {
+                key = Some(p);
+            }
+        }
+        (cert.unwrap(), key.unwrap())
+    }
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn require(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "{tool} is not installed; run the test command from README.md, which installs it"
+    );
+}
+
+/// A real mosquitto requiring client certificates, with the certificate CN as user name.
+pub struct Mosquitto {
+    pub port: u16,
+    child: Child,
+    pub log: PathBuf,
+    _state: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start(pki: &Pki) -> Mosquitto {
+        Self::start_on(pki, free_port())
+    }
+
+    pub fn start_on(pki: &Pki, port: u16) -> Mosquitto {
+        require("mosquitto");
+        let state = tempfile::tempdir().unwrap();
+        let log = state.path().join("mosquitto.log");
+        let acl = state.path().join("acl");
+        write(&acl, "pattern readwrite #\n");
+        let user = if unsafe_is_root() { "user root\n" } else { "" };
+        let conf = format!(
+            "{user}persistence false\nlog_dest file {log}\nlog_type all\nconnection_messages true\n\
+             set_tcp_nodelay true\nallow_anonymous false\nper_listener_settings false\nacl_file {acl}\n\
+             listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
+             require_certificate true\nuse_identity_as_username true\ntls_version tlsv1.2\n",
+            log = log.display(),
+            acl = acl.display(),
+            ca = pki.ca_pem().display(),
+            cert = pki.path().join("server.pem").display(),
+            key = pki.path().join("server.key").display(),
+        );
+        let conf_path = state.path().join("mosquitto.conf");
+        write(&conf_path, &conf);
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        let m = Mosquitto {
+            port,
+            child,
+            log,
+            _state: state,
+        };
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .unwrap_or_else(|| panic!("mosquitto did not listen on {port}; log:\n{}", m.log_text()));
+        m
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The user names (certificate CNs) of clients that connected.
+    pub fn connected_users(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("New client connected"))
+            .filter_map(|l| {
+                l.split("u'")
+                    .nth(1)
+                    .and_then(|s| s.split('\'').next())
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f().then_some(())
+}
+
+/// A real subscriber (mosquitto_sub) collecting every payload on a topic.
+pub struct Subscriber {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Subscriber {
+    pub fn start(pki: &Pki, port: u16, topic: &str) -> Subscriber {
+        require("mosquitto_sub");
+        // Line-buffered, or the SUBACK note and the payloads sit in stdio's buffer.
+        let mut child = Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub"])
+            .args([
+                "-h",
+                "localhost",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-d",
+                "-i",
+                "test-monitor",
+            ])
+            .arg("--cafile")
+            .arg(pki.ca_pem())
+            .arg("--cert")
+            .arg(pki.path().join("monitor.crt"))
+            .arg("--key")
+            .arg(pki.path().join("monitor.key"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mosquitto_sub");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("received SUBACK") {
+                    let _ = ready_tx.send(());
+                } else if line.starts_with('{') {
+                    sink.lock().unwrap().push(line);
+                }
+            }
+        });
+        if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("mosquitto_sub got no SUBACK: {err}");
+        }
+        Subscriber { child, lines }
+    }
+
+    /// Every JSON payload received so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("payload is JSON"))
+            .collect()
+    }
+
+    pub fn wait_for(&self, n: usize, limit: Duration) -> Vec<serde_json::Value> {
+        let _ = wait_until(limit, || self.lines.lock().unwrap().len() >= n);
+        self.events()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The freezer-fleet binary running with piped stdin, its stderr collected line by line.
+pub struct Fleet {
+    pub child: Child,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    stdout: Option<std::process::ChildStdout>,
+}
+
+impl Fleet {
+    pub fn spawn(args: &[&str]) -> Fleet {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start freezer-fleet");
+        let err = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let stdout = child.stdout.take();
+        Fleet {
+            child,
+            stderr,
+            reader: Some(reader),
+            stdout,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn wait_stderr(&self, needle: &str, limit: Duration) -> bool {
+        wait_until(limit, || self.stderr().contains(needle)).is_some()
+    }
+
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin open");
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.child.stdin.take();
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the exit (at most `limit`); returns (exit code, all stderr, all stdout).
+    pub fn finish(mut self, limit: Duration) -> (i32, String, String) {
+        let end = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "freezer-fleet did not exit within {limit:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let mut out = String::new();
+        if let Some(mut s) = self.stdout.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        (status.code().unwrap_or(-1), self.stderr(), out)
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs freezer-fleet to completion with stdin closed.
+pub fn run_to_end(args: &[&str], limit: Duration) -> (i32, String, String) {
+    let mut f = Fleet::spawn(args);
+    f.close_stdin();
+    f.finish(limit)
+}
+
+/// The standard flags for a fleet against `port` with the test PKI's folders.
+pub fn certs_args(pki: &Pki, port: u16) -> Vec<String> {
+    vec![
+        "run".into(),
+        "--endpoint".into(),
+        "localhost".into(),
+        "--port".into(),
+        port.to_string(),
+        "--ca".into(),
+        pki.ca_pem().display().to_string(),
+        "--certs".into(),
+        pki.devices().display().to_string(),
+    ]
+}
+
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Groups received events by device id: device -> seqs in arrival order.
+pub fn seqs_by_device(events: &[serde_json::Value]) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let mut m = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for e in events {
+        m.entry(e["device_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e["seq"].as_u64().unwrap());
+    }
+    m
+}
+
+/// A number from a summary line such as "  events    25 published, 25 acknowledged, 0 failed".
+pub fn summary_number(stderr: &str, word: &str) -> u64 {
+    for line in stderr.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for w in words.windows(2) {
+            if w[1].trim_end_matches(',') == word
+                && let Ok(n) = w[0].parse()
+            {
+                return n;
+            }
+        }
+    }
+    panic!("no '{word}' count in:\n{stderr}");
+}
