@@ -131,7 +131,7 @@ pub fn read_file_config(path: &Path) -> Result<FileConfig> {
             .map(|s| {
                 format!(
                     "line {}: ",
-                    text[..s.start.min(text.len())].lines().count().max(1)
+                    text[..s.start.min(text.len())].matches('\n').count() + 1
                 )
             })
             .unwrap_or_default();
