@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command (README.md and .ci/run call exactly this): installs what the tests need on a
+# fresh Debian/Ubuntu machine (mosquitto, its clients, openssl), then checks formatting and lints
+# and runs every test against real brokers on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing test dependencies: ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The packaged mosquitto starts a system-wide broker on port 1883 on some systems; the tests
+# start their own brokers on free loopback ports and do not need or touch it.
+
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked
