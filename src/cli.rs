@@ -38,11 +38,165 @@ pub struct Cli {
     pub command: Command,
 }
 
+const DEMO_EXAMPLES: &str = "\
+Examples:
+  freezer-fleet demo                              5 freezers, an event every 2 s each
+  freezer-fleet demo --devices 20 --interval 500ms --duration 30s
+
+Everything runs in this process on loopback: a temporary CA and certificates (deleted at exit),
+the embedded mutual-TLS broker on a free port, the freezers, and a watcher that prints every
+event it receives. Press Enter to inject an event (as in `run`); q or Ctrl-C ends the demo with
+the watcher's table: received, missing, duplicates, out of order, latency.";
+
+const CERTS_EXAMPLES: &str = "\
+Examples:
+  freezer-fleet certs init ./pki
+  freezer-fleet certs issue ./pki --devices 100            # ./pki/devices/freezer1 .. freezer100
+  freezer-fleet certs issue ./pki --devices 10 --key-type rsa2048 --out ./certs/devices
+  freezer-fleet run --endpoint localhost --ca ./pki/ca.pem --certs ./pki/devices";
+
+const BROKER_EXAMPLES: &str = "\
+Examples:
+  freezer-fleet certs init ./pki && freezer-fleet certs issue ./pki --devices 10
+  freezer-fleet broker --pki ./pki                           # 127.0.0.1:8883
+  freezer-fleet run --endpoint localhost --ca ./pki/ca.pem --certs ./pki/devices";
+
+const WATCH_EXAMPLES: &str = "\
+Examples:
+  # what arrives from a local broker, with a certificate issued by `certs issue`
+  freezer-fleet watch --endpoint localhost --ca ./pki/ca.pem --certs ./pki/devices --id freezer1
+  # AWS IoT Core, JSON lines on stdout, the table on stderr after 5 minutes
+  freezer-fleet watch --endpoint abc123-ats.iot.us-east-1.amazonaws.com --ca AmazonRootCA1.pem \\
+      --cert watcher-certificate.pem.crt --key watcher-private.pem.key --json --duration 5m > events.jsonl
+
+The client id is freezer-fleet-watch-<pid> unless --client-id says otherwise: do not reuse a
+device's id, or the broker disconnects that device.";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Launch N simulated freezers that publish over MQTT with mutual TLS.
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
+    /// Everything on one machine, no AWS account: temporary PKI, embedded broker, freezers, watcher.
+    #[command(after_help = DEMO_EXAMPLES)]
+    Demo(DemoArgs),
+    /// Make a local CA and device certificates in the layout `run --certs` reads.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Run the embedded MQTT broker with mutual TLS: a local stand-in for AWS IoT Core.
+    #[command(after_help = BROKER_EXAMPLES)]
+    Broker(BrokerArgs),
+    /// Subscribe and print what arrives, counting gaps, duplicates, reorderings and latency per device.
+    #[command(after_help = WATCH_EXAMPLES)]
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many freezers.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub devices: usize,
+    /// Time between a freezer's timed events; 0 = on demand only.
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub interval: String,
+    /// Stop after this long [default: until q or Ctrl-C].
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// MQTT QoS, 0 or 1.
+    #[arg(long, default_value_t = 1, value_name = "0|1")]
+    pub qos: u8,
+    /// Seed for reproducible readings [default: random].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create DIR/ca.pem, ca.key, server.pem, server.key (keys 0600): a local CA and a server
+    /// certificate for localhost, 127.0.0.1 and ::1. Existing files are kept.
+    #[command(after_help = CERTS_EXAMPLES)]
+    Init {
+        /// Folder for the CA and server files.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Key algorithm.
+        #[arg(long, value_enum, default_value = "p256")]
+        key_type: crate::local::pki::KeyType,
+    },
+    /// Issue N device certificates signed by DIR's CA (or --ca-cert/--ca-key) as
+    /// OUT/<id>/<id>-certificate.pem.crt and OUT/<id>/<id>-private.pem.key (0600). Re-running adds
+    /// missing devices and never overwrites a key.
+    #[command(after_help = CERTS_EXAMPLES)]
+    Issue {
+        /// Folder made by `certs init`.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// How many devices.
+        #[arg(long, value_name = "N")]
+        devices: usize,
+        /// Device ids are PREFIX1..PREFIXN.
+        #[arg(long, default_value = "freezer", value_name = "PREFIX")]
+        id_prefix: String,
+        /// Where the device folders go [default: DIR/devices].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Sign with this CA certificate instead of DIR/ca.pem (with --ca-key).
+        #[arg(long, value_name = "FILE", requires = "ca_key")]
+        ca_cert: Option<PathBuf>,
+        /// The key of --ca-cert.
+        #[arg(long, value_name = "FILE", requires = "ca_cert")]
+        ca_key: Option<PathBuf>,
+        /// Key algorithm of the device keys.
+        #[arg(long, value_enum, default_value = "p256")]
+        key_type: crate::local::pki::KeyType,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Folder made by `certs init` (ca.pem, server.pem, server.key).
+    #[arg(long, value_name = "DIR")]
+    pub pki: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8883", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// MQTT endpoint host.
+    #[arg(long, value_name = "HOST", env = "FREEZER_FLEET_ENDPOINT")]
+    pub endpoint: String,
+    /// Endpoint port.
+    #[arg(long, default_value_t = 8883, value_name = "PORT")]
+    pub port: u16,
+    /// Root CA of the endpoint [default: the built-in Mozilla roots].
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (with --key).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["certs", "id"])]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// A --certs folder of `run`; use the identity in its sub-folder --id.
+    #[arg(long, value_name = "DIR", requires = "id")]
+    pub certs: Option<PathBuf>,
+    /// Which device folder of --certs to take the identity from.
+    #[arg(long, value_name = "ID", requires = "certs")]
+    pub id: Option<String>,
+    /// MQTT client id [default: freezer-fleet-watch-<pid>].
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// Topic filter to subscribe to (+ and # allowed).
+    #[arg(long, default_value = "freezers", value_name = "FILTER")]
+    pub topic: String,
+    /// Print each received JSON object on stdout, one per line; the table goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this long [default: until Ctrl-C or SIGTERM].
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
 }
 
 /// Flags of `run`. Every value may also come from `--config`; a flag given here wins.

@@ -16,6 +16,7 @@ use crate::config::FleetConfig;
 use crate::console::{self, Command};
 use crate::device::{self, DeviceSettings, Inject, Phase};
 use crate::report;
+use crate::signals::Signals;
 use crate::stats::{Snapshot, Stats};
 
 /// How a run ended.
@@ -226,35 +227,5 @@ fn spawn_console() -> ConsoleLines {
     });
     ConsoleLines {
         rx: spawned.is_ok().then_some(rx),
-    }
-}
-
-/// Ctrl-C and SIGTERM.
-struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> Result<Self> {
-        Ok(Signals {
-            #[cfg(unix)]
-            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
-        })
-    }
-
-    async fn recv(&mut self) -> &'static str {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => "Ctrl-C",
-                _ = self.term.recv() => "SIGTERM",
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            "Ctrl-C"
-        }
     }
 }

@@ -12,8 +12,13 @@
 //! - [`console`]: stdin commands (Enter injects one event).
 //! - [`cause`]: connection errors → one actionable cause.
 //! - [`stats`] and [`report`]: counters and the final summary.
+//! - [`watch`]: the subscriber that prints events and counts gaps, duplicates, latency.
+//! - [`local`]: the zero-setup parts: a local PKI and the embedded mTLS broker.
+//! - [`app`]: what each subcommand does, composed from the modules below.
+//! - [`signals`]: Ctrl-C and SIGTERM.
 //! - [`error`]: input errors (exit 2) versus run failures (exit 1).
 
+pub mod app;
 pub mod cause;
 pub mod cli;
 pub mod config;
@@ -23,5 +28,8 @@ pub mod error;
 pub mod fleet;
 pub mod freezer;
 pub mod identity;
+pub mod local;
 pub mod report;
+pub mod signals;
 pub mod stats;
+pub mod watch;

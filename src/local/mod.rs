@@ -1,0 +1,2 @@
+pub mod broker;
+pub mod pki;
