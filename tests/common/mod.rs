@@ -21,6 +21,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_freezer-fleet");
 /// A certificate authority made for one test.
 pub struct Ca {
     pub cert_pem: String,
+    key_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -34,8 +35,14 @@ impl Ca {
         let cert = params.self_signed(&key).unwrap();
         Ca {
             cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
         }
+    }
+
+    /// The CA's private key, PEM.
+    pub fn key_pem(&self) -> String {
+        self.key_pem.clone()
     }
 
     /// A server certificate for localhost and 127.0.0.1: (cert PEM, key PEM).
