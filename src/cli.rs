@@ -31,8 +31,17 @@ Console while running (stdin):
 
 Exit codes: 0 done, 1 no device could connect, 2 bad input (the message names the flag or file).";
 
+const TOP_EXAMPLES: &str = "\
+Examples:
+  freezer-fleet demo                                   see it all work locally, no AWS account
+  freezer-fleet run --config config/aws-iot.toml       a fleet against AWS IoT Core
+  freezer-fleet certs init ./pki && freezer-fleet certs issue ./pki --devices 100
+  freezer-fleet watch --endpoint localhost --ca ./pki/ca.pem --certs ./pki/devices --id freezer1
+
+`freezer-fleet <command> --help` shows each command's flags and examples.";
+
 #[derive(Debug, Parser)]
-#[command(name = "freezer-fleet", version, about = ABOUT)]
+#[command(name = "freezer-fleet", version, about = ABOUT, after_help = TOP_EXAMPLES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
