@@ -12,12 +12,12 @@ use tokio::sync::oneshot;
 use crate::cli::{BrokerArgs, CertsCommand, Command, DemoArgs, RunArgs, WatchArgs};
 use crate::config::{self, parse_duration};
 use crate::error::exit;
-use crate::fleet;
 use crate::identity::{self, IdentityFiles, TrustSource};
 use crate::input;
 use crate::local::{broker, pki};
 use crate::signals::Signals;
 use crate::watch::{self, WatchOptions};
+use crate::{fleet, preflight};
 
 /// Runs one subcommand to the end and returns the process exit code.
 pub fn run(command: Command) -> Result<i32> {
@@ -25,6 +25,7 @@ pub fn run(command: Command) -> Result<i32> {
         Command::Run(args) => {
             let cfg = config::resolve(args)?;
             runtime()?.block_on(async {
+                preflight::check(&cfg).await?;
                 let outcome = fleet::run(cfg).await?;
                 Ok(fleet_exit_code(&outcome))
             })

@@ -17,13 +17,28 @@ pub struct Cause {
     pub key: String,
     /// What happened and what to do, e.g. `connection refused by 127.0.0.1:8883: is the broker running on that port?`
     pub detail: String,
+    /// Retrying cannot help (an untrusted server, a rejected certificate, an unknown host…);
+    /// the rest (refused, timed out, closed) may pass, so devices retry them with backoff.
+    pub permanent: bool,
 }
 
+/// The key of a connection the server closed: right after connecting, the sign of another
+/// client taking over the same client id.
+pub const CLOSED_BY_SERVER: &str = "connection closed by the server";
+
 impl Cause {
-    fn new(key: &str, detail: String) -> Self {
+    pub fn transient(key: &str, detail: String) -> Self {
         Cause {
             key: key.to_string(),
             detail,
+            permanent: false,
+        }
+    }
+    pub fn permanent(key: &str, detail: String) -> Self {
+        Cause {
+            key: key.to_string(),
+            detail,
+            permanent: true,
         }
     }
 }
@@ -34,7 +49,7 @@ pub fn classify(err: &ConnectionError, addr: &str) -> Cause {
         return refused_connect(*code, addr);
     }
     if let ConnectionError::NetworkTimeout = err {
-        return Cause::new(
+        return Cause::transient(
             "timeout",
             format!(
                 "no answer from {addr} in time (TCP, TLS or CONNACK): check the endpoint, port and any firewall"
@@ -59,14 +74,20 @@ pub fn classify(err: &ConnectionError, addr: &str) -> Cause {
         next = e.source();
     }
     match err {
-        ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted) => Cause::new(
-            "connection closed by the server",
-            format!(
-                "{addr} closed the connection (another client with the same client id, a policy that denies this client, or a broker shutdown)"
-            ),
-        ),
-        other => Cause::new("connection error", format!("{addr}: {other}")),
+        ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted) => {
+            closed(addr, "connection closed")
+        }
+        other => Cause::transient("connection error", format!("{addr}: {other}")),
     }
+}
+
+fn closed(addr: &str, how: &str) -> Cause {
+    Cause::transient(
+        CLOSED_BY_SERVER,
+        format!(
+            "{addr} closed the connection ({how}): a broker restart, a policy that denies this client, or another connection with the same client id"
+        ),
+    )
 }
 
 fn refused_connect(code: ConnectReturnCode, addr: &str) -> Cause {
@@ -78,99 +99,96 @@ fn refused_connect(code: ConnectReturnCode, addr: &str) -> Cause {
         ConnectReturnCode::BadUserNamePassword => ("bad credentials", "the broker refused the credentials"),
         ConnectReturnCode::BadClientId => ("client id rejected", "the broker rejected the client id"),
         ConnectReturnCode::ServiceUnavailable => {
-            ("service unavailable", "the broker is unavailable; retry later")
+            return Cause::transient(
+                "service unavailable",
+                format!("{addr}: the broker is unavailable for now"),
+            );
         }
         ConnectReturnCode::RefusedProtocolVersion => {
             ("protocol version", "the broker does not speak MQTT 3.1.1")
         }
         ConnectReturnCode::Success => ("connect refused", "CONNACK was not a success"),
     };
-    Cause::new(key, format!("{addr}: {why}"))
+    Cause::permanent(key, format!("{addr}: {why}"))
 }
 
 fn from_io(e: &io::Error, addr: &str) -> Option<Cause> {
     let text = e.to_string();
     let cause = match e.kind() {
-        io::ErrorKind::ConnectionRefused => Cause::new(
+        io::ErrorKind::ConnectionRefused => Cause::transient(
             "connection refused",
             format!("connection refused by {addr}: is the broker running and listening on that port?"),
         ),
-        io::ErrorKind::TimedOut => Cause::new("timeout", format!("{addr}: timed out")),
+        io::ErrorKind::TimedOut => Cause::transient("timeout", format!("{addr}: timed out")),
         io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
-            Cause::new(
-                "connection closed by the server",
-                format!(
-                    "{addr} closed the connection during the handshake ({text}): the server may have rejected the client certificate"
-                ),
-            )
+            closed(addr, &text)
         }
         _ if text.contains("failed to lookup address") || text.contains("Name or service not known") => {
-            Cause::new(
+            Cause::permanent(
                 "unknown host",
                 format!("cannot resolve the host of {addr} (DNS lookup failed): check --endpoint"),
             )
         }
         io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable => {
-            Cause::new("unreachable", format!("{addr} is unreachable: {text}"))
+            Cause::transient("unreachable", format!("{addr} is unreachable: {text}"))
         }
         _ => return None,
     };
     Some(cause)
 }
 
-fn from_rustls(e: &rustls::Error, addr: &str) -> Cause {
+/// Every TLS failure is permanent: the same certificates will fail the same way again.
+pub fn from_rustls(e: &rustls::Error, addr: &str) -> Cause {
     use rustls::Error as E;
-    match e {
+    let (key, detail) = match e {
         // A different CA with the same subject name shows up as a bad signature.
-        E::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
-            Cause::new(
-                "server certificate not trusted",
-                format!(
-                    "the server certificate of {addr} is not signed by the CA given with --ca: pass the CA that signed the endpoint (for AWS IoT Core: AmazonRootCA1.pem)"
-                ),
-            )
-        }
+        E::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => (
+            "server certificate not trusted",
+            format!(
+                "the server certificate of {addr} is not signed by the CA given with --ca: pass the CA that signed the endpoint (for AWS IoT Core: AmazonRootCA1.pem)"
+            ),
+        ),
         E::InvalidCertificate(
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-        ) => Cause::new(
+        ) => (
             "server name mismatch",
             format!(
                 "the server certificate of {addr} is not valid for that host name: use the host name the certificate was issued for"
             ),
         ),
-        E::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
-            Cause::new(
-                "server certificate expired",
-                format!("the server certificate of {addr} has expired"),
-            )
-        }
-        E::InvalidCertificate(other) => Cause::new(
+        E::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => (
+            "server certificate expired",
+            format!("the server certificate of {addr} has expired"),
+        ),
+        E::InvalidCertificate(other) => (
             "server certificate invalid",
             format!("the server certificate of {addr} was refused: {other:?}"),
         ),
-        E::AlertReceived(alert) => match alert {
-            AlertDescription::ProtocolVersion => tls_version(addr),
-            AlertDescription::HandshakeFailure => Cause::new(
-                "TLS handshake failure",
-                format!(
-                    "{addr} ended the TLS handshake (handshake failure): it may not accept TLS 1.2+, these cipher suites, or the client certificate"
-                ),
+        E::AlertReceived(AlertDescription::ProtocolVersion) | E::PeerIncompatible(_) => {
+            return tls_version(addr);
+        }
+        E::AlertReceived(AlertDescription::HandshakeFailure) => (
+            "TLS handshake failure",
+            format!(
+                "{addr} ended the TLS handshake (handshake failure): it may not accept TLS 1.2+, these cipher suites, or the client certificate"
             ),
-            _ => Cause::new(
-                "client certificate rejected",
-                format!(
-                    "{addr} rejected the client certificate (TLS alert {alert:?}): make sure the certificate is registered and active, or signed by a CA the broker trusts"
-                ),
+        ),
+        E::AlertReceived(alert) => (
+            "client certificate rejected",
+            format!(
+                "{addr} rejected the client certificate (TLS alert {alert:?}): make sure the certificate is registered and active, or signed by a CA the broker trusts"
             ),
-        },
-        E::PeerIncompatible(_) => tls_version(addr),
-        other => Cause::new("TLS error", format!("TLS with {addr} failed: {other}")),
-    }
+        ),
+        other => ("TLS error", format!("TLS with {addr} failed: {other}")),
+    };
+    Cause::permanent(key, detail)
 }
 
 fn tls_version(addr: &str) -> Cause {
-    Cause::new(
+    Cause::permanent(
         "TLS version",
-        format!("{addr} does not offer TLS 1.2 or newer; freezer-fleet refuses older TLS versions"),
+        format!(
+            "{addr} offers only TLS older than 1.2 (TLS 1.0/1.1); freezer-fleet requires TLS 1.2 or newer and will not downgrade"
+        ),
     )
 }

@@ -274,4 +274,24 @@ pub struct RunArgs {
     /// At shutdown, how long to wait for QoS 1 acknowledgements still in flight [default: 5s].
     #[arg(long, value_name = "DURATION")]
     pub drain_timeout: Option<String>,
+
+    /// Connect at most R devices per second, fleet-wide, reconnects included (AWS's default account limit is 500/s) [default: no limit].
+    #[arg(long, value_name = "R")]
+    pub ramp_up: Option<u32>,
+
+    /// First wait before reconnecting; doubles per failure, with full jitter [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    pub backoff_min: Option<String>,
+
+    /// Longest wait before reconnecting [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub backoff_max: Option<String>,
+
+    /// Events a device keeps while it cannot send them; beyond it the oldest are dropped and counted [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub offline_queue: Option<usize>,
+
+    /// Connect with clean session off, so the broker keeps each device's session across reconnects (IoT Core keeps it an hour).
+    #[arg(long)]
+    pub persistent_session: bool,
 }

@@ -21,6 +21,9 @@ pub const DEFAULT_ID_PREFIX: &str = "freezer";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub const DEFAULT_OFFLINE_QUEUE: usize = 1000;
 /// AWS IoT Core accepts keep-alive values from 30 s to 1200 s.
 pub const KEEP_ALIVE_RANGE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(1200));
 /// File-name endings AWS IoT Core's download step uses.
@@ -46,6 +49,11 @@ pub struct FileConfig {
     pub seed: Option<u64>,
     pub keep_alive: Option<String>,
     pub drain_timeout: Option<String>,
+    pub ramp_up: Option<u32>,
+    pub backoff_min: Option<String>,
+    pub backoff_max: Option<String>,
+    pub offline_queue: Option<usize>,
+    pub persistent_session: Option<bool>,
 }
 
 /// One simulated device, ready to connect.
@@ -54,6 +62,8 @@ pub struct DeviceConfig {
     /// Device id, also the MQTT client id.
     pub id: String,
     pub tls: Arc<ClientConfig>,
+    /// The certificate file, to name it in messages.
+    pub cert_file: PathBuf,
 }
 
 /// Everything a run needs, validated.
@@ -69,6 +79,12 @@ pub struct FleetConfig {
     pub seed_given: bool,
     pub keep_alive: Duration,
     pub drain_timeout: Duration,
+    /// Connection attempts per second, fleet-wide.
+    pub ramp_up: Option<u32>,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub offline_queue: usize,
+    pub persistent_session: bool,
     pub devices: Vec<DeviceConfig>,
 }
 
@@ -278,6 +294,48 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
     )?
     .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
 
+    let ramp_up = match m.pick(args.ramp_up, file.ramp_up, "--ramp-up") {
+        Some(r) if r.value == 0 => {
+            return Err(input!(
+                "{}: 0 connections per second would never connect; give e.g. 100",
+                r.origin
+            ));
+        }
+        r => r.map(|r| r.value),
+    };
+    let bmin_src = m.pick(args.backoff_min, file.backoff_min, "--backoff-min");
+    let bmin_origin = bmin_src.as_ref().map(|s| s.origin.clone()).unwrap_or_default();
+    let backoff_min = duration_of(bmin_src, Some(DEFAULT_BACKOFF_MIN))?.unwrap_or(DEFAULT_BACKOFF_MIN);
+    let bmax_src = m.pick(args.backoff_max, file.backoff_max, "--backoff-max");
+    let bmax_origin = bmax_src
+        .as_ref()
+        .map(|s| s.origin.clone())
+        .unwrap_or_else(|| "--backoff-max".into());
+    let backoff_max = duration_of(bmax_src, Some(DEFAULT_BACKOFF_MAX))?.unwrap_or(DEFAULT_BACKOFF_MAX);
+    if backoff_min.is_zero() {
+        return Err(input!(
+            "{bmin_origin}: the backoff must be longer than 0; e.g. 1s"
+        ));
+    }
+    if backoff_max < backoff_min {
+        return Err(input!(
+            "{bmax_origin}: {} is shorter than the first backoff ({}); make --backoff-max at least --backoff-min",
+            humantime::format_duration(backoff_max),
+            humantime::format_duration(backoff_min)
+        ));
+    }
+    let offline_queue = match m.pick(args.offline_queue, file.offline_queue, "--offline-queue") {
+        Some(q) if q.value == 0 => {
+            return Err(input!(
+                "{}: a queue of 0 events would drop every event; give at least 1 (default 1000)",
+                q.origin
+            ));
+        }
+        Some(q) => q.value,
+        None => DEFAULT_OFFLINE_QUEUE,
+    };
+    let persistent_session = args.persistent_session || file.persistent_session.unwrap_or(false);
+
     let (seed, seed_given) = match m.pick(args.seed, file.seed, "--seed") {
         Some(s) => (s.value, true),
         None => (rand::random::<u64>() >> 1, false),
@@ -319,10 +377,16 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
                 None => folders.len(),
             };
             let mut devices = Vec::with_capacity(n);
-            for folder in folders.into_iter().take(n) {
+            let folders: Vec<CertFolder> = folders.into_iter().take(n).collect();
+            for folder in &folders {
                 let tls = identity::client_config(&folder.files, roots.clone(), &alpn)?;
-                devices.push(DeviceConfig { id: folder.id, tls });
+                devices.push(DeviceConfig {
+                    id: folder.id.clone(),
+                    tls,
+                    cert_file: folder.files.cert.clone(),
+                });
             }
+            warn_readable_keys(folders.iter().map(|f| f.files.key.as_path()));
             devices
         }
         (None, Some(cert), Some(key)) => {
@@ -333,6 +397,7 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
                 key_label: key.origin,
             };
             let tls = identity::client_config(&files, roots, &alpn)?;
+            warn_readable_keys(std::iter::once(files.key.as_path()));
             let prefix = m.pick(args.id_prefix, file.id_prefix, "--id-prefix");
             let prefix = match prefix {
                 Some(p) => {
@@ -355,6 +420,7 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
                 .map(|i| DeviceConfig {
                     id: format!("{prefix}{i}"),
                     tls: tls.clone(),
+                    cert_file: files.cert.clone(),
                 })
                 .collect()
         }
@@ -393,8 +459,37 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
         seed_given,
         keep_alive,
         drain_timeout,
+        ramp_up,
+        backoff_min,
+        backoff_max,
+        offline_queue,
+        persistent_session,
         devices,
     })
+}
+
+/// Warns (once, with a count) when private key files can be read by group or others.
+fn warn_readable_keys<'a>(keys: impl Iterator<Item = &'a Path>) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open: Vec<&Path> = keys
+            .filter(|k| {
+                std::fs::metadata(k)
+                    .map(|m| m.permissions().mode() & 0o077 != 0)
+                    .unwrap_or(false)
+            })
+            .collect();
+        if let Some(first) = open.first() {
+            tracing::warn!(
+                "{} private key file(s) can be read by group or others (e.g. {}); make them private: chmod 600 <key files>",
+                open.len(),
+                first.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = keys;
 }
 
 /// One device folder under `--certs`.

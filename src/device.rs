@@ -7,6 +7,10 @@
 //! only what fits in flight while connected, remembers what it handed, and after a dropped
 //! connection puts everything unacknowledged back at the front of its queue, in seq order.
 //!
+//! Connection attempts are gated three ways, so a broker hiccup never becomes a reconnect storm:
+//! exponential backoff with full jitter, at most one attempt per second per client id (AWS IoT
+//! Core's limit), and the fleet-wide `--ramp-up` pacer.
+//!
 //! The event loop's `poll()` is never cancelled by a timer tick or an injection: cancelling it
 //! mid-handshake would restart the connection, so the task waits on it and on its local inputs
 //! side by side with a pinned future.
@@ -24,9 +28,10 @@ use rumqttc::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use crate::cause::{self, Cause};
+use crate::cause::{self, CLOSED_BY_SERVER, Cause};
 use crate::config::DeviceConfig;
 use crate::freezer::{Event, Freezer, unix_millis};
+use crate::ratelimit::Pacer;
 use crate::stats::Stats;
 
 /// Where the fleet is in its life; devices watch it.
@@ -59,7 +64,20 @@ pub struct DeviceSettings {
     pub connect_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Events kept while they cannot be sent; beyond it the oldest are dropped (and counted).
+    pub offline_queue: usize,
+    /// Connect with clean session off, so the broker keeps the session across reconnects.
+    pub persistent_session: bool,
+    /// Fleet-wide pacing of connection attempts (`--ramp-up`).
+    pub pacer: Option<Arc<Pacer>>,
 }
+
+/// AWS IoT Core accepts one CONNECT per second per client id.
+const MIN_ATTEMPT_SPACING: Duration = Duration::from_secs(1);
+/// A session the server closes within this long after CONNACK counts as a short session.
+const SHORT_SESSION: Duration = Duration::from_secs(10);
+/// This many short sessions in a row: another connection is taking over our client id.
+const TAKEOVER_SESSIONS: u32 = 3;
 
 /// A request from the console to this device.
 #[derive(Debug, Clone, Copy)]
@@ -73,9 +91,6 @@ struct Queued {
     /// Written to a connection at least once already.
     sent: bool,
 }
-
-/// How many devices may log their connection failure one by one before the rest are only counted.
-const FAILURES_LOGGED: u64 = 10;
 
 /// What the device task does between polls of the event loop.
 enum Local {
@@ -101,7 +116,13 @@ struct Device {
     awaiting: HashMap<u16, Queued>,
     online: bool,
     ever_connected: bool,
+    /// The device gave up (a permanent cause); already counted.
+    gave_up: bool,
+    connected_at: Instant,
+    last_attempt: Option<Instant>,
     failures_in_a_row: u32,
+    short_sessions: u32,
+    last_cause: Option<Cause>,
     timer: Option<Interval>,
     inject_rx: mpsc::Receiver<Inject>,
     inject_open: bool,
@@ -109,7 +130,7 @@ struct Device {
     phase: Phase,
 }
 
-/// Runs one device until the fleet stops it or its first connection fails.
+/// Runs one device until the fleet stops it or it gives up for a permanent cause.
 pub async fn run(
     config: DeviceConfig,
     index: usize,
@@ -121,7 +142,7 @@ pub async fn run(
     let mut options = MqttOptions::new(config.id.clone(), settings.host.clone(), settings.port);
     options
         .set_keep_alive(settings.keep_alive)
-        .set_clean_session(true)
+        .set_clean_session(!settings.persistent_session)
         .set_inflight(settings.max_inflight)
         // Room for what is in flight plus a disconnect: the device never hands over more.
         .set_request_channel_capacity(settings.max_inflight as usize + 4)
@@ -161,7 +182,12 @@ pub async fn run(
         awaiting: HashMap::new(),
         online: false,
         ever_connected: false,
+        gave_up: false,
+        connected_at: Instant::now(),
+        last_attempt: None,
         failures_in_a_row: 0,
+        short_sessions: 0,
+        last_cause: None,
         timer,
         inject_rx,
         inject_open: true,
@@ -173,20 +199,24 @@ pub async fn run(
 
 impl Device {
     async fn run(&mut self, eventloop: &mut EventLoop) {
-        let mut backoff_until: Option<Instant> = None;
-        'life: while self.phase == Phase::Running {
-            if let Some(until) = backoff_until.take() {
-                let sleep = tokio::time::sleep_until(until);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        _ = &mut sleep => break,
-                        local = self.next_local() => self.on_local(local),
-                    }
-                    if self.phase != Phase::Running {
-                        break 'life;
-                    }
+        let mut retry_at: Option<Instant> = None;
+        while self.phase == Phase::Running {
+            if !self.online {
+                // The next poll connects: pass the gates first, still taking readings meanwhile.
+                let mut at = retry_at.take().unwrap_or_else(Instant::now);
+                if let Some(last) = self.last_attempt {
+                    at = at.max(last + MIN_ATTEMPT_SPACING);
                 }
+                if !self.wait_until(at).await {
+                    break;
+                }
+                if let Some(pacer) = self.settings.pacer.clone()
+                    && !self.wait_until(pacer.reserve()).await
+                {
+                    break;
+                }
+                self.last_attempt = Some(Instant::now());
+                self.stats.connect_attempt(self.settings.start.elapsed());
             }
             let result = {
                 let poll = eventloop.poll();
@@ -210,16 +240,30 @@ impl Device {
                 Some(Err(err)) => {
                     let cause =
                         cause::classify(&err, &format!("{}:{}", self.settings.host, self.settings.port));
-                    if !self.ever_connected {
-                        self.fail(&cause);
-                        return;
+                    match self.after_error(eventloop, cause) {
+                        Some(at) => retry_at = Some(at),
+                        None => return,
                     }
-                    backoff_until = Some(self.connection_lost(eventloop, &cause));
                 }
             }
             self.hand_off();
         }
         self.drain(eventloop).await;
+    }
+
+    /// Waits until `at`, still taking readings and injections; false when the fleet is stopping.
+    async fn wait_until(&mut self, at: Instant) -> bool {
+        let sleep = tokio::time::sleep_until(at);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return self.phase == Phase::Running,
+                local = self.next_local() => self.on_local(local),
+            }
+            if self.phase != Phase::Running {
+                return false;
+            }
+        }
     }
 
     /// Waits for the next timer tick, console injection or phase change.
@@ -258,7 +302,7 @@ impl Device {
                 let note = if self.online {
                     ""
                 } else {
-                    " (queued: not connected yet)"
+                    " (queued: not connected)"
                 };
                 eprintln!("injected {} seq={seq}{note}", self.id);
             }
@@ -279,12 +323,25 @@ impl Device {
             temperature: reading.temperature,
             humidity: reading.humidity,
         };
+        self.stats.event_taken(!self.online);
         self.outbox.push_back(Queued {
             seq,
             payload: event.to_json(),
             sent: false,
         });
+        self.trim_outbox();
         seq
+    }
+
+    /// Keeps the queue within `--offline-queue`, dropping (and counting) the oldest events.
+    fn trim_outbox(&mut self) {
+        let mut dropped = 0;
+        while self.outbox.len() > self.settings.offline_queue {
+            self.outbox.pop_front();
+            dropped += 1;
+        }
+        self.stats
+            .events_dropped(dropped, "offline queue full (--offline-queue)");
     }
 
     fn in_flight(&self) -> usize {
@@ -322,10 +379,11 @@ impl Device {
             MqttEvent::Incoming(Incoming::ConnAck(_)) => {
                 self.online = true;
                 self.failures_in_a_row = 0;
+                self.connected_at = Instant::now();
                 self.stats.online(true);
                 if self.ever_connected {
                     self.stats.reconnected();
-                    tracing::info!(device = %self.id, "reconnected");
+                    tracing::debug!(device = %self.id, "reconnected");
                 } else {
                     self.ever_connected = true;
                     self.stats.device_connected();
@@ -353,11 +411,12 @@ impl Device {
         }
     }
 
-    /// The connection dropped: take back everything unacknowledged, in seq order, and pick the
-    /// time of the next attempt (exponential backoff with full jitter, at least 1 s apart, as
-    /// AWS IoT Core allows one CONNECT per second per client id).
-    fn connection_lost(&mut self, eventloop: &mut EventLoop, cause: &Cause) -> Instant {
-        if self.online {
+    /// A connection failed or dropped. Takes back everything unacknowledged, in seq order, and
+    /// decides: give up (a permanent cause, or another connection owns our client id), or retry
+    /// at the returned time (exponential backoff with full jitter).
+    fn after_error(&mut self, eventloop: &mut EventLoop, cause: Cause) -> Option<Instant> {
+        let was_online = self.online;
+        if was_online {
             self.online = false;
             self.stats.online(false);
         }
@@ -372,26 +431,65 @@ impl Device {
         for item in back.into_iter().rev() {
             self.outbox.push_front(item);
         }
+        self.trim_outbox();
+
+        if cause.permanent {
+            self.give_up(&cause);
+            return None;
+        }
+        if was_online {
+            let lasted = self.connected_at.elapsed();
+            if cause.key == CLOSED_BY_SERVER && lasted < SHORT_SESSION {
+                self.short_sessions += 1;
+            } else {
+                self.short_sessions = 0;
+            }
+            if self.short_sessions >= TAKEOVER_SESSIONS {
+                let takeover = Cause::permanent(
+                    "client id in use",
+                    format!(
+                        "client id {} is in use by another connection: the broker closed {} sessions in a row within seconds of connecting (or a policy closes it: check iot:Connect/iot:Publish)",
+                        self.id, self.short_sessions
+                    ),
+                );
+                self.give_up(&takeover);
+                return None;
+            }
+        }
         self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
         let cap = self
             .settings
             .backoff_min
             .saturating_mul(1u32 << self.failures_in_a_row.min(16).saturating_sub(1))
             .min(self.settings.backoff_max);
-        let wait = cap.mul_f64(self.rng.random::<f64>()).max(Duration::from_secs(1));
-        tracing::warn!(device = %self.id, "connection lost: {}; retrying in {:.1} s", cause.detail, wait.as_secs_f64());
-        Instant::now() + wait
+        let wait = cap.mul_f64(self.rng.random::<f64>());
+        if self.stats.may_log() {
+            let what = if was_online {
+                "connection lost"
+            } else {
+                "cannot connect"
+            };
+            tracing::warn!(
+                "{}: {what}: {}; retrying in {:.1} s",
+                self.id,
+                cause.detail,
+                wait.as_secs_f64()
+            );
+        }
+        self.last_cause = Some(cause);
+        Some(Instant::now() + wait)
     }
 
-    fn fail(&mut self, cause: &Cause) {
-        let failed = self.stats.device_failed(&self.id, &cause.key, &cause.detail);
-        if failed <= FAILURES_LOGGED {
-            tracing::error!("{}: cannot connect: {}", self.id, cause.detail);
-        } else if failed == FAILURES_LOGGED + 1 {
-            tracing::error!("more devices cannot connect; the summary counts them by cause");
+    /// Stops this device for good and counts why.
+    fn give_up(&mut self, cause: &Cause) {
+        self.gave_up = true;
+        if self.stats.device_failed(&self.id, &cause.key, &cause.detail) {
+            tracing::error!("{}: giving up: {}", self.id, cause.detail);
         }
         let owed = (self.outbox.len() + self.in_flight()) as u64;
-        self.stats.events_failed(owed, "device never connected");
+        self.outbox.clear();
+        self.stats
+            .events_failed(owed, &format!("device gave up: {}", cause.key));
     }
 
     /// Stops producing; delivers what is queued and in flight until the drain timeout; then
@@ -434,13 +532,22 @@ impl Device {
             self.online = false;
             self.stats.online(false);
         }
+        if !self.ever_connected && !self.gave_up {
+            // Still retrying when the run ended: count it with the last cause seen.
+            let cause = self.last_cause.clone().unwrap_or_else(|| {
+                Cause::transient(
+                    "not connected yet",
+                    "the run ended before the first connection".into(),
+                )
+            });
+            self.give_up(&cause);
+            return;
+        }
         let unsent = (self.outbox.len() + self.handed.len()) as u64;
-        if qos0 {
-            self.stats.events_failed(unsent, "not sent before shutdown");
-        } else {
+        if !qos0 {
             self.stats
                 .events_failed(self.awaiting.len() as u64, "not acknowledged before shutdown");
-            self.stats.events_failed(unsent, "not sent before shutdown");
         }
+        self.stats.events_failed(unsent, "not sent before shutdown");
     }
 }

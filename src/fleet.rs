@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::config::FleetConfig;
 use crate::console::{self, Command};
 use crate::device::{self, DeviceSettings, Inject, Phase};
+use crate::ratelimit::Pacer;
 use crate::report;
 use crate::signals::Signals;
 use crate::stats::{Snapshot, Stats};
@@ -46,8 +47,11 @@ pub async fn run(cfg: FleetConfig) -> Result<Outcome> {
         start,
         max_inflight: 100,
         connect_timeout: Duration::from_secs(10),
-        backoff_min: Duration::from_secs(1),
-        backoff_max: Duration::from_secs(30),
+        backoff_min: cfg.backoff_min,
+        backoff_max: cfg.backoff_max,
+        offline_queue: cfg.offline_queue,
+        persistent_session: cfg.persistent_session,
+        pacer: cfg.ramp_up.map(|r| Arc::new(Pacer::new(r))),
     });
     if cfg.seed_given {
         tracing::info!("seed {}", cfg.seed);

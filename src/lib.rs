@@ -12,6 +12,8 @@
 //! - [`console`]: stdin commands (Enter injects one event).
 //! - [`cause`]: connection errors → one actionable cause.
 //! - [`stats`] and [`report`]: counters and the final summary.
+//! - [`preflight`]: one TLS handshake with the endpoint before the fleet starts.
+//! - [`ratelimit`]: the fleet-wide pacer of connection attempts (`--ramp-up`).
 //! - [`watch`]: the subscriber that prints events and counts gaps, duplicates, latency.
 //! - [`local`]: the zero-setup parts: a local PKI and the embedded mTLS broker.
 //! - [`app`]: what each subcommand does, composed from the modules below.
@@ -29,6 +31,8 @@ pub mod fleet;
 pub mod freezer;
 pub mod identity;
 pub mod local;
+pub mod preflight;
+pub mod ratelimit;
 pub mod report;
 pub mod signals;
 pub mod stats;

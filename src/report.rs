@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::stats::Snapshot;
 
-/// The summary table: devices, events, and every failure by cause.
+/// The summary table: devices, connections, events, and every failure by cause.
 pub fn summary(s: &Snapshot, devices: usize, elapsed: Duration, qos0: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "freezer-fleet summary after {:.1} s", elapsed.as_secs_f64());
@@ -14,9 +14,13 @@ pub fn summary(s: &Snapshot, devices: usize, elapsed: Duration, qos0: bool) -> S
         "  devices   {} connected, {} failed (of {devices})",
         s.connected, s.failed
     );
-    if s.reconnects > 0 {
-        let _ = writeln!(out, "  reconnects {}", s.reconnects);
-    }
+    let attempts: u64 = s.connect_attempts_per_second.iter().sum();
+    let peak = s.connect_attempts_per_second.iter().max().copied().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "  connects  {attempts} attempts (peak {peak}/s), {} reconnects",
+        s.reconnects
+    );
     let acked = if qos0 {
         "n/a at QoS 0".to_string()
     } else {
@@ -33,8 +37,12 @@ pub fn summary(s: &Snapshot, devices: usize, elapsed: Duration, qos0: bool) -> S
             String::new()
         }
     );
-    if s.resent > 0 {
-        let _ = writeln!(out, "  re-sent   {} after a dropped connection", s.resent);
+    if s.queued_offline + s.resent + s.dropped > 0 {
+        let _ = writeln!(
+            out,
+            "  offline   {} queued while disconnected, {} re-sent, {} dropped",
+            s.queued_offline, s.resent, s.dropped
+        );
     }
     for (key, c) in &s.device_causes {
         let more = c.count.saturating_sub(c.devices.len() as u64);
@@ -50,7 +58,7 @@ pub fn summary(s: &Snapshot, devices: usize, elapsed: Duration, qos0: bool) -> S
         );
     }
     for (cause, n) in &s.event_causes {
-        let _ = writeln!(out, "  events failed: {cause}: {n}");
+        let _ = writeln!(out, "  events lost: {cause}: {n}");
     }
     out
 }

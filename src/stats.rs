@@ -6,11 +6,15 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 /// How many device ids a cause lists before it just counts.
 const NAMES_PER_CAUSE: usize = 5;
+/// Per-device warnings allowed per window, so a fleet-wide outage logs a few lines, not thousands.
+const LOG_LINES_PER_WINDOW: u64 = 10;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -18,13 +22,18 @@ pub struct Stats {
     failed: AtomicU64,
     online: AtomicU64,
     reconnects: AtomicU64,
+    taken: AtomicU64,
+    queued_offline: AtomicU64,
     published: AtomicU64,
     acknowledged: AtomicU64,
     failed_events: AtomicU64,
+    dropped: AtomicU64,
     resent: AtomicU64,
     injected: AtomicU64,
     device_causes: Mutex<BTreeMap<String, CauseCount>>,
     event_causes: Mutex<BTreeMap<String, u64>>,
+    attempts_per_second: Mutex<Vec<u64>>,
+    log_window: Mutex<Option<(Instant, u64)>>,
 }
 
 /// How often a cause occurred, and the first few devices it hit.
@@ -41,24 +50,33 @@ pub struct CauseCount {
 pub struct Snapshot {
     /// Devices that completed at least one connection.
     pub connected: u64,
-    /// Devices that never connected.
+    /// Devices that gave up: never connected, or stopped for a permanent cause.
     pub failed: u64,
     /// Devices connected right now.
     pub online: u64,
+    /// Successful connections after the first, fleet-wide.
     pub reconnects: u64,
+    /// Events the freezers produced (timer and console).
+    pub taken: u64,
+    /// Of those, events that fell due while their device was not connected.
+    pub queued_offline: u64,
     /// Events written to the connection (each counted once, however often re-sent).
     pub published: u64,
     /// QoS 1 events the broker acknowledged.
     pub acknowledged: u64,
-    /// Events that were never acknowledged (QoS 1) or never sent (QoS 0).
+    /// Events never acknowledged (QoS 1) or never sent (QoS 0) by the end.
     pub failed_events: u64,
+    /// Events dropped because a device's offline queue was full.
+    pub dropped: u64,
     /// Re-sends of events whose connection dropped before the acknowledgement.
     pub resent: u64,
     /// Events injected from the console.
     pub injected: u64,
-    /// Why devices failed to connect, by cause.
+    /// Connection attempts (first connects and reconnects) in each second of the run.
+    pub connect_attempts_per_second: Vec<u64>,
+    /// Why devices gave up, by cause.
     pub device_causes: BTreeMap<String, CauseCount>,
-    /// Why events failed, by cause.
+    /// Why events were not delivered (failed or dropped), by cause.
     pub event_causes: BTreeMap<String, u64>,
 }
 
@@ -76,6 +94,13 @@ impl Stats {
     pub fn reconnected(&self) {
         self.reconnects.fetch_add(1, Relaxed);
     }
+    /// A reading became an event; `offline` when its device was not connected.
+    pub fn event_taken(&self, offline: bool) {
+        self.taken.fetch_add(1, Relaxed);
+        if offline {
+            self.queued_offline.fetch_add(1, Relaxed);
+        }
+    }
     pub fn published(&self) {
         self.published.fetch_add(1, Relaxed);
     }
@@ -89,26 +114,70 @@ impl Stats {
         self.injected.fetch_add(1, Relaxed);
     }
 
-    /// A device gave up connecting; returns how many devices have failed so far.
-    pub fn device_failed(&self, device: &str, key: &str, detail: &str) -> u64 {
-        let mut causes = self.device_causes.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = causes.entry(key.to_string()).or_default();
-        entry.count += 1;
-        if entry.devices.len() < NAMES_PER_CAUSE {
-            entry.devices.push(device.to_string());
+    /// A connection attempt `since_start` into the run.
+    pub fn connect_attempt(&self, since_start: Duration) {
+        let second = since_start.as_secs() as usize;
+        let mut v = self.attempts_per_second.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() <= second {
+            v.resize(second + 1, 0);
         }
-        if entry.example.is_empty() {
-            entry.example = detail.to_string();
+        v[second] += 1;
+    }
+
+    /// Whether a per-device warning may be logged now (a few per window, then silence until
+    /// the next window; the summary counts everything).
+    pub fn may_log(&self) -> bool {
+        let mut w = self.log_window.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match &mut *w {
+            Some((start, n)) if now.duration_since(*start) < LOG_WINDOW => {
+                *n += 1;
+                if *n == LOG_LINES_PER_WINDOW + 1 {
+                    tracing::warn!("more devices report problems; the summary counts them by cause");
+                }
+                *n <= LOG_LINES_PER_WINDOW
+            }
+            _ => {
+                *w = Some((now, 1));
+                true
+            }
         }
-        self.failed.fetch_add(1, Relaxed) + 1
+    }
+
+    /// A device gave up; returns whether to log it (see [`Stats::may_log`]).
+    pub fn device_failed(&self, device: &str, key: &str, detail: &str) -> bool {
+        {
+            let mut causes = self.device_causes.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = causes.entry(key.to_string()).or_default();
+            entry.count += 1;
+            if entry.devices.len() < NAMES_PER_CAUSE {
+                entry.devices.push(device.to_string());
+            }
+            if entry.example.is_empty() {
+                entry.example = detail.to_string();
+            }
+        }
+        self.failed.fetch_add(1, Relaxed);
+        self.may_log()
     }
 
     /// `n` events will never be delivered, for `cause`.
     pub fn events_failed(&self, n: u64, cause: &str) {
-        if n == 0 {
-            return;
+        if n > 0 {
+            self.failed_events.fetch_add(n, Relaxed);
+            self.add_event_cause(n, cause);
         }
-        self.failed_events.fetch_add(n, Relaxed);
+    }
+
+    /// `n` events were dropped from a full queue, for `cause`.
+    pub fn events_dropped(&self, n: u64, cause: &str) {
+        if n > 0 {
+            self.dropped.fetch_add(n, Relaxed);
+            self.add_event_cause(n, cause);
+        }
+    }
+
+    fn add_event_cause(&self, n: u64, cause: &str) {
         let mut causes = self.event_causes.lock().unwrap_or_else(|p| p.into_inner());
         *causes.entry(cause.to_string()).or_default() += n;
     }
@@ -119,11 +188,19 @@ impl Stats {
             failed: self.failed.load(Relaxed),
             online: self.online.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
+            taken: self.taken.load(Relaxed),
+            queued_offline: self.queued_offline.load(Relaxed),
             published: self.published.load(Relaxed),
             acknowledged: self.acknowledged.load(Relaxed),
             failed_events: self.failed_events.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
             resent: self.resent.load(Relaxed),
             injected: self.injected.load(Relaxed),
+            connect_attempts_per_second: self
+                .attempts_per_second
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             device_causes: self
                 .device_causes
                 .lock()

@@ -365,47 +365,72 @@ fn runtime_failures_are_reported_per_device_and_the_rest_keep_running() {
     let (code, stderr, _) = run_to_end(&strs(&args), Duration::from_secs(30));
     assert_eq!(code, 0, "two devices ran: {stderr}");
     assert!(stderr.contains("2 connected, 1 failed (of 3)"), "{stderr}");
-    assert!(stderr.contains("freezer2: cannot connect"), "{stderr}");
+    assert!(stderr.contains("freezer2: giving up"), "{stderr}");
     assert!(stderr.contains("rejected the client certificate"), "{stderr}");
 }
 
 #[test]
-fn no_device_connecting_exits_1_with_the_cause() {
+fn endpoint_problems_stop_the_run_before_any_device_connects() {
     let pki = Pki::new(2);
     let broker = Mosquitto::start(&pki);
-    let cases: Vec<(Vec<String>, &str)> = vec![
+    let other = Ca::new("freezer-fleet test CA");
+    let other_ca = pki.path().join("other-ca.pem");
+    write(&other_ca, &other.cert_pem);
+    let stranger = Ca::new("stranger");
+    let (scert, skey) = stranger.client("freezer1");
+    let (scert_path, skey_path) = (pki.path().join("stranger.crt"), pki.path().join("stranger.key"));
+    write(&scert_path, &scert);
+    write(&skey_path, &skey);
+    let with = |i: usize, v: &str| {
+        let mut a = certs_args(&pki, broker.port);
+        a[i] = v.to_string();
+        a
+    };
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
         // The endpoint's certificate is not signed by --ca.
         (
-            {
-                let other = Ca::new("freezer-fleet test CA");
-                let p = pki.path().join("other-ca.pem");
-                write(&p, &other.cert_pem);
-                let mut a = certs_args(&pki, broker.port);
-                a[6] = p.display().to_string();
-                a
-            },
-            "is not signed by the CA given with --ca",
+            with(6, other_ca.to_str().unwrap()),
+            vec!["--ca:", "not signed by the CA given with --ca"],
         ),
         // Nobody listens on the port.
-        (certs_args(&pki, free_port()), "connection refused"),
+        (
+            certs_args(&pki, free_port()),
+            vec!["--port", "connection refused"],
+        ),
         // The host does not resolve.
         (
+            with(2, "no-such-host.invalid"),
+            vec!["--endpoint no-such-host.invalid", "unknown host"],
+        ),
+        // The broker does not accept this client certificate.
+        (
             {
-                let mut a = certs_args(&pki, broker.port);
-                a[2] = "no-such-host.invalid".into();
+                let mut a = with(7, "--cert");
+                a[8] = scert_path.display().to_string();
+                a.extend(["--key".to_string(), skey_path.display().to_string()]);
                 a
             },
-            "DNS lookup failed",
+            vec![
+                "device freezer1",
+                "stranger.crt",
+                "rejected the client certificate",
+            ],
         ),
     ];
-    for (mut args, needle) in cases {
+    for (mut args, needles) in cases {
         args.extend(["--duration", "5s"].map(String::from));
         let (code, stderr, _) = run_to_end(&strs(&args), Duration::from_secs(30));
-        assert_eq!(code, 1, "{needle}: {stderr}");
-        assert!(stderr.contains(needle), "expected '{needle}' in:\n{stderr}");
-        assert!(stderr.contains("0 connected, 2 failed"), "{stderr}");
+        assert_eq!(code, 2, "{needles:?}: {stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "expected '{needle}' in:\n{stderr}");
+        }
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    assert!(
+        broker.connected_users().is_empty(),
+        "no device got as far as CONNECT"
+    );
 }
 
 #[test]
@@ -419,7 +444,11 @@ fn a_server_certificate_for_another_name_is_refused() {
     let mut args = certs_args(&pki, broker.port);
     args.extend(["--duration", "5s"].map(String::from));
     let (code, stderr, _) = run_to_end(&strs(&args), Duration::from_secs(30));
-    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--endpoint: the server certificate of localhost"),
+        "{stderr}"
+    );
     assert!(stderr.contains("not valid for that host name"), "{stderr}");
     assert!(broker.connected_users().is_empty());
 }

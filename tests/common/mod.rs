@@ -162,9 +162,14 @@ impl Pki {
     }
 }
 
+/// Writes a file; private keys get mode 0600, as they should.
 pub fn write(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
+    if text.contains("PRIVATE KEY-----") {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
 }
 
 /// A loopback port nobody listens on right now.
