@@ -75,12 +75,16 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// 1 when no device could connect, or every device gave up; 0 otherwise.
 fn fleet_exit_code(outcome: &fleet::Outcome) -> i32 {
     if outcome.stats.connected == 0 {
         eprintln!(
             "error: none of the {} device(s) could connect (causes above)",
             outcome.devices
         );
+        exit::RUN_FAILED
+    } else if outcome.stats.failed as usize >= outcome.devices {
+        eprintln!("error: every device gave up (causes above)");
         exit::RUN_FAILED
     } else {
         exit::OK

@@ -142,16 +142,20 @@ pub fn read_file_config(path: &Path) -> Result<FileConfig> {
         input!("--config {}: cannot read: {cause}", path.display())
     })?;
     toml::from_str(&text).map_err(|e| {
-        let line = e
+        // Name the line and, when the line is `key = value`, the key (never the value).
+        let place = e
             .span()
             .map(|s| {
-                format!(
-                    "line {}: ",
-                    text[..s.start.min(text.len())].matches('\n').count() + 1
-                )
+                let start = s.start.min(text.len());
+                let line_no = text[..start].matches('\n').count() + 1;
+                let line = text.lines().nth(line_no - 1).unwrap_or("");
+                match line.split_once('=') {
+                    Some((key, _)) if !key.trim().is_empty() => format!("line {line_no}, `{}`: ", key.trim()),
+                    _ => format!("line {line_no}: "),
+                }
             })
             .unwrap_or_default();
-        input!("--config {}: {line}{}", path.display(), e.message().trim())
+        input!("--config {}: {place}{}", path.display(), e.message().trim())
     })
 }
 

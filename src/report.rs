@@ -28,7 +28,8 @@ pub fn summary(s: &Snapshot, devices: usize, elapsed: Duration, qos0: bool) -> S
     };
     let _ = writeln!(
         out,
-        "  events    {} published, {acked} acknowledged, {} failed{}",
+        "  events    {} taken, {} published, {acked} acknowledged, {} failed{}",
+        s.taken,
         s.published,
         s.failed_events,
         if s.injected > 0 {

@@ -160,6 +160,19 @@ fn every_bad_input_gets_one_clear_line_and_exit_2() {
             p(&pki.devices())
         ),
     );
+    let bool_cfg = dir.join("bool.toml");
+    write(
+        &bool_cfg,
+        "endpoint = \"localhost\"\npersistent_session = \"yes\"\n",
+    );
+    let backoff_cfg = dir.join("backoff.toml");
+    write(
+        &backoff_cfg,
+        &format!(
+            "endpoint = \"localhost\"\nbackoff_max = \"soon\"\ncerts = \"{}\"\n",
+            p(&pki.devices())
+        ),
+    );
     let bad_toml = dir.join("bad.toml");
     write(&bad_toml, "endpoint = localhost\n");
 
@@ -401,6 +414,44 @@ fn every_bad_input_gets_one_clear_line_and_exit_2() {
             expect: s(&["--devices", "at least 1"]),
         },
         Case {
+            name: "zero backoff",
+            args: with_certs(&devices, &["--backoff-min", "0"]),
+            expect: s(&["--backoff-min", "longer than 0"]),
+        },
+        Case {
+            name: "backoff max below min",
+            args: with_certs(&devices, &["--backoff-min", "5s", "--backoff-max", "2s"]),
+            expect: s(&["--backoff-max", "at least --backoff-min"]),
+        },
+        Case {
+            name: "zero offline queue",
+            args: with_certs(&devices, &["--offline-queue", "0"]),
+            expect: s(&["--offline-queue", "at least 1"]),
+        },
+        Case {
+            name: "zero ramp-up",
+            args: with_certs(&devices, &["--ramp-up", "0"]),
+            expect: s(&["--ramp-up", "never connect"]),
+        },
+        Case {
+            name: "config persistent_session not a bool",
+            args: {
+                let mut a = s(&["run", "--config"]);
+                a.push(p(&bool_cfg));
+                a
+            },
+            expect: s(&["--config", "line 2", "persistent_session"]),
+        },
+        Case {
+            name: "config backoff not a duration",
+            args: {
+                let mut a = s(&["run", "--config"]);
+                a.push(p(&backoff_cfg));
+                a
+            },
+            expect: s(&["`backoff_max` in", "'soon' is not a duration"]),
+        },
+        Case {
             name: "missing config",
             args: s(&["run", "--config", "/nonexistent/fleet.toml"]),
             expect: s(&["--config /nonexistent/fleet.toml", "no such file"]),
@@ -498,4 +549,28 @@ fn every_bad_input_gets_one_clear_line_and_exit_2() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn a_private_key_readable_by_others_is_warned_about_without_its_content() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new(3);
+    let (_, key) = pki.device_files("freezer2");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut args = certs_args(&pki, free_port());
+    args.extend(["--duration", "1s"].map(String::from));
+    let (code, stderr, _) = run_to_end(&strs(&args), Duration::from_secs(20));
+    // The port is refused, so the run stops at the pre-flight check; the warning comes first.
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("1 private key file(s) can be read by group or others"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("freezer2") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    for line in key_lines(pki.path()) {
+        assert!(!stderr.contains(&line), "key material printed");
+    }
 }

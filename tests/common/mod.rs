@@ -198,6 +198,7 @@ pub struct Mosquitto {
     pub port: u16,
     child: Child,
     pub log: PathBuf,
+    conf: PathBuf,
     _state: tempfile::TempDir,
 }
 
@@ -226,24 +227,46 @@ impl Mosquitto {
         );
         let conf_path = state.path().join("mosquitto.conf");
         write(&conf_path, &conf);
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto");
+        let child = Self::spawn(&conf_path);
         let m = Mosquitto {
             port,
             child,
             log,
+            conf: conf_path,
             _state: state,
         };
+        m.wait_listening();
+        m
+    }
+
+    fn spawn(conf: &Path) -> Child {
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto")
+    }
+
+    fn wait_listening(&self) {
+        let port = self.port;
         wait_until(Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         })
-        .unwrap_or_else(|| panic!("mosquitto did not listen on {port}; log:\n{}", m.log_text()));
-        m
+        .unwrap_or_else(|| panic!("mosquitto did not listen on {port}; log:\n{}", self.log_text()));
+    }
+
+    /// Kills the broker with SIGKILL: no goodbye to any client.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same port with the same configuration.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.conf);
+        self.wait_listening();
     }
 
     pub fn log_text(&self) -> String {
@@ -423,11 +446,12 @@ impl Fleet {
         wait_until(limit, || self.stderr().contains(needle)).is_some()
     }
 
+    /// Types a line on the console. A process that already exited just does not read it.
     pub fn send(&mut self, line: &str) {
         let stdin = self.child.stdin.as_mut().expect("stdin open");
-        stdin.write_all(line.as_bytes()).unwrap();
-        stdin.write_all(b"\n").unwrap();
-        stdin.flush().unwrap();
+        let _ = stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|_| stdin.flush());
     }
 
     pub fn close_stdin(&mut self) {
@@ -529,4 +553,110 @@ pub fn summary_number(stderr: &str, word: &str) -> u64 {
         }
     }
     panic!("no '{word}' count in:\n{stderr}");
+}
+
+/// A TCP proxy on a loopback port that forwards to `upstream`, and can cut every connection
+/// and refuse new ones (closing its listening socket) until restored: a network cut.
+pub struct Proxy {
+    pub port: u16,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    conns: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+const OPEN: u8 = 0;
+const REFUSING: u8 = 1;
+const STOPPED: u8 = 2;
+
+impl Proxy {
+    pub fn start(upstream: u16) -> Proxy {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(AtomicU8::new(OPEN));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (m, c) = (mode.clone(), conns.clone());
+        std::thread::spawn(move || {
+            let mut listener = Some(listener);
+            loop {
+                match m.load(Ordering::SeqCst) {
+                    STOPPED => break,
+                    REFUSING => {
+                        // Closing the listening socket: new connections are refused.
+                        listener = None;
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    _ => {}
+                }
+                let l = match &listener {
+                    Some(l) => l,
+                    None => match TcpListener::bind(("127.0.0.1", port)) {
+                        Ok(l) => listener.insert(l),
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(10));
+                            continue;
+                        }
+                    },
+                };
+                l.set_nonblocking(true).unwrap();
+                match l.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                            continue;
+                        };
+                        let _ = client.set_nodelay(true);
+                        let _ = server.set_nodelay(true);
+                        {
+                            let mut list = c.lock().unwrap();
+                            list.push(client.try_clone().unwrap());
+                            list.push(server.try_clone().unwrap());
+                        }
+                        let pairs = [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server, client),
+                        ];
+                        for (mut from, mut to) in pairs {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                                let _ = from.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Proxy { port, mode, conns }
+    }
+
+    /// Cuts every connection and refuses new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.mode.store(REFUSING, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.mode.store(OPEN, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.mode.store(STOPPED, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// A number from a summary line such as "  connects  120 attempts (peak 40/s), 100 reconnects".
+pub fn summary_peak(stderr: &str) -> u64 {
+    let at = stderr
+        .find("(peak ")
+        .unwrap_or_else(|| panic!("no peak in:\n{stderr}"));
+    stderr[at + 6..].split('/').next().unwrap().parse().unwrap()
 }

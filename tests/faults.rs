@@ -1,0 +1,286 @@
+//! Faults: network cuts, broker restarts, duplicate client ids, old TLS. Real mosquitto, real
+//! processes, loopback only, every run bounded in time.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The counts of the summary's events line: (taken, published, acknowledged, failed).
+fn event_counts(stderr: &str) -> (u64, u64, u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("events "))
+        .expect("events line");
+    let n = |w: &str| summary_number(line, w);
+    (n("taken"), n("published"), n("acknowledged"), n("failed"))
+}
+
+fn dropped(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("offline "))
+        .map(|l| summary_number(l, "dropped"))
+        .unwrap_or(0)
+}
+
+fn reconnects(stderr: &str) -> u64 {
+    summary_number(stderr, "reconnects")
+}
+
+/// Every device's seqs, as a set, must cover 1..=its highest.
+fn assert_no_gaps(events: &[serde_json::Value], devices: usize) {
+    let by_dev = seqs_by_device(events);
+    assert_eq!(by_dev.len(), devices, "events from every device");
+    for (dev, seqs) in by_dev {
+        let set: BTreeSet<u64> = seqs.iter().copied().collect();
+        let max = *set.last().unwrap();
+        let missing: Vec<u64> = (1..=max).filter(|s| !set.contains(s)).collect();
+        assert!(
+            missing.is_empty(),
+            "{dev}: seqs {missing:?} never arrived (highest {max})"
+        );
+    }
+}
+
+#[test]
+fn a_network_cut_loses_no_qos1_event_and_every_device_reconnects_within_the_ramp_up() {
+    const N: usize = 100;
+    const RAMP: u64 = 50;
+    let pki = Pki::new(N);
+    let broker = Mosquitto::start(&pki);
+    let sub = Subscriber::start(&pki, broker.port, "freezers");
+    let proxy = Proxy::start(broker.port);
+    let mut args = certs_args(&pki, proxy.port);
+    args.extend(
+        [
+            "--interval",
+            "200ms",
+            "--qos",
+            "1",
+            "--duration",
+            "12s",
+            "--ramp-up",
+            "50",
+            "--backoff-max",
+            "2s",
+        ]
+        .map(String::from),
+    );
+    let started = Instant::now();
+    let mut fleet = Fleet::spawn(&strs(&args));
+    fleet.close_stdin();
+    assert!(
+        fleet.wait_stderr("100 of 100 device(s) connected", Duration::from_secs(10)),
+        "{}",
+        fleet.stderr()
+    );
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()));
+    proxy.cut();
+    std::thread::sleep(Duration::from_secs(3));
+    proxy.restore();
+    let (code, stderr, _) = fleet.finish(Duration::from_secs(40));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(reconnects(&stderr), N as u64, "{stderr}");
+    let peak = summary_peak(&stderr);
+    // Slots are 1/R apart; a timer may wake a millisecond late, moving one into the next second.
+    assert!(
+        peak <= RAMP + 1,
+        "peak {peak} connection attempts/s with --ramp-up {RAMP}: {stderr}"
+    );
+    let (taken, published, acked, failed) = event_counts(&stderr);
+    assert_eq!(
+        taken,
+        acked + failed + dropped(&stderr),
+        "every event acknowledged or counted: {stderr}"
+    );
+    assert!(published > 4000, "{stderr}");
+    std::thread::sleep(Duration::from_millis(500));
+    let events = sub.wait_for(acked as usize, Duration::from_secs(10));
+    assert_no_gaps(&events, N);
+}
+
+#[test]
+fn a_broker_killed_and_restarted_gets_every_device_back_within_the_ramp_up_and_counts_every_event() {
+    const N: usize = 60;
+    const RAMP: u64 = 30;
+    let pki = Pki::new(N);
+    let mut broker = Mosquitto::start(&pki);
+    let mut args = certs_args(&pki, broker.port);
+    args.extend(
+        [
+            "--interval",
+            "250ms",
+            "--duration",
+            "14s",
+            "--ramp-up",
+            "30",
+            "--backoff-max",
+            "2s",
+            "--offline-queue",
+            "8",
+            "--persistent-session",
+        ]
+        .map(String::from),
+    );
+    let mut fleet = Fleet::spawn(&strs(&args));
+    fleet.close_stdin();
+    assert!(
+        fleet.wait_stderr("60 of 60 device(s) connected", Duration::from_secs(10)),
+        "{}",
+        fleet.stderr()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    broker.kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    broker.restart();
+    let (code, stderr, _) = fleet.finish(Duration::from_secs(40));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(reconnects(&stderr), N as u64, "every device is back: {stderr}");
+    let peak = summary_peak(&stderr);
+    assert!(peak <= RAMP + 1, "peak {peak}/s with --ramp-up {RAMP}: {stderr}");
+    let (taken, _, acked, failed) = event_counts(&stderr);
+    let dropped = dropped(&stderr);
+    assert!(
+        dropped > 0,
+        "3 s offline at 4 events/s overflows a queue of 8: {stderr}"
+    );
+    assert!(stderr.contains("offline queue full"), "{stderr}");
+    assert_eq!(
+        taken,
+        acked + failed + dropped,
+        "every event acknowledged or counted as lost: {stderr}"
+    );
+    // Clean session off: the broker logs c0 for the devices.
+    let log = broker.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("as freezer1 ") && l.contains("c0,")),
+        "{log}"
+    );
+}
+
+#[test]
+fn two_processes_with_the_same_client_id_are_reported_by_name() {
+    let pki = Pki::new(1);
+    let broker = Mosquitto::start(&pki);
+    let (cert, key) = pki.device_files("freezer1");
+    let port = broker.port.to_string();
+    let ca = pki.ca_pem();
+    let args = [
+        "run",
+        "--endpoint",
+        "localhost",
+        "--port",
+        &port,
+        "--ca",
+        ca.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--id-prefix",
+        "cabinet",
+        "--devices",
+        "1",
+        "--interval",
+        "500ms",
+        "--duration",
+        "40s",
+    ];
+    let mut a = Fleet::spawn(&args);
+    assert!(
+        a.wait_stderr("1 of 1 device(s) connected", Duration::from_secs(10)),
+        "{}",
+        a.stderr()
+    );
+    let started = Instant::now();
+    let mut b = Fleet::spawn(&args);
+    let needle = "client id cabinet1 is in use by another connection";
+    let found = wait_until(Duration::from_secs(20), || {
+        a.stderr().contains(needle) || b.stderr().contains(needle)
+    });
+    let took = started.elapsed();
+    a.send("q");
+    b.send("q");
+    let (a_code, a_err, _) = a.finish(Duration::from_secs(20));
+    let (b_code, b_err, _) = b.finish(Duration::from_secs(20));
+    assert!(
+        found.is_some(),
+        "no take-over report in 20 s:\nA:\n{a_err}\nB:\n{b_err}"
+    );
+    assert!(took < Duration::from_secs(15), "reported after {took:?}");
+    let (reporter, code) = if a_err.contains(needle) {
+        (&a_err, a_code)
+    } else {
+        (&b_err, b_code)
+    };
+    assert_eq!(code, 1, "its only device gave up: {reporter}");
+    assert!(
+        reporter.contains("failed: client id in use: 1 device(s) (cabinet1)"),
+        "{reporter}"
+    );
+}
+
+/// `openssl s_server` offering only an old TLS version, on a free loopback port.
+struct OldTls {
+    child: Child,
+    port: u16,
+}
+
+impl OldTls {
+    fn start(pki: &Pki, version_flag: &str) -> OldTls {
+        let port = free_port();
+        let child = Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+                version_flag,
+                "-cipher",
+                "ALL@SECLEVEL=0",
+            ])
+            .arg("-cert")
+            .arg(pki.path().join("server.pem"))
+            .arg("-key")
+            .arg(pki.path().join("server.key"))
+            // s_server quits at end of stdin: keep a pipe open for its life.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl is installed");
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .expect("openssl s_server listens");
+        OldTls { child, port }
+    }
+}
+
+impl Drop for OldTls {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_server_offering_only_tls_1_1_or_1_0_is_refused_by_name() {
+    let pki = Pki::new(1);
+    for flag in ["-tls1_1", "-tls1"] {
+        let server = OldTls::start(&pki, flag);
+        let mut args = certs_args(&pki, server.port);
+        args.extend(["--duration", "5s"].map(String::from));
+        let (code, stderr, _) = run_to_end(&strs(&args), Duration::from_secs(20));
+        assert_eq!(code, 2, "{flag}: {stderr}");
+        assert!(stderr.contains("--endpoint"), "{stderr}");
+        assert!(
+            stderr.contains("TLS 1.0/1.1") && stderr.contains("requires TLS 1.2 or newer"),
+            "{stderr}"
+        );
+    }
+}
