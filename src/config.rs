@@ -621,6 +621,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_example_config_parses_with_every_key_known() {
+        let cfg: FileConfig =
+            toml::from_str(include_str!("../config/aws-iot.toml")).expect("config/aws-iot.toml");
+        assert_eq!(cfg.topic.as_deref(), Some("freezers"));
+        assert_eq!(cfg.port, Some(8883));
+        assert_eq!(cfg.ramp_up, Some(100));
+        for d in [
+            &cfg.interval,
+            &cfg.keep_alive,
+            &cfg.drain_timeout,
+            &cfg.backoff_min,
+            &cfg.backoff_max,
+        ] {
+            parse_duration(d.as_deref().unwrap(), "example").unwrap();
+        }
+    }
+
+    #[test]
     fn natural_order() {
         let mut v = vec![
             "freezer10",
