@@ -23,7 +23,7 @@ use crate::{fleet, preflight};
 pub fn run(command: Command) -> Result<i32> {
     match command {
         Command::Run(args) => {
-            let cfg = config::resolve(args)?;
+            let cfg = config::resolve(*args)?;
             runtime()?.block_on(async {
                 preflight::check(&cfg).await?;
                 let outcome = fleet::run(cfg).await?;

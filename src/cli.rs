@@ -85,7 +85,7 @@ device's id, or the broker disconnects that device.";
 pub enum Command {
     /// Launch N simulated freezers that publish over MQTT with mutual TLS.
     #[command(after_help = RUN_EXAMPLES)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Everything on one machine, no AWS account: temporary PKI, embedded broker, freezers, watcher.
     #[command(after_help = DEMO_EXAMPLES)]
     Demo(DemoArgs),
@@ -294,4 +294,39 @@ pub struct RunArgs {
     /// Connect with clean session off, so the broker keeps each device's session across reconnects (IoT Core keeps it an hour).
     #[arg(long)]
     pub persistent_session: bool,
+
+    /// Fleet-wide target publishes per second, spread evenly over devices and time (instead of --interval); `max` = as fast as each connection allows.
+    #[arg(long, value_name = "M|max", conflicts_with = "interval")]
+    pub rate: Option<String>,
+
+    /// Stop after K events per device (timed events; the run ends when every device has sent its K).
+    #[arg(long, value_name = "K")]
+    pub count: Option<u64>,
+
+    /// Pad each message to exactly B bytes with a `pad` field, for throughput tests.
+    #[arg(long, value_name = "B")]
+    pub payload_bytes: Option<usize>,
+
+    /// QoS 1 publishes awaiting PUBACK per device (IoT Core allows 100) [default: 100].
+    #[arg(long, value_name = "F")]
+    pub max_inflight: Option<u16>,
+
+    /// Write a JSON report here at the end; `-` = stdout.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Enforce a service's documented limits [default: aws-iot for *.amazonaws.com endpoints, else none].
+    #[arg(long, value_enum, value_name = "PROFILE")]
+    pub profile: Option<Profile>,
+}
+
+/// Whose limits `run` enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// AWS IoT Core: QoS 0/1, <= 100 publishes/s and 100 in flight per connection, payload <= 128 KB,
+    /// client id <= 128 bytes, topic <= 256 bytes with <= 7 slashes, keep-alive 30-1200 s.
+    AwsIot,
+    /// No limits beyond MQTT's.
+    None,
 }

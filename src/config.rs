@@ -11,7 +11,7 @@ use rumqttc::QoS;
 use rustls::ClientConfig;
 use serde::Deserialize;
 
-use crate::cli::RunArgs;
+use crate::cli::{Profile, RunArgs};
 use crate::identity::{self, IdentityFiles, TrustSource};
 use crate::input;
 
@@ -24,6 +24,15 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const DEFAULT_OFFLINE_QUEUE: usize = 1000;
+pub const DEFAULT_MAX_INFLIGHT: u16 = 100;
+/// AWS IoT Core's documented limits (the aws-iot profile).
+pub const AWS_ACCOUNT_CONNECTS_PER_S: u32 = 500;
+pub const AWS_PUBLISHES_PER_S_PER_CONNECTION: f64 = 100.0;
+pub const AWS_MAX_PAYLOAD: usize = 128 * 1024;
+pub const AWS_MAX_CLIENT_ID: usize = 128;
+pub const AWS_MAX_TOPIC: usize = 256;
+pub const AWS_MAX_TOPIC_SLASHES: usize = 7;
+pub const AWS_MAX_INFLIGHT: u16 = 100;
 /// AWS IoT Core accepts keep-alive values from 30 s to 1200 s.
 pub const KEEP_ALIVE_RANGE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(1200));
 /// File-name endings AWS IoT Core's download step uses.
@@ -54,6 +63,29 @@ pub struct FileConfig {
     pub backoff_max: Option<String>,
     pub offline_queue: Option<usize>,
     pub persistent_session: Option<bool>,
+    pub rate: Option<RateValue>,
+    pub count: Option<u64>,
+    pub payload_bytes: Option<usize>,
+    pub max_inflight: Option<u16>,
+    pub report: Option<PathBuf>,
+    pub profile: Option<Profile>,
+}
+
+/// `rate` in a config file: a number, or "max".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RateValue {
+    Number(f64),
+    Text(String),
+}
+
+/// How devices schedule their timed events.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Schedule {
+    /// One event per device every interval (zero: on demand only).
+    Every(Duration),
+    /// As fast as each connection allows (QoS 1: the in-flight window; QoS 0: the socket).
+    Max,
 }
 
 /// One simulated device, ready to connect.
@@ -72,8 +104,7 @@ pub struct FleetConfig {
     pub port: u16,
     pub topic: String,
     pub qos: QoS,
-    /// Zero: on demand only.
-    pub interval: Duration,
+
     pub duration: Option<Duration>,
     pub seed: u64,
     pub seed_given: bool,
@@ -85,6 +116,15 @@ pub struct FleetConfig {
     pub backoff_max: Duration,
     pub offline_queue: usize,
     pub persistent_session: bool,
+    pub schedule: Schedule,
+    /// Fleet-wide publishes per second asked for with --rate (None with --interval or `max`).
+    pub target_rate: Option<f64>,
+    /// Events per device, then stop.
+    pub count: Option<u64>,
+    pub payload_bytes: Option<usize>,
+    pub max_inflight: u16,
+    pub report: Option<PathBuf>,
+    pub profile: Profile,
     pub devices: Vec<DeviceConfig>,
 }
 
@@ -452,12 +492,96 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
         }
     };
 
+    // Load-test settings.
+    let n = devices.len();
+    let (schedule, target_rate) = match m.pick(
+        args.rate,
+        file.rate.map(|r| match r {
+            RateValue::Number(x) => x.to_string(),
+            RateValue::Text(t) => t,
+        }),
+        "--rate",
+    ) {
+        None => (Schedule::Every(interval), None),
+        Some(r) if r.value.trim() == "max" => (Schedule::Max, None),
+        Some(r) => {
+            let m: f64 = r.value.trim().parse().ok().filter(|m: &f64| m.is_finite() && *m > 0.0).ok_or_else(|| {
+                input!("{}: '{}' is not a rate; give publishes per second for the whole fleet, e.g. 500, or max", r.origin, r.value)
+            })?;
+            // M per second over N devices: each device publishes every N/M seconds.
+            (Schedule::Every(Duration::from_secs_f64(n as f64 / m)), Some(m))
+        }
+    };
+    let count = match m.pick(args.count, file.count, "--count") {
+        Some(c) if c.value == 0 => return Err(input!("{}: 0 events per device; give at least 1", c.origin)),
+        c => c.map(|c| c.value),
+    };
+    if count.is_some() && schedule == Schedule::Every(Duration::ZERO) {
+        return Err(input!(
+            "--count needs timed events: give --interval or --rate as well"
+        ));
+    }
+    let payload_bytes = match m.pick(args.payload_bytes, file.payload_bytes, "--payload-bytes") {
+        Some(b) if b.value < crate::freezer::MIN_PADDED_SIZE || b.value > crate::freezer::MAX_PAYLOAD => {
+            return Err(input!(
+                "{}: {} bytes is outside {}..{} (an event takes up to {} bytes before padding; MQTT allows 256 MB)",
+                b.origin,
+                b.value,
+                crate::freezer::MIN_PADDED_SIZE,
+                crate::freezer::MAX_PAYLOAD,
+                crate::freezer::MIN_PADDED_SIZE
+            ));
+        }
+        b => b.map(|b| b.value),
+    };
+    let max_inflight = match m.pick(args.max_inflight, file.max_inflight, "--max-inflight") {
+        Some(f) if f.value == 0 => {
+            return Err(input!(
+                "{}: 0 publishes in flight would send nothing; give 1 to 65535",
+                f.origin
+            ));
+        }
+        Some(f) => f.value,
+        None => DEFAULT_MAX_INFLIGHT,
+    };
+    let report = m.pick_path(args.report, file.report, "--report").map(|r| r.value);
+    let profile = m
+        .pick(args.profile, file.profile, "--profile")
+        .map(|p| p.value)
+        .unwrap_or_else(|| {
+            if endpoint.value.to_ascii_lowercase().ends_with(".amazonaws.com") {
+                Profile::AwsIot
+            } else {
+                Profile::None
+            }
+        });
+    let ramp_up = if profile == Profile::AwsIot {
+        check_aws_iot(AwsCheck {
+            schedule,
+            payload_bytes,
+            max_inflight,
+            topic: &topic,
+            ids: devices.iter().map(|d| d.id.as_str()),
+        })?;
+        match ramp_up {
+            Some(r) if r > AWS_ACCOUNT_CONNECTS_PER_S => {
+                tracing::warn!(
+                    "--ramp-up {r}/s is above AWS IoT Core's default account limit of {AWS_ACCOUNT_CONNECTS_PER_S} connects/s: expect throttled connections unless your account's limit was raised"
+                );
+                Some(r)
+            }
+            Some(r) => Some(r),
+            None => Some(AWS_ACCOUNT_CONNECTS_PER_S),
+        }
+    } else {
+        ramp_up
+    };
+
     Ok(FleetConfig {
         endpoint: endpoint.value,
         port,
         topic,
         qos,
-        interval,
         duration,
         seed,
         seed_given,
@@ -468,8 +592,77 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
         backoff_max,
         offline_queue,
         persistent_session,
+        schedule,
+        target_rate,
+        count,
+        payload_bytes,
+        max_inflight,
+        report,
+        profile,
         devices,
     })
+}
+
+struct AwsCheck<'a, I: Iterator<Item = &'a str>> {
+    schedule: Schedule,
+    payload_bytes: Option<usize>,
+    max_inflight: u16,
+    topic: &'a str,
+    ids: I,
+}
+
+/// The aws-iot profile: AWS IoT Core's documented limits, each refused with the limit named.
+fn check_aws_iot<'a>(mut c: AwsCheck<'a, impl Iterator<Item = &'a str>>) -> Result<()> {
+    let why = "(--profile aws-iot; --profile none lifts it for other brokers)";
+    match c.schedule {
+        Schedule::Max => {
+            return Err(input!(
+                "--rate max: AWS IoT Core allows at most {AWS_PUBLISHES_PER_S_PER_CONNECTION} publishes/s per connection; give a number {why}"
+            ));
+        }
+        Schedule::Every(i)
+            if !i.is_zero() && 1.0 / i.as_secs_f64() > AWS_PUBLISHES_PER_S_PER_CONNECTION + 1e-9 =>
+        {
+            return Err(input!(
+                "--rate/--interval: {:.0} publishes/s per connection is above AWS IoT Core's {AWS_PUBLISHES_PER_S_PER_CONNECTION}/s; use more devices or a lower rate {why}",
+                1.0 / i.as_secs_f64()
+            ));
+        }
+        _ => {}
+    }
+    if let Some(b) = c.payload_bytes
+        && b > AWS_MAX_PAYLOAD
+    {
+        return Err(input!(
+            "--payload-bytes: {b} bytes is above AWS IoT Core's 128 KB message limit {why}"
+        ));
+    }
+    if c.max_inflight > AWS_MAX_INFLIGHT {
+        return Err(input!(
+            "--max-inflight: {} is above AWS IoT Core's {AWS_MAX_INFLIGHT} unacknowledged QoS 1 publishes per connection {why}",
+            c.max_inflight
+        ));
+    }
+    if c.topic.len() > AWS_MAX_TOPIC {
+        return Err(input!(
+            "--topic: {} bytes is above AWS IoT Core's {AWS_MAX_TOPIC}-byte topic limit {why}",
+            c.topic.len()
+        ));
+    }
+    let slashes = c.topic.matches('/').count();
+    if slashes > AWS_MAX_TOPIC_SLASHES {
+        return Err(input!(
+            "--topic: '{}' has {slashes} slashes; AWS IoT Core allows at most {AWS_MAX_TOPIC_SLASHES} {why}",
+            c.topic
+        ));
+    }
+    if let Some(id) = c.ids.find(|id| id.len() > AWS_MAX_CLIENT_ID) {
+        return Err(input!(
+            "device id '{id}' is {} bytes; AWS IoT Core allows client ids of at most {AWS_MAX_CLIENT_ID} {why}",
+            id.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Warns (once, with a count) when private key files can be read by group or others.

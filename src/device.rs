@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::cause::{self, CLOSED_BY_SERVER, Cause};
-use crate::config::DeviceConfig;
+use crate::config::{DeviceConfig, Schedule};
 use crate::freezer::{Event, Freezer, unix_millis};
 use crate::ratelimit::Pacer;
 use crate::stats::Stats;
@@ -51,7 +51,11 @@ pub struct DeviceSettings {
     pub port: u16,
     pub topic: String,
     pub qos: QoS,
-    pub interval: Duration,
+    pub schedule: Schedule,
+    /// Timed events per device, then the device finishes.
+    pub count: Option<u64>,
+    /// Pad every message to this many bytes.
+    pub payload_bytes: Option<usize>,
     pub keep_alive: Duration,
     pub drain_timeout: Duration,
     /// Fleet size, to spread the devices' timers over the interval.
@@ -87,6 +91,9 @@ pub struct Inject;
 #[derive(Debug)]
 struct Queued {
     seq: u64,
+    /// When the schedule meant it to be sent: latency counts from here, so a stalled
+    /// connection shows as latency instead of a quietly lower rate.
+    intended: Instant,
     payload: Vec<u8>,
     /// Written to a connection at least once already.
     sent: bool,
@@ -94,7 +101,8 @@ struct Queued {
 
 /// What the device task does between polls of the event loop.
 enum Local {
-    Tick,
+    /// A timed event is due; it was meant for this instant.
+    Tick(Instant),
     Inject,
     Phase(Phase),
     Nothing,
@@ -102,6 +110,9 @@ enum Local {
 
 struct Device {
     id: String,
+    index: usize,
+    /// Timed events taken so far (for --count).
+    timed: u64,
     settings: Arc<DeviceSettings>,
     stats: Arc<Stats>,
     client: AsyncClient,
@@ -151,6 +162,10 @@ pub async fn run(
         .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             config.tls.clone(),
         )));
+    if let Some(b) = settings.payload_bytes {
+        let largest = (b + settings.topic.len() + 64).max(128 * 1024 + 1024);
+        options.set_max_packet_size(128 * 1024 + 1024, largest);
+    }
     let (client, mut eventloop) = AsyncClient::new(options, settings.max_inflight as usize + 4);
     let mut net = eventloop.network_options();
     // Without TCP_NODELAY small TLS records meet delayed ACKs: ~50 ms per round trip on loopback.
@@ -158,12 +173,14 @@ pub async fn run(
     net.set_connection_timeout(settings.connect_timeout.as_secs().max(1));
     eventloop.set_network_options(net);
 
-    let timer = (!settings.interval.is_zero()).then(|| {
+    let interval = match settings.schedule {
+        Schedule::Every(i) if !i.is_zero() => Some(i),
+        _ => None,
+    };
+    let timer = interval.map(|interval| {
         // Spread the fleet's timers evenly over one interval so it never publishes in bursts.
-        let offset = settings
-            .interval
-            .mul_f64(index as f64 / settings.fleet_size.max(1) as f64);
-        let mut t = tokio::time::interval_at(settings.start + offset, settings.interval);
+        let offset = interval.mul_f64(index as f64 / settings.fleet_size.max(1) as f64);
+        let mut t = tokio::time::interval_at(settings.start + offset, interval);
         // Keep the schedule: a late tick is made up, not skipped, so the rate stays honest.
         t.set_missed_tick_behavior(MissedTickBehavior::Burst);
         t
@@ -173,6 +190,8 @@ pub async fn run(
         freezer: Freezer::new(settings.seed, index as u64),
         rng: Xoshiro256PlusPlus::seed_from_u64(settings.seed.rotate_left(17) ^ index as u64),
         id: config.id,
+        index,
+        timed: 0,
         settings,
         stats,
         client,
@@ -217,6 +236,9 @@ impl Device {
                 }
                 self.last_attempt = Some(Instant::now());
                 self.stats.connect_attempt(self.settings.start.elapsed());
+            }
+            if self.finished() {
+                break;
             }
             let result = {
                 let poll = eventloop.poll();
@@ -266,30 +288,54 @@ impl Device {
         }
     }
 
+    /// With --count: every timed event taken and nothing left to deliver.
+    fn finished(&self) -> bool {
+        self.settings.count.is_some_and(|k| self.timed >= k)
+            && self.outbox.is_empty()
+            && self.handed.is_empty()
+            && self.awaiting.is_empty()
+    }
+
+    /// With --rate max: room for one more event in the in-flight window, and more to send.
+    fn wants_more(&self) -> bool {
+        self.settings.schedule == Schedule::Max
+            && self.online
+            && self.phase == Phase::Running
+            && self.settings.count.is_none_or(|k| self.timed < k)
+            && self.outbox.len() + self.in_flight() < self.settings.max_inflight as usize
+    }
+
     /// Waits for the next timer tick, console injection or phase change.
     async fn next_local(&mut self) -> Local {
         let has_timer = self.timer.is_some();
+        let more = self.wants_more();
         tokio::select! {
-            _ = async { self.timer.as_mut().expect("guarded").tick().await }, if has_timer => Local::Tick,
-            m = self.inject_rx.recv(), if self.inject_open => match m {
-                Some(Inject) => Local::Inject,
-                None => {
-                    self.inject_open = false;
-                    Local::Nothing
+        biased;
+        changed = self.phase_rx.changed() => match changed {
+            Ok(()) => Local::Phase(*self.phase_rx.borrow_and_update()),
+            Err(_) => Local::Phase(Phase::Stop),
+        },
+        at = async { self.timer.as_mut().expect("guarded").tick().await }, if has_timer => Local::Tick(at),
+        _ = std::future::ready(()), if more => Local::Tick(Instant::now()),
+        m = self.inject_rx.recv(), if self.inject_open => match m {
+            Some(Inject) => Local::Inject,
+            None => {
+                self.inject_open = false;
+                Local::Nothing
+            }
+        },
                 }
-            },
-            changed = self.phase_rx.changed() => match changed {
-                Ok(()) => Local::Phase(*self.phase_rx.borrow_and_update()),
-                Err(_) => Local::Phase(Phase::Stop),
-            },
-        }
     }
 
     fn on_local(&mut self, local: Local) {
         match local {
-            Local::Tick => {
-                if self.phase == Phase::Running {
-                    self.take_reading();
+            Local::Tick(intended) => {
+                if self.phase == Phase::Running && self.settings.count.is_none_or(|k| self.timed < k) {
+                    self.timed += 1;
+                    self.take_reading(intended);
+                    if self.settings.count.is_some_and(|k| self.timed >= k) {
+                        self.timer = None;
+                    }
                 }
             }
             Local::Inject => {
@@ -297,7 +343,7 @@ impl Device {
                     eprintln!("inject {}: ignored, the fleet is stopping", self.id);
                     return;
                 }
-                let seq = self.take_reading();
+                let seq = self.take_reading(Instant::now());
                 self.stats.injected();
                 let note = if self.online {
                     ""
@@ -311,8 +357,8 @@ impl Device {
         }
     }
 
-    /// Takes the next reading and queues its event; returns its seq.
-    fn take_reading(&mut self) -> u64 {
+    /// Takes the next reading and queues its event, meant to be sent at `intended`; returns its seq.
+    fn take_reading(&mut self, intended: Instant) -> u64 {
         let reading = self.freezer.next_reading();
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -322,11 +368,18 @@ impl Device {
             ts: unix_millis(),
             temperature: reading.temperature,
             humidity: reading.humidity,
+            pad: None,
+        };
+        let mut event = event;
+        let payload = match self.settings.payload_bytes {
+            Some(size) => event.to_json_padded(size),
+            None => event.to_json(),
         };
         self.stats.event_taken(!self.online);
         self.outbox.push_back(Queued {
             seq,
-            payload: event.to_json(),
+            intended,
+            payload,
             sent: false,
         });
         self.trim_outbox();
@@ -377,6 +430,9 @@ impl Device {
     fn on_mqtt(&mut self, event: MqttEvent) {
         match event {
             MqttEvent::Incoming(Incoming::ConnAck(_)) => {
+                if let Some(started) = self.last_attempt {
+                    self.stats.record_connect(self.index, started.elapsed());
+                }
                 self.online = true;
                 self.failures_in_a_row = 0;
                 self.connected_at = Instant::now();
@@ -398,14 +454,18 @@ impl Device {
                     self.stats.resent();
                 } else {
                     self.stats.published();
+                    self.stats.record_lag(self.index, item.intended.elapsed());
                     item.sent = true;
                 }
                 if self.settings.qos != QoS::AtMostOnce {
                     self.awaiting.insert(pkid, item);
                 }
             }
-            MqttEvent::Incoming(Incoming::PubAck(ack)) if self.awaiting.remove(&ack.pkid).is_some() => {
-                self.stats.acknowledged();
+            MqttEvent::Incoming(Incoming::PubAck(ack)) => {
+                if let Some(item) = self.awaiting.remove(&ack.pkid) {
+                    self.stats.acknowledged();
+                    self.stats.record_puback(self.index, item.intended.elapsed());
+                }
             }
             _ => {}
         }

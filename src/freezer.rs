@@ -25,13 +25,33 @@ pub struct Event {
     pub temperature: f64,
     /// % relative humidity, one decimal.
     pub humidity: f64,
+    /// Filler that brings the message to `--payload-bytes`, for throughput tests; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad: Option<String>,
 }
+
+/// The smallest `--payload-bytes`: an unpadded event with a long device id fits below it.
+pub const MIN_PADDED_SIZE: usize = 256;
+/// MQTT's largest message, less room for the topic and header.
+pub const MAX_PAYLOAD: usize = 256 * 1024 * 1024 - 64 * 1024;
 
 impl Event {
     /// The JSON payload (one object, no trailing newline).
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising a struct of strings and finite numbers cannot fail.
         serde_json::to_vec(self).expect("event serialises")
+    }
+
+    /// The JSON payload padded with a `pad` field to exactly `size` bytes, when it fits.
+    pub fn to_json_padded(&mut self, size: usize) -> Vec<u8> {
+        self.pad = None;
+        let plain = self.to_json();
+        // `,"pad":"…"` adds 9 bytes plus the filler.
+        if let Some(fill) = size.checked_sub(plain.len() + 9) {
+            self.pad = Some("x".repeat(fill));
+            return self.to_json();
+        }
+        plain
     }
 }
 
@@ -174,6 +194,24 @@ mod tests {
     }
 
     #[test]
+    fn padding_hits_the_size_exactly() {
+        let mut e = Event {
+            device_id: "freezer1".into(),
+            seq: 7,
+            ts: 1,
+            temperature: -18.0,
+            humidity: 60.0,
+            pad: None,
+        };
+        for size in [256, 1000, 4096, 128 * 1024] {
+            let bytes = e.to_json_padded(size);
+            assert_eq!(bytes.len(), size);
+            let back: Event = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(back.seq, 7);
+        }
+    }
+
+    #[test]
     fn event_json_has_exactly_the_documented_fields() {
         let e = Event {
             device_id: "freezer7".into(),
@@ -181,6 +219,7 @@ mod tests {
             ts: 1_764_000_000_123,
             temperature: -18.4,
             humidity: 64.9,
+            pad: None,
         };
         assert_eq!(
             String::from_utf8(e.to_json()).unwrap(),

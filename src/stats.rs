@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// How many device ids a cause lists before it just counts.
@@ -34,6 +35,70 @@ pub struct Stats {
     event_causes: Mutex<BTreeMap<String, u64>>,
     attempts_per_second: Mutex<Vec<u64>>,
     log_window: Mutex<Option<(Instant, u64)>>,
+    /// Latency histograms, sharded by device so devices rarely wait on each other's lock.
+    latency: [Mutex<Latency>; LATENCY_SHARDS],
+}
+
+const LATENCY_SHARDS: usize = 4;
+
+/// Latency histograms in microseconds (1 µs to 1 h, 3 significant digits). Histograms add up
+/// exactly, so shards of a run, or runs on several machines, merge into exact percentiles.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    /// TCP + TLS + CONNACK, from the start of an attempt.
+    pub connect: Histogram<u64>,
+    /// From the intended send time to PUBACK (QoS 1).
+    pub puback: Histogram<u64>,
+    /// From the intended send time to the publish being written.
+    pub lag: Histogram<u64>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        let h = || Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        Latency {
+            connect: h(),
+            puback: h(),
+            lag: h(),
+        }
+    }
+}
+
+impl Latency {
+    fn add(&mut self, other: &Latency) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.connect.add(&other.connect);
+        let _ = self.puback.add(&other.puback);
+        let _ = self.lag.add(&other.lag);
+    }
+}
+
+/// Percentiles of one histogram, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Quantiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Quantiles {
+    pub fn of(h: &Histogram<u64>) -> Quantiles {
+        if h.is_empty() {
+            return Quantiles::default();
+        }
+        let ms = |us: u64| (us as f64 / 1000.0 * 1000.0).round() / 1000.0;
+        Quantiles {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
 }
 
 /// How often a cause occurred, and the first few devices it hit.
@@ -112,6 +177,31 @@ impl Stats {
     }
     pub fn injected(&self) {
         self.injected.fetch_add(1, Relaxed);
+    }
+
+    fn record(&self, device: usize, d: Duration, pick: impl FnOnce(&mut Latency) -> &mut Histogram<u64>) {
+        let mut shard = self.latency[device % LATENCY_SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        pick(&mut shard).saturating_record((d.as_micros() as u64).max(1));
+    }
+    pub fn record_connect(&self, device: usize, d: Duration) {
+        self.record(device, d, |l| &mut l.connect);
+    }
+    pub fn record_puback(&self, device: usize, d: Duration) {
+        self.record(device, d, |l| &mut l.puback);
+    }
+    pub fn record_lag(&self, device: usize, d: Duration) {
+        self.record(device, d, |l| &mut l.lag);
+    }
+
+    /// The fleet's latency histograms, all shards merged.
+    pub fn latency(&self) -> Latency {
+        let mut all = Latency::default();
+        for shard in &self.latency {
+            all.add(&shard.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        all
     }
 
     /// A connection attempt `since_start` into the run.
