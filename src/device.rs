@@ -167,6 +167,9 @@ pub async fn run(
         options.set_max_packet_size(128 * 1024 + 1024, largest);
     }
     let (client, mut eventloop) = AsyncClient::new(options, settings.max_inflight as usize + 4);
+    // rumqttc pre-sizes its event queue for 100 events of 144 bytes (~14 KB per device); it
+    // rarely holds more than a few, so let it grow on demand instead.
+    eventloop.state.events = std::collections::VecDeque::new();
     let mut net = eventloop.network_options();
     // Without TCP_NODELAY small TLS records meet delayed ACKs: ~50 ms per round trip on loopback.
     net.set_tcp_nodelay(true);

@@ -21,7 +21,10 @@ use crate::input;
 /// The one crypto provider of the process (ring), passed explicitly to every config so a second
 /// provider compiled in by some dependency can never make rustls pick at random or panic.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
 }
 
 /// Where the trust anchors for the endpoint's certificate come from.
@@ -130,6 +133,11 @@ pub fn client_config(
             ),
         })?;
     config.alpn_protocols = alpn.to_vec();
+    // A device talks to one endpoint: a session cache for one server (rustls' default sizes
+    // one for 32, ~12 KB per device when every device has its own certificate). Resumption
+    // stays on, so reconnects after a cut cost less. Never share a cache between identities:
+    // a resumed session carries the identity it was made with.
+    config.resumption = rustls::client::Resumption::in_memory_sessions(8);
     Ok(Arc::new(config))
 }
 
