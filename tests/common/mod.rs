@@ -172,13 +172,22 @@ pub fn write(path: &Path, text: &str) {
     }
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and never handed out before in this test
+/// process (tests run in parallel: two of them must not start brokers on one port).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn require(tool: &str) {
@@ -203,8 +212,16 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
+    /// Starts on a fresh port; if another process took the port first (mosquitto then exits),
+    /// tries another.
     pub fn start(pki: &Pki) -> Mosquitto {
-        Self::start_on(pki, free_port())
+        for _ in 0..5 {
+            let mut m = Self::start_on(pki, free_port());
+            if m.child.try_wait().unwrap().is_none() {
+                return m;
+            }
+        }
+        panic!("mosquitto could not bind a free port in 5 tries");
     }
 
     pub fn start_on(pki: &Pki, port: u16) -> Mosquitto {
@@ -214,9 +231,11 @@ impl Mosquitto {
         let acl = state.path().join("acl");
         write(&acl, "pattern readwrite #\n");
         let user = if unsafe_is_root() { "user root\n" } else { "" };
+        // max_queued_messages 0: a slow subscriber must not lose messages to the broker's queue
+        // limit (default 1000), or a test would blame the fleet for the broker's drop.
         let conf = format!(
             "{user}persistence false\nlog_dest file {log}\nlog_type all\nconnection_messages true\n\
-             set_tcp_nodelay true\nallow_anonymous false\nper_listener_settings false\nacl_file {acl}\n\
+             set_tcp_nodelay true\nmax_queued_messages 0\nmax_inflight_messages 100\nallow_anonymous false\nper_listener_settings false\nacl_file {acl}\n\
              listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
              require_certificate true\nuse_identity_as_username true\ntls_version tlsv1.2\n",
             log = log.display(),
@@ -228,7 +247,7 @@ impl Mosquitto {
         let conf_path = state.path().join("mosquitto.conf");
         write(&conf_path, &conf);
         let child = Self::spawn(&conf_path);
-        let m = Mosquitto {
+        let mut m = Mosquitto {
             port,
             child,
             log,
@@ -249,12 +268,14 @@ impl Mosquitto {
             .expect("start mosquitto")
     }
 
-    fn wait_listening(&self) {
+    fn wait_listening(&mut self) {
         let port = self.port;
-        wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .unwrap_or_else(|| panic!("mosquitto did not listen on {port}; log:\n{}", self.log_text()));
+        let child = &mut self.child;
+        // Listening, and it is our mosquitto that listens (one that lost the bind has exited).
+        let up = wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() || child.try_wait().unwrap().is_some()
+        });
+        up.unwrap_or_else(|| panic!("mosquitto did not listen on {port}; log:\n{}", self.log_text()));
     }
 
     /// Kills the broker with SIGKILL: no goodbye to any client.
