@@ -156,6 +156,37 @@ impl Merger<'_> {
         })
     }
 
+    /// A whole number that must not be 0; `why` finishes the sentence "<flag>: <why>".
+    fn nonzero<T: Copy + PartialEq + From<u8>>(
+        &self,
+        flag: Option<T>,
+        file: Option<T>,
+        flag_name: &str,
+        why: &str,
+    ) -> Result<Option<Sourced<T>>> {
+        match self.pick(flag, file, flag_name) {
+            Some(s) if s.value == T::from(0) => Err(input!("{}: {why}", s.origin)),
+            other => Ok(other),
+        }
+    }
+
+    /// A duration such as 500ms, 5s or 2m, with where it came from.
+    fn duration(
+        &self,
+        flag: Option<String>,
+        file: Option<String>,
+        flag_name: &str,
+    ) -> Result<Option<Sourced<Duration>>> {
+        self.pick(flag, file, flag_name)
+            .map(|s| {
+                parse_duration(&s.value, &s.origin).map(|value| Sourced {
+                    value,
+                    origin: s.origin,
+                })
+            })
+            .transpose()
+    }
+
     /// Paths in a config file are relative to the file's folder.
     fn pick_path(
         &self,
@@ -261,8 +292,9 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
         Some(path) => read_file_config(path)?,
         None => FileConfig::default(),
     };
+    let config_path = args.config.clone();
     let m = Merger {
-        file: args.config.as_deref(),
+        file: config_path.as_deref(),
     };
 
     let endpoint = m.pick(args.endpoint, file.endpoint, "--endpoint").ok_or_else(|| {
@@ -270,16 +302,14 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
     })?;
     validate_endpoint(&endpoint.value, &endpoint.origin)?;
 
-    let port = match m.pick(args.port, file.port, "--port") {
-        Some(p) if p.value == 0 => {
-            return Err(input!(
-                "{}: port 0 is not a port; AWS IoT Core uses 8883",
-                p.origin
-            ));
-        }
-        Some(p) => p.value,
-        None => DEFAULT_PORT,
-    };
+    let port = m
+        .nonzero(
+            args.port,
+            file.port,
+            "--port",
+            "port 0 is not a port; AWS IoT Core uses 8883",
+        )?
+        .map_or(DEFAULT_PORT, |p| p.value);
 
     let topic = m.pick(args.topic, file.topic, "--topic");
     let topic = match topic {
@@ -302,82 +332,65 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
         }
     };
 
-    let duration_of = |s: Option<Sourced<String>>, default: Option<Duration>| -> Result<Option<Duration>> {
-        match s {
-            Some(s) => parse_duration(&s.value, &s.origin).map(Some),
-            None => Ok(default),
+    let interval = m
+        .duration(args.interval, file.interval, "--interval")?
+        .map_or(DEFAULT_INTERVAL, |d| d.value);
+    let duration = match m.duration(args.duration, file.duration, "--duration")? {
+        Some(d) if d.value.is_zero() => {
+            return Err(input!(
+                "{}: a run of 0 s does nothing; give e.g. 60s, or leave it out to run until Ctrl-C",
+                d.origin
+            ));
         }
+        d => d.map(|d| d.value),
     };
-    let interval = duration_of(
-        m.pick(args.interval, file.interval, "--interval"),
-        Some(DEFAULT_INTERVAL),
-    )?
-    .unwrap_or(DEFAULT_INTERVAL);
-    let duration_src = m.pick(args.duration, file.duration, "--duration");
-    let duration_origin = duration_src.as_ref().map(|s| s.origin.clone());
-    let duration = duration_of(duration_src, None)?;
-    if let (Some(d), Some(origin)) = (duration, duration_origin)
-        && d.is_zero()
-    {
-        return Err(input!(
-            "{origin}: a run of 0 s does nothing; give e.g. 60s, or leave it out to run until Ctrl-C"
-        ));
-    }
-    let ka_src = m.pick(args.keep_alive, file.keep_alive, "--keep-alive");
-    let ka_origin = ka_src.as_ref().map(|s| s.origin.clone()).unwrap_or_default();
-    let keep_alive = duration_of(ka_src, Some(DEFAULT_KEEP_ALIVE))?.unwrap_or(DEFAULT_KEEP_ALIVE);
-    if keep_alive < KEEP_ALIVE_RANGE.0 || keep_alive > KEEP_ALIVE_RANGE.1 {
-        return Err(input!(
-            "{ka_origin}: keep-alive {} is outside 30s..20m, the range AWS IoT Core accepts",
-            humantime::format_duration(keep_alive)
-        ));
-    }
-    let drain_timeout = duration_of(
-        m.pick(args.drain_timeout, file.drain_timeout, "--drain-timeout"),
-        Some(DEFAULT_DRAIN_TIMEOUT),
-    )?
-    .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+    let keep_alive = match m.duration(args.keep_alive, file.keep_alive, "--keep-alive")? {
+        Some(k) if k.value < KEEP_ALIVE_RANGE.0 || k.value > KEEP_ALIVE_RANGE.1 => {
+            return Err(input!(
+                "{}: keep-alive {} is outside 30s..20m, the range AWS IoT Core accepts",
+                k.origin,
+                humantime::format_duration(k.value)
+            ));
+        }
+        k => k.map_or(DEFAULT_KEEP_ALIVE, |k| k.value),
+    };
+    let drain_timeout = m
+        .duration(args.drain_timeout, file.drain_timeout, "--drain-timeout")?
+        .map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.value);
 
-    let ramp_up = match m.pick(args.ramp_up, file.ramp_up, "--ramp-up") {
-        Some(r) if r.value == 0 => {
+    let ramp_up = m
+        .nonzero(
+            args.ramp_up,
+            file.ramp_up,
+            "--ramp-up",
+            "0 connections per second would never connect; give e.g. 100",
+        )?
+        .map(|r| r.value);
+    let backoff_min = match m.duration(args.backoff_min, file.backoff_min, "--backoff-min")? {
+        Some(b) if b.value.is_zero() => {
+            return Err(input!("{}: the backoff must be longer than 0; e.g. 1s", b.origin));
+        }
+        b => b.map_or(DEFAULT_BACKOFF_MIN, |b| b.value),
+    };
+    let backoff_max = match m.duration(args.backoff_max, file.backoff_max, "--backoff-max")? {
+        Some(b) if b.value < backoff_min => {
             return Err(input!(
-                "{}: 0 connections per second would never connect; give e.g. 100",
-                r.origin
+                "{}: {} is shorter than the first backoff ({}); make --backoff-max at least --backoff-min",
+                b.origin,
+                humantime::format_duration(b.value),
+                humantime::format_duration(backoff_min)
             ));
         }
-        r => r.map(|r| r.value),
+        b => b.map_or(DEFAULT_BACKOFF_MAX.max(backoff_min), |b| b.value),
     };
-    let bmin_src = m.pick(args.backoff_min, file.backoff_min, "--backoff-min");
-    let bmin_origin = bmin_src.as_ref().map(|s| s.origin.clone()).unwrap_or_default();
-    let backoff_min = duration_of(bmin_src, Some(DEFAULT_BACKOFF_MIN))?.unwrap_or(DEFAULT_BACKOFF_MIN);
-    let bmax_src = m.pick(args.backoff_max, file.backoff_max, "--backoff-max");
-    let bmax_origin = bmax_src
-        .as_ref()
-        .map(|s| s.origin.clone())
-        .unwrap_or_else(|| "--backoff-max".into());
-    let backoff_max = duration_of(bmax_src, Some(DEFAULT_BACKOFF_MAX))?.unwrap_or(DEFAULT_BACKOFF_MAX);
-    if backoff_min.is_zero() {
-        return Err(input!(
-            "{bmin_origin}: the backoff must be longer than 0; e.g. 1s"
-        ));
-    }
-    if backoff_max < backoff_min {
-        return Err(input!(
-            "{bmax_origin}: {} is shorter than the first backoff ({}); make --backoff-max at least --backoff-min",
-            humantime::format_duration(backoff_max),
-            humantime::format_duration(backoff_min)
-        ));
-    }
-    let offline_queue = match m.pick(args.offline_queue, file.offline_queue, "--offline-queue") {
-        Some(q) if q.value == 0 => {
-            return Err(input!(
-                "{}: a queue of 0 events would drop every event; give at least 1 (default 1000)",
-                q.origin
-            ));
-        }
-        Some(q) => q.value,
-        None => DEFAULT_OFFLINE_QUEUE,
-    };
+    let offline_queue = m
+        .nonzero(
+            args.offline_queue,
+            file.offline_queue,
+            "--offline-queue",
+            "a queue of 0 events would drop every event; give at least 1 (default 1000)",
+        )?
+        .map_or(DEFAULT_OFFLINE_QUEUE, |q| q.value);
     let persistent_session = args.persistent_session || file.persistent_session.unwrap_or(false);
 
     let (seed, seed_given) = match m.pick(args.seed, file.seed, "--seed") {
@@ -385,112 +398,31 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
         None => (rand::random::<u64>() >> 1, false),
     };
 
-    let devices_req = m.pick(args.devices, file.devices, "--devices");
-    if let Some(d) = &devices_req
-        && d.value == 0
-    {
-        return Err(input!("{}: 0 devices; give at least 1", d.origin));
-    }
+    let devices_req = m.nonzero(
+        args.devices,
+        file.devices,
+        "--devices",
+        "0 devices; give at least 1",
+    )?;
 
-    // Trust anchors for the endpoint.
-    let ca = m.pick_path(args.ca, file.ca, "--ca");
-    let roots = identity::load_roots(&match ca {
-        Some(p) => TrustSource::File(p.value),
-        None => TrustSource::BuiltIn,
-    })?;
-    let alpn: Vec<Vec<u8>> = Vec::new();
-
-    // Device identities: a folder per device, or one shared certificate.
-    let certs = m.pick_path(args.certs, file.certs, "--certs");
-    let cert = m.pick_path(args.cert, file.cert, "--cert");
-    let key = m.pick_path(args.key, file.key, "--key");
-    let devices = match (certs, cert, key) {
-        (Some(dir), None, None) => {
-            let folders = scan_cert_folders(&dir.value, &dir.origin)?;
-            let n = match &devices_req {
-                Some(d) if d.value > folders.len() => {
-                    return Err(input!(
-                        "{}: {} devices requested but {} has only {} device folders; lower --devices or add folders (freezer-fleet reads one sub-folder per device)",
-                        d.origin,
-                        d.value,
-                        dir.value.display(),
-                        folders.len()
-                    ));
-                }
-                Some(d) => d.value,
-                None => folders.len(),
-            };
-            let mut devices = Vec::with_capacity(n);
-            let folders: Vec<CertFolder> = folders.into_iter().take(n).collect();
-            for folder in &folders {
-                let tls = identity::client_config(&folder.files, roots.clone(), &alpn)?;
-                devices.push(DeviceConfig {
-                    id: folder.id.clone(),
-                    tls,
-                    cert_file: folder.files.cert.clone(),
-                });
-            }
-            warn_readable_keys(folders.iter().map(|f| f.files.key.as_path()));
-            devices
-        }
-        (None, Some(cert), Some(key)) => {
-            let files = IdentityFiles {
-                cert: cert.value,
-                key: key.value,
-                cert_label: cert.origin,
-                key_label: key.origin,
-            };
-            let tls = identity::client_config(&files, roots, &alpn)?;
-            warn_readable_keys(std::iter::once(files.key.as_path()));
-            let prefix = m.pick(args.id_prefix, file.id_prefix, "--id-prefix");
-            let prefix = match prefix {
-                Some(p) => {
-                    if p.value.is_empty()
-                        || p.value
-                            .contains(|c: char| c.is_whitespace() || c == '/' || c == '+' || c == '#')
-                    {
-                        return Err(input!(
-                            "{}: '{}' cannot start a client id; use letters, digits, '-', '_' or ':'",
-                            p.origin,
-                            p.value
-                        ));
-                    }
-                    p.value
-                }
-                None => DEFAULT_ID_PREFIX.to_string(),
-            };
-            let n = devices_req.map(|d| d.value).unwrap_or(1);
-            (1..=n)
-                .map(|i| DeviceConfig {
-                    id: format!("{prefix}{i}"),
-                    tls: tls.clone(),
-                    cert_file: files.cert.clone(),
-                })
-                .collect()
-        }
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            return Err(input!(
-                "--certs and --cert/--key both given: use --certs DIR for one certificate per device, or --cert/--key for one shared certificate"
-            ));
-        }
-        (None, Some(c), None) => {
-            return Err(input!(
-                "{} is given without --key: pass the private key that belongs to the certificate",
-                c.origin
-            ));
-        }
-        (None, None, Some(k)) => {
-            return Err(input!(
-                "{} is given without --cert: pass the certificate that belongs to the key",
-                k.origin
-            ));
-        }
-        (None, None, None) => {
-            return Err(input!(
-                "no device identity: pass --certs DIR (one sub-folder per device) or --cert FILE --key FILE (one certificate for every device)"
-            ));
-        }
-    };
+    let devices = load_devices(
+        &m,
+        Identities {
+            ca: args.ca,
+            certs: args.certs,
+            cert: args.cert,
+            key: args.key,
+            id_prefix: args.id_prefix,
+        },
+        Identities {
+            ca: file.ca,
+            certs: file.certs,
+            cert: file.cert,
+            key: file.key,
+            id_prefix: file.id_prefix,
+        },
+        devices_req,
+    )?;
 
     // Load-test settings.
     let n = devices.len();
@@ -512,10 +444,14 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
             (Schedule::Every(Duration::from_secs_f64(n as f64 / m)), Some(m))
         }
     };
-    let count = match m.pick(args.count, file.count, "--count") {
-        Some(c) if c.value == 0 => return Err(input!("{}: 0 events per device; give at least 1", c.origin)),
-        c => c.map(|c| c.value),
-    };
+    let count = m
+        .nonzero(
+            args.count,
+            file.count,
+            "--count",
+            "0 events per device; give at least 1",
+        )?
+        .map(|c| c.value);
     if count.is_some() && schedule == Schedule::Every(Duration::ZERO) {
         return Err(input!(
             "--count needs timed events: give --interval or --rate as well"
@@ -534,16 +470,14 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
         }
         b => b.map(|b| b.value),
     };
-    let max_inflight = match m.pick(args.max_inflight, file.max_inflight, "--max-inflight") {
-        Some(f) if f.value == 0 => {
-            return Err(input!(
-                "{}: 0 publishes in flight would send nothing; give 1 to 65535",
-                f.origin
-            ));
-        }
-        Some(f) => f.value,
-        None => DEFAULT_MAX_INFLIGHT,
-    };
+    let max_inflight = m
+        .nonzero(
+            args.max_inflight,
+            file.max_inflight,
+            "--max-inflight",
+            "0 publishes in flight would send nothing; give 1 to 65535",
+        )?
+        .map_or(DEFAULT_MAX_INFLIGHT, |f| f.value);
     let report = m.pick_path(args.report, file.report, "--report").map(|r| r.value);
     let profile = m
         .pick(args.profile, file.profile, "--profile")
@@ -687,6 +621,125 @@ fn warn_readable_keys<'a>(keys: impl Iterator<Item = &'a Path>) {
     }
     #[cfg(not(unix))]
     let _ = keys;
+}
+
+/// Where identities come from, on the command line or in the config file.
+struct Identities {
+    ca: Option<PathBuf>,
+    certs: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    id_prefix: Option<String>,
+}
+
+/// The devices of a run: one per `--certs` folder, or N sharing `--cert/--key`, each with its
+/// TLS configuration built and checked.
+fn load_devices(
+    m: &Merger<'_>,
+    args: Identities,
+    file: Identities,
+    devices_req: Option<Sourced<usize>>,
+) -> Result<Vec<DeviceConfig>> {
+    // Trust anchors for the endpoint.
+    let ca = m.pick_path(args.ca, file.ca, "--ca");
+    let roots = identity::load_roots(&match ca {
+        Some(p) => TrustSource::File(p.value),
+        None => TrustSource::BuiltIn,
+    })?;
+    let alpn: Vec<Vec<u8>> = Vec::new();
+
+    // Device identities: a folder per device, or one shared certificate.
+    let certs = m.pick_path(args.certs, file.certs, "--certs");
+    let cert = m.pick_path(args.cert, file.cert, "--cert");
+    let key = m.pick_path(args.key, file.key, "--key");
+    let devices = match (certs, cert, key) {
+        (Some(dir), None, None) => {
+            let folders = scan_cert_folders(&dir.value, &dir.origin)?;
+            let n = match &devices_req {
+                Some(d) if d.value > folders.len() => {
+                    return Err(input!(
+                        "{}: {} devices requested but {} has only {} device folders; lower --devices or add folders (freezer-fleet reads one sub-folder per device)",
+                        d.origin,
+                        d.value,
+                        dir.value.display(),
+                        folders.len()
+                    ));
+                }
+                Some(d) => d.value,
+                None => folders.len(),
+            };
+            let mut devices = Vec::with_capacity(n);
+            let folders: Vec<CertFolder> = folders.into_iter().take(n).collect();
+            for folder in &folders {
+                let tls = identity::client_config(&folder.files, roots.clone(), &alpn)?;
+                devices.push(DeviceConfig {
+                    id: folder.id.clone(),
+                    tls,
+                    cert_file: folder.files.cert.clone(),
+                });
+            }
+            warn_readable_keys(folders.iter().map(|f| f.files.key.as_path()));
+            devices
+        }
+        (None, Some(cert), Some(key)) => {
+            let files = IdentityFiles {
+                cert: cert.value,
+                key: key.value,
+                cert_label: cert.origin,
+                key_label: key.origin,
+            };
+            let tls = identity::client_config(&files, roots, &alpn)?;
+            warn_readable_keys(std::iter::once(files.key.as_path()));
+            let prefix = m.pick(args.id_prefix, file.id_prefix, "--id-prefix");
+            let prefix = match prefix {
+                Some(p) => {
+                    if p.value.is_empty()
+                        || p.value
+                            .contains(|c: char| c.is_whitespace() || c == '/' || c == '+' || c == '#')
+                    {
+                        return Err(input!(
+                            "{}: '{}' cannot start a client id; use letters, digits, '-', '_' or ':'",
+                            p.origin,
+                            p.value
+                        ));
+                    }
+                    p.value
+                }
+                None => DEFAULT_ID_PREFIX.to_string(),
+            };
+            let n = devices_req.map(|d| d.value).unwrap_or(1);
+            (1..=n)
+                .map(|i| DeviceConfig {
+                    id: format!("{prefix}{i}"),
+                    tls: tls.clone(),
+                    cert_file: files.cert.clone(),
+                })
+                .collect()
+        }
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(input!(
+                "--certs and --cert/--key both given: use --certs DIR for one certificate per device, or --cert/--key for one shared certificate"
+            ));
+        }
+        (None, Some(c), None) => {
+            return Err(input!(
+                "{} is given without --key: pass the private key that belongs to the certificate",
+                c.origin
+            ));
+        }
+        (None, None, Some(k)) => {
+            return Err(input!(
+                "{} is given without --cert: pass the certificate that belongs to the key",
+                k.origin
+            ));
+        }
+        (None, None, None) => {
+            return Err(input!(
+                "no device identity: pass --certs DIR (one sub-folder per device) or --cert FILE --key FILE (one certificate for every device)"
+            ));
+        }
+    };
+    Ok(devices)
 }
 
 /// One device folder under `--certs`.
