@@ -315,6 +315,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
+    /// Local source addresses, used round-robin by device, to go past ~28k connections per address to one endpoint.
+    #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
+    pub bind: Option<Vec<String>>,
+
     /// Enforce a service's documented limits [default: aws-iot for *.amazonaws.com endpoints, else none].
     #[arg(long, value_enum, value_name = "PROFILE")]
     pub profile: Option<Profile>,

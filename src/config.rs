@@ -69,6 +69,7 @@ pub struct FileConfig {
     pub max_inflight: Option<u16>,
     pub report: Option<PathBuf>,
     pub profile: Option<Profile>,
+    pub bind: Option<Vec<String>>,
 }
 
 /// `rate` in a config file: a number, or "max".
@@ -125,6 +126,8 @@ pub struct FleetConfig {
     pub max_inflight: u16,
     pub report: Option<PathBuf>,
     pub profile: Profile,
+    /// Local source addresses, round-robin by device (empty: the system's choice).
+    pub bind: Vec<std::net::IpAddr>,
     pub devices: Vec<DeviceConfig>,
 }
 
@@ -479,6 +482,14 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
         )?
         .map_or(DEFAULT_MAX_INFLIGHT, |f| f.value);
     let report = m.pick_path(args.report, file.report, "--report").map(|r| r.value);
+    let bind = match m.pick(args.bind, file.bind, "--bind") {
+        Some(b) => b
+            .value
+            .iter()
+            .map(|a| local_address(a, &b.origin))
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     let profile = m
         .pick(args.profile, file.profile, "--profile")
         .map(|p| p.value)
@@ -533,6 +544,7 @@ pub fn resolve(args: RunArgs) -> Result<FleetConfig> {
         max_inflight,
         report,
         profile,
+        bind,
         devices,
     })
 }
@@ -621,6 +633,17 @@ fn warn_readable_keys<'a>(keys: impl Iterator<Item = &'a Path>) {
     }
     #[cfg(not(unix))]
     let _ = keys;
+}
+
+/// A `--bind` address: an IP address of this machine (checked by binding it, nothing is sent).
+fn local_address(text: &str, origin: &str) -> Result<std::net::IpAddr> {
+    let ip: std::net::IpAddr = text.trim().parse().map_err(|_| {
+        input!("{origin}: '{text}' is not an IP address; give local addresses, e.g. --bind 10.0.0.5,10.0.0.6")
+    })?;
+    std::net::TcpListener::bind((ip, 0)).map_err(|e| {
+        input!("{origin}: {ip} is not an address of this machine ({e}); list the addresses of this host's interfaces (ip addr)")
+    })?;
+    Ok(ip)
 }
 
 /// Where identities come from, on the command line or in the config file.

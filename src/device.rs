@@ -74,6 +74,8 @@ pub struct DeviceSettings {
     pub persistent_session: bool,
     /// Fleet-wide pacing of connection attempts (`--ramp-up`).
     pub pacer: Option<Arc<Pacer>>,
+    /// Local source addresses, round-robin by device index (`--bind`).
+    pub bind: Vec<std::net::IpAddr>,
 }
 
 /// AWS IoT Core accepts one CONNECT per second per client id.
@@ -174,6 +176,9 @@ pub async fn run(
     // Without TCP_NODELAY small TLS records meet delayed ACKs: ~50 ms per round trip on loopback.
     net.set_tcp_nodelay(true);
     net.set_connection_timeout(settings.connect_timeout.as_secs().max(1));
+    if !settings.bind.is_empty() {
+        net.set_bind_addr(Some(settings.bind[index % settings.bind.len()]));
+    }
     eventloop.set_network_options(net);
 
     let interval = match settings.schedule {

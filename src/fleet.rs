@@ -62,6 +62,7 @@ pub async fn run(cfg: FleetConfig) -> Result<Outcome> {
         offline_queue: cfg.offline_queue,
         persistent_session: cfg.persistent_session,
         pacer: cfg.ramp_up.map(|r| Arc::new(Pacer::new(r))),
+        bind: cfg.bind.clone(),
     });
     announce(&cfg, n);
 

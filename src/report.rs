@@ -102,6 +102,7 @@ pub struct Settings {
     pub persistent_session: bool,
     pub keep_alive_s: u64,
     pub seed: u64,
+    pub bind: Vec<std::net::IpAddr>,
 }
 
 impl Report {
@@ -191,6 +192,7 @@ impl Report {
                 persistent_session: cfg.persistent_session,
                 keep_alive_s: cfg.keep_alive.as_secs(),
                 seed: cfg.seed,
+                bind: cfg.bind.clone(),
             },
             histograms,
         }

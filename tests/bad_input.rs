@@ -414,6 +414,16 @@ fn every_bad_input_gets_one_clear_line_and_exit_2() {
             expect: s(&["--devices", "at least 1"]),
         },
         Case {
+            name: "bind to a foreign address",
+            args: with_certs(&devices, &["--bind", "192.0.2.7"]),
+            expect: s(&["--bind", "192.0.2.7 is not an address of this machine"]),
+        },
+        Case {
+            name: "bind to a non-address",
+            args: with_certs(&devices, &["--bind", "127.0.0.1,eth0"]),
+            expect: s(&["--bind", "'eth0' is not an IP address"]),
+        },
+        Case {
             name: "zero backoff",
             args: with_certs(&devices, &["--backoff-min", "0"]),
             expect: s(&["--backoff-min", "longer than 0"]),

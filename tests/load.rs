@@ -284,3 +284,42 @@ fn the_aws_iot_profile_refuses_what_iot_core_would() {
     assert_eq!(code, 2);
     assert!(stderr.contains("connection refused"), "{stderr}");
 }
+
+#[test]
+fn bind_spreads_devices_over_local_source_addresses() {
+    let pki = Pki::new(4);
+    let broker = Mosquitto::start(&pki);
+    let mut args = certs_args(&pki, broker.port);
+    args.extend(
+        [
+            "--interval",
+            "200ms",
+            "--duration",
+            "1500ms",
+            "--bind",
+            "127.0.0.2,127.0.0.3",
+        ]
+        .map(String::from),
+    );
+    let (code, stderr, _) = run_to_end(&strs(&args), Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    // mosquitto logs each client's source address: devices alternate between the two.
+    let log = broker.log_text();
+    let from = |id: &str| {
+        let line = log
+            .lines()
+            .find(|l| l.contains("New client connected") && l.contains(&format!(" as {id} ")))
+            .unwrap_or_else(|| panic!("{id} never connected:\n{log}"));
+        line.split(" from ")
+            .nth(1)
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(from("freezer1"), "127.0.0.2");
+    assert_eq!(from("freezer2"), "127.0.0.3");
+    assert_eq!(from("freezer3"), "127.0.0.2");
+    assert_eq!(from("freezer4"), "127.0.0.3");
+}
