@@ -114,6 +114,13 @@ fn refused_connect(code: ConnectReturnCode, addr: &str) -> Cause {
 
 fn from_io(e: &io::Error, addr: &str) -> Option<Cause> {
     let text = e.to_string();
+    // EMFILE / ENFILE: this machine, not the endpoint.
+    if matches!(e.raw_os_error(), Some(24) | Some(23)) {
+        return Some(Cause::transient(
+            "too many open files",
+            "too many open files on this machine: raise the open-files limit (ulimit -n, or LimitNOFILE= for a service) or run fewer devices".to_string(),
+        ));
+    }
     let cause = match e.kind() {
         io::ErrorKind::ConnectionRefused => Cause::transient(
             "connection refused",

@@ -441,6 +441,7 @@ impl Device {
                 if let Some(started) = self.last_attempt {
                     self.stats.record_connect(self.index, started.elapsed());
                 }
+                self.stats.connect_ok();
                 self.online = true;
                 self.failures_in_a_row = 0;
                 self.connected_at = Instant::now();
@@ -487,6 +488,9 @@ impl Device {
         if was_online {
             self.online = false;
             self.stats.online(false);
+            self.stats.disconnected();
+        } else {
+            self.stats.connect_failed(&cause.key);
         }
         // rumqttc keeps its own copy for a resumed session; we re-send from ours instead.
         eventloop.pending.clear();

@@ -33,7 +33,7 @@ const INJECT_QUEUE: usize = 64;
 const LIVE_EVERY: Duration = Duration::from_secs(1);
 const PLAIN_EVERY: Duration = Duration::from_secs(10);
 /// File descriptors kept for everything but device connections.
-const SPARE_FDS: u64 = 64;
+const SPARE_FDS: u64 = 16;
 
 /// Runs the fleet to the end and returns its final counters. Prints the summary on stderr and
 /// writes the JSON report if one was asked for.

@@ -78,6 +78,12 @@ pub struct LatencyMs {
 #[derive(Debug, Clone, Serialize)]
 pub struct Connects {
     pub attempts: u64,
+    /// Attempts that got a CONNACK.
+    pub ok: u64,
+    /// Attempts that failed, by cause.
+    pub failed: BTreeMap<String, u64>,
+    /// Established connections that dropped.
+    pub disconnects: u64,
     pub reconnects: u64,
     pub peak_per_second: u64,
     pub per_second: Vec<u64>,
@@ -163,6 +169,9 @@ impl Report {
             device_failures: s.device_causes.clone(),
             connects: Connects {
                 attempts: s.connect_attempts_per_second.iter().sum(),
+                ok: s.connects_ok,
+                failed: s.connect_failures.clone(),
+                disconnects: s.disconnects,
                 reconnects: s.reconnects,
                 peak_per_second: s.connect_attempts_per_second.iter().copied().max().unwrap_or(0),
                 per_second: s.connect_attempts_per_second.clone(),
@@ -231,8 +240,13 @@ pub fn summary(r: &Report, qos0: bool) -> String {
     );
     let _ = writeln!(
         out,
-        "  connects  {} attempts (peak {}/s), {} reconnects",
-        r.connects.attempts, r.connects.peak_per_second, r.connects.reconnects
+        "  connects  {} attempts (peak {}/s), {} ok, {} failed, {} disconnects, {} reconnects",
+        r.connects.attempts,
+        r.connects.peak_per_second,
+        r.connects.ok,
+        r.connects.failed.values().sum::<u64>(),
+        r.connects.disconnects,
+        r.connects.reconnects
     );
     let acked = if qos0 {
         "n/a at QoS 0".to_string()

@@ -21,6 +21,9 @@ const LOG_WINDOW: Duration = Duration::from_secs(10);
 pub struct Stats {
     connected: AtomicU64,
     failed: AtomicU64,
+    connects_ok: AtomicU64,
+    disconnects: AtomicU64,
+    connect_failures: Mutex<BTreeMap<String, u64>>,
     online: AtomicU64,
     reconnects: AtomicU64,
     taken: AtomicU64,
@@ -121,6 +124,12 @@ pub struct Snapshot {
     pub online: u64,
     /// Successful connections after the first, fleet-wide.
     pub reconnects: u64,
+    /// Connection attempts that got a CONNACK.
+    pub connects_ok: u64,
+    /// Attempts that failed, by cause.
+    pub connect_failures: BTreeMap<String, u64>,
+    /// Established connections that dropped.
+    pub disconnects: u64,
     /// Events the freezers produced (timer and console).
     pub taken: u64,
     /// Of those, events that fell due while their device was not connected.
@@ -158,6 +167,19 @@ impl Stats {
     }
     pub fn reconnected(&self) {
         self.reconnects.fetch_add(1, Relaxed);
+    }
+    /// An attempt got its CONNACK.
+    pub fn connect_ok(&self) {
+        self.connects_ok.fetch_add(1, Relaxed);
+    }
+    /// An attempt failed for `cause`.
+    pub fn connect_failed(&self, cause: &str) {
+        let mut m = self.connect_failures.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(cause.to_string()).or_default() += 1;
+    }
+    /// An established connection dropped.
+    pub fn disconnected(&self) {
+        self.disconnects.fetch_add(1, Relaxed);
     }
     /// A reading became an event; `offline` when its device was not connected.
     pub fn event_taken(&self, offline: bool) {
@@ -278,6 +300,13 @@ impl Stats {
             failed: self.failed.load(Relaxed),
             online: self.online.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
+            connects_ok: self.connects_ok.load(Relaxed),
+            connect_failures: self
+                .connect_failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            disconnects: self.disconnects.load(Relaxed),
             taken: self.taken.load(Relaxed),
             queued_offline: self.queued_offline.load(Relaxed),
             published: self.published.load(Relaxed),

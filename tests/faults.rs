@@ -85,6 +85,11 @@ fn a_network_cut_loses_no_qos1_event_and_every_device_reconnects_within_the_ramp
     let (code, stderr, _) = fleet.finish(Duration::from_secs(40));
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(reconnects(&stderr), N as u64, "{stderr}");
+    assert_eq!(
+        summary_number(&stderr, "disconnects"),
+        N as u64,
+        "every connection was cut once: {stderr}"
+    );
     let peak = summary_peak(&stderr);
     // Slots are 1/R apart; a timer may wake a millisecond late, moving one into the next second.
     assert!(

@@ -323,3 +323,35 @@ fn bind_spreads_devices_over_local_source_addresses() {
     assert_eq!(from("freezer3"), "127.0.0.2");
     assert_eq!(from("freezer4"), "127.0.0.3");
 }
+
+#[test]
+fn near_the_open_files_limit_the_run_says_how_many_devices_fit() {
+    let pki = Pki::new(1);
+    let broker = Mosquitto::start(&pki);
+    let (cert, key) = pki.device_files("freezer1");
+    // A hard limit of 100 open files: about 84 devices fit, 150 are asked for.
+    let cmd = format!(
+        "ulimit -n 100 && exec '{BIN}' run --endpoint localhost --port {} --ca '{}' --cert '{}' --key '{}' --devices 150 --interval 0 --duration 2s",
+        broker.port,
+        pki.ca_pem().display(),
+        cert.display(),
+        key.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the open-files limit is 100: about 84 devices can connect, not 150"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Devices past the limit fail with a cause that says what to do.
+    assert!(
+        stderr.contains("too many open files on this machine: raise the open-files limit"),
+        "{stderr}"
+    );
+}
