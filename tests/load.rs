@@ -355,3 +355,33 @@ fn near_the_open_files_limit_the_run_says_how_many_devices_fit() {
         "{stderr}"
     );
 }
+
+#[test]
+fn on_a_terminal_the_live_view_is_redrawn_every_second() {
+    let pki = Pki::new(2);
+    let broker = Mosquitto::start(&pki);
+    // `script` runs the fleet on a pseudo-terminal, as a person at a terminal would.
+    let mut args = certs_args(&pki, broker.port);
+    args.extend(["--rate", "20", "--duration", "4s"].map(String::from));
+    let cmd = format!(
+        "'{BIN}' {}",
+        args.iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (bsdutils) is installed");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    let redraws = screen.matches("\r\x1b[2Kconnected 2/2 | ").count();
+    assert!(
+        redraws >= 2,
+        "expected a line redrawn about once a second, got {redraws}:\n{screen}"
+    );
+    assert!(screen.contains(" pub/s (target 20) | PUBACK p50 "), "{screen}");
+    assert!(screen.contains("freezer-fleet summary"), "{screen}");
+}
