@@ -219,7 +219,12 @@ def main():
     ap.add_argument("--seconds", type=int, default=20, help="throughput run length")
     ap.add_argument("--only", choices=["idle", "throughput"], help="run one part")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--bin", help="benchmark this freezer-fleet binary (e.g. a build of the previous commit, as a baseline)")
     a = ap.parse_args()
+    global BIN
+    if a.bin:
+        BIN = os.path.abspath(a.bin)
+        a.no_build = True
     for tool in ["mosquitto", "mosquitto_sub", "mosquitto_pub"]:
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: apt-get install mosquitto mosquitto-clients")

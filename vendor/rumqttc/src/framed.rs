@@ -26,7 +26,9 @@ impl Network {
             max_incoming_size,
             max_outgoing_size,
         };
-        let framed = Framed::new(socket, codec);
+        // freezer-fleet patch: a 1 KiB read buffer to start with (tokio-util's default is 8 KiB
+        // per connection); it grows when a larger packet arrives.
+        let framed = Framed::with_capacity(socket, codec, 1024);
 
         Network {
             framed,

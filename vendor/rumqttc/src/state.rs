@@ -91,7 +91,9 @@ impl MqttState {
             // index 0 is wasted as 0 is not a valid packet id
             outgoing_pub: vec![None; max_inflight as usize + 1],
             outgoing_rel: FixedBitSet::with_capacity(max_inflight as usize + 1),
-            incoming_pub: FixedBitSet::with_capacity(u16::MAX as usize + 1),
+            // freezer-fleet patch: grown on the first incoming QoS 2 publish instead of 8 KiB
+            // up front for every connection (publish-only clients never receive one).
+            incoming_pub: FixedBitSet::new(),
             collision: None,
             // TODO: Optimize these sizes later
             events: VecDeque::with_capacity(100),
@@ -208,6 +210,9 @@ impl MqttState {
             }
             QoS::ExactlyOnce => {
                 let pkid = publish.pkid;
+                if self.incoming_pub.len() <= pkid as usize {
+                    self.incoming_pub.grow(u16::MAX as usize + 1);
+                }
                 self.incoming_pub.insert(pkid as usize);
 
                 if !self.manual_acks {
