@@ -43,7 +43,7 @@ pub fn run(command: Command) -> Result<i32> {
             if devices == 0 {
                 return Err(input!("--devices: 0 devices; give at least 1"));
             }
-            validate_id_prefix(&id_prefix)?;
+            config::validate_id_prefix(&id_prefix, "--id-prefix")?;
             let opts = pki::IssueOptions {
                 devices,
                 out: out.unwrap_or_else(|| dir.join("devices")),
@@ -89,19 +89,6 @@ fn fleet_exit_code(outcome: &fleet::Outcome) -> i32 {
     } else {
         exit::OK
     }
-}
-
-fn validate_id_prefix(prefix: &str) -> Result<()> {
-    if prefix.is_empty()
-        || !prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_:".contains(c))
-    {
-        return Err(input!(
-            "--id-prefix: '{prefix}' cannot start a device id; use letters, digits, '-', '_' or ':'"
-        ));
-    }
-    Ok(())
 }
 
 fn certs_init(dir: &Path, key_type: pki::KeyType) -> Result<i32> {

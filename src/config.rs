@@ -12,6 +12,7 @@ use rustls::ClientConfig;
 use serde::Deserialize;
 
 use crate::cli::{Profile, RunArgs};
+use crate::error::io_cause;
 use crate::identity::{self, IdentityFiles, TrustSource};
 use crate::input;
 
@@ -209,11 +210,11 @@ impl Merger<'_> {
 /// Reads the config file named by `--config`.
 pub fn read_file_config(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        let cause = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_string(),
-            _ => e.to_string(),
-        };
-        input!("--config {}: cannot read: {cause}", path.display())
+        input!(
+            "--config {}: cannot read: {}",
+            path.display(),
+            io_cause(&e, false)
+        )
     })?;
     toml::from_str(&text).map_err(|e| {
         // Name the line and, when the line is `key = value`, the key (never the value).
@@ -242,6 +243,17 @@ pub fn parse_duration(text: &str, origin: &str) -> Result<Duration> {
     humantime::parse_duration(t).map_err(|_| {
         input!("{origin}: '{text}' is not a duration; write a number with a unit, e.g. 500ms, 5s, 2m")
     })
+}
+
+/// Checks a device id prefix (`run --id-prefix`, `certs issue --id-prefix`): ids become MQTT
+/// client ids, certificate CNs and folder names.
+pub fn validate_id_prefix(prefix: &str, origin: &str) -> Result<()> {
+    if prefix.is_empty() || prefix.contains(|c: char| c.is_whitespace() || "/+#\0".contains(c)) {
+        return Err(input!(
+            "{origin}: '{prefix}' cannot start a device id; use letters, digits, '-', '_' or ':'"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks an MQTT topic we publish to.
@@ -713,19 +725,9 @@ fn load_devices(
             };
             let tls = identity::client_config(&files, roots, &alpn)?;
             warn_readable_keys(std::iter::once(files.key.as_path()));
-            let prefix = m.pick(args.id_prefix, file.id_prefix, "--id-prefix");
-            let prefix = match prefix {
+            let prefix = match m.pick(args.id_prefix, file.id_prefix, "--id-prefix") {
                 Some(p) => {
-                    if p.value.is_empty()
-                        || p.value
-                            .contains(|c: char| c.is_whitespace() || c == '/' || c == '+' || c == '#')
-                    {
-                        return Err(input!(
-                            "{}: '{}' cannot start a client id; use letters, digits, '-', '_' or ':'",
-                            p.origin,
-                            p.value
-                        ));
-                    }
+                    validate_id_prefix(&p.value, &p.origin)?;
                     p.value
                 }
                 None => DEFAULT_ID_PREFIX.to_string(),
@@ -775,14 +777,8 @@ pub struct CertFolder {
 /// each one's certificate and key by the endings AWS IoT Core uses.
 pub fn scan_cert_folders(dir: &Path, origin: &str) -> Result<Vec<CertFolder>> {
     let shown = dir.display();
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        let cause = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such folder".to_string(),
-            std::io::ErrorKind::NotADirectory => "it is a file, not a folder".to_string(),
-            _ => e.to_string(),
-        };
-        input!("{origin} {shown}: cannot read: {cause}")
-    })?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| input!("{origin} {shown}: cannot read: {}", io_cause(&e, true)))?;
     let mut folders = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| input!("{origin} {shown}: cannot list: {e}"))?;

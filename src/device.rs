@@ -370,7 +370,7 @@ impl Device {
         let reading = self.freezer.next_reading();
         let seq = self.next_seq;
         self.next_seq += 1;
-        let event = Event {
+        let mut event = Event {
             device_id: self.id.clone(),
             seq,
             ts: unix_millis(),
@@ -378,7 +378,6 @@ impl Device {
             humidity: reading.humidity,
             pad: None,
         };
-        let mut event = event;
         let payload = match self.settings.payload_bytes {
             Some(size) => event.to_json_padded(size),
             None => event.to_json(),

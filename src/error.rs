@@ -26,6 +26,19 @@ macro_rules! input {
     };
 }
 
+/// Why a file or folder could not be read, in words for the person at the terminal.
+pub fn io_cause(e: &std::io::Error, folder: bool) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound if folder => "no such folder".into(),
+        K::NotFound => "no such file".into(),
+        K::PermissionDenied => "permission denied".into(),
+        K::IsADirectory => "it is a folder, not a file".into(),
+        K::NotADirectory => "it is a file, not a folder".into(),
+        _ => e.to_string(),
+    }
+}
+
 /// Exit codes shared by every command.
 pub mod exit {
     /// The command did what was asked.

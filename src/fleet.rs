@@ -252,7 +252,7 @@ impl LiveView {
         };
         self.last = Some((now, s.published));
         self.last_print = now;
-        let puback = Quantiles::of(&stats.latency().puback);
+        let puback = Quantiles::of(&stats.puback_latency());
         let target = self
             .target_rate
             .map(|t| format!(" (target {t:.0})"))

@@ -16,6 +16,7 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{RootCertStore, crypto::CryptoProvider};
 
+use crate::error::io_cause;
 use crate::input;
 
 /// The one crypto provider of the process (ring), passed explicitly to every config so a second
@@ -39,13 +40,11 @@ pub enum TrustSource {
 /// Reads a file for a flag, turning the I/O error into one clear line.
 pub fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
-        let cause = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_string(),
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-            std::io::ErrorKind::IsADirectory => "it is a folder, not a file".to_string(),
-            _ => e.to_string(),
-        };
-        input!("{what} {}: cannot read: {cause}; check the path", path.display())
+        input!(
+            "{what} {}: cannot read: {}; check the path",
+            path.display(),
+            io_cause(&e, false)
+        )
     })
 }
 

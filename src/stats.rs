@@ -217,6 +217,20 @@ impl Stats {
         self.record(device, d, |l| &mut l.lag);
     }
 
+    /// The fleet's PUBACK latency histogram alone, for the live view (merging the others every
+    /// second would be wasted work).
+    pub fn puback_latency(&self) -> Histogram<u64> {
+        let mut shards = self.latency.iter();
+        let mut all = shards
+            .next()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).puback.clone())
+            .unwrap_or_else(|| Latency::default().puback);
+        for shard in shards {
+            let _ = all.add(&shard.lock().unwrap_or_else(|p| p.into_inner()).puback);
+        }
+        all
+    }
+
     /// The fleet's latency histograms, all shards merged.
     pub fn latency(&self) -> Latency {
         let mut all = Latency::default();

@@ -209,12 +209,7 @@ fn publish(port: u16, ca: &Path, cert: &Path, key: &Path, lines: &[String]) {
             "-i",
             "seq-tester",
         ])
-        .arg("--cafile")
-        .arg(ca)
-        .arg("--cert")
-        .arg(cert)
-        .arg("--key")
-        .arg(key)
+        .args(mosquitto_tls(ca, cert, key))
         .stdin(Stdio::piped())
         .spawn()
         .expect("mosquitto_pub is installed");

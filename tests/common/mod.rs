@@ -340,6 +340,16 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
     f().then_some(())
 }
 
+/// The mutual-TLS flags of mosquitto's own clients (mosquitto_pub, mosquitto_sub).
+pub fn mosquitto_tls(ca: &Path, cert: &Path, key: &Path) -> Vec<std::ffi::OsString> {
+    let mut v = Vec::new();
+    for (flag, path) in [("--cafile", ca), ("--cert", cert), ("--key", key)] {
+        v.push(flag.into());
+        v.push(path.as_os_str().to_owned());
+    }
+    v
+}
+
 /// A real subscriber (mosquitto_sub) collecting every payload on a topic.
 pub struct Subscriber {
     child: Child,
@@ -365,12 +375,11 @@ impl Subscriber {
                 "-i",
                 "test-monitor",
             ])
-            .arg("--cafile")
-            .arg(pki.ca_pem())
-            .arg("--cert")
-            .arg(pki.path().join("monitor.crt"))
-            .arg("--key")
-            .arg(pki.path().join("monitor.key"))
+            .args(mosquitto_tls(
+                &pki.ca_pem(),
+                &pki.path().join("monitor.crt"),
+                &pki.path().join("monitor.key"),
+            ))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
