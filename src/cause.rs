@@ -1,8 +1,10 @@
-//! Turns a connection error from the MQTT client into one short cause a person can act on.
+//! Turns a connection error into one typed cause a person can act on.
 //!
 //! rumqttc wraps the interesting part several layers deep (a rustls alert can arrive as
 //! `MqttState(Deserialization(Io(io::Error(rustls::Error))))`), so we walk the chain, open
 //! `io::Error`s by hand (their `source()` skips the wrapped error) and classify what we find.
+//! A [`Kind`] decides: its stable report key, whether retrying can help, and which flag or file
+//! to blame when it stops a run before it starts.
 
 use std::error::Error as StdError;
 use std::io;
@@ -10,36 +12,124 @@ use std::io;
 use rumqttc::{ConnectReturnCode, ConnectionError};
 use rustls::{AlertDescription, CertificateError};
 
-/// A cause: a stable short key (for counting and reports) and the sentence for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cause {
-    /// Groups equal causes in summaries and reports, e.g. `connection refused`.
-    pub key: String,
-    /// What happened and what to do, e.g. `connection refused by 127.0.0.1:8883: is the broker running on that port?`
-    pub detail: String,
-    /// Retrying cannot help (an untrusted server, a rejected certificate, an unknown host…);
-    /// the rest (refused, timed out, closed) may pass, so devices retry them with backoff.
-    pub permanent: bool,
+/// What went wrong, as far as anyone can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Refused,
+    Timeout,
+    ClosedByServer,
+    UnknownHost,
+    Unreachable,
+    TooManyOpenFiles,
+    ServiceUnavailable,
+    NotAuthorized,
+    BadCredentials,
+    ClientIdRejected,
+    ProtocolVersion,
+    ConnectRefused,
+    ServerNotTrusted,
+    NameMismatch,
+    ServerCertExpired,
+    ServerCertInvalid,
+    TlsVersion,
+    HandshakeFailure,
+    ClientCertRejected,
+    TlsOther,
+    ClientIdInUse,
+    NotConnectedYet,
+    Other,
 }
 
-/// The key of a connection the server closed: right after connecting, the sign of another
-/// client taking over the same client id.
-pub const CLOSED_BY_SERVER: &str = "connection closed by the server";
+/// Whom a cause blames when it stops the run at the pre-flight check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The trust anchors (`--ca`).
+    Ca,
+    /// The host, port or server (`--endpoint`).
+    Endpoint,
+    /// The device's own certificate.
+    Device,
+}
 
-impl Cause {
-    pub fn transient(key: &str, detail: String) -> Self {
-        Cause {
-            key: key.to_string(),
-            detail,
-            permanent: false,
+impl Kind {
+    /// The stable key that groups equal causes in summaries and reports.
+    pub fn key(self) -> &'static str {
+        match self {
+            Kind::Refused => "connection refused",
+            Kind::Timeout => "timeout",
+            Kind::ClosedByServer => "connection closed by the server",
+            Kind::UnknownHost => "unknown host",
+            Kind::Unreachable => "unreachable",
+            Kind::TooManyOpenFiles => "too many open files",
+            Kind::ServiceUnavailable => "service unavailable",
+            Kind::NotAuthorized => "not authorized",
+            Kind::BadCredentials => "bad credentials",
+            Kind::ClientIdRejected => "client id rejected",
+            Kind::ProtocolVersion => "protocol version",
+            Kind::ConnectRefused => "connect refused",
+            Kind::ServerNotTrusted => "server certificate not trusted",
+            Kind::NameMismatch => "server name mismatch",
+            Kind::ServerCertExpired => "server certificate expired",
+            Kind::ServerCertInvalid => "server certificate invalid",
+            Kind::TlsVersion => "TLS version",
+            Kind::HandshakeFailure => "TLS handshake failure",
+            Kind::ClientCertRejected => "client certificate rejected",
+            Kind::TlsOther => "TLS error",
+            Kind::ClientIdInUse => "client id in use",
+            Kind::NotConnectedYet => "not connected yet",
+            Kind::Other => "connection error",
         }
     }
-    pub fn permanent(key: &str, detail: String) -> Self {
-        Cause {
-            key: key.to_string(),
-            detail,
-            permanent: true,
+
+    /// Retrying cannot help: an untrusted server, a rejected certificate, an unknown host… The
+    /// rest (refused, timed out, closed) may pass, so devices retry them with backoff.
+    pub fn permanent(self) -> bool {
+        matches!(
+            self,
+            Kind::UnknownHost
+                | Kind::NotAuthorized
+                | Kind::BadCredentials
+                | Kind::ClientIdRejected
+                | Kind::ProtocolVersion
+                | Kind::ConnectRefused
+                | Kind::ServerNotTrusted
+                | Kind::NameMismatch
+                | Kind::ServerCertExpired
+                | Kind::ServerCertInvalid
+                | Kind::TlsVersion
+                | Kind::HandshakeFailure
+                | Kind::ClientCertRejected
+                | Kind::TlsOther
+                | Kind::ClientIdInUse
+        )
+    }
+
+    pub fn blames(self) -> Blame {
+        match self {
+            Kind::ServerNotTrusted | Kind::ServerCertExpired | Kind::ServerCertInvalid => Blame::Ca,
+            Kind::ClientCertRejected => Blame::Device,
+            _ => Blame::Endpoint,
         }
+    }
+}
+
+/// A cause: its kind and the sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    pub kind: Kind,
+    /// What happened and what to do, e.g. `connection refused by 127.0.0.1:8883: is the broker running on that port?`
+    pub detail: String,
+}
+
+impl Cause {
+    pub fn new(kind: Kind, detail: String) -> Cause {
+        Cause { kind, detail }
+    }
+    pub fn key(&self) -> &'static str {
+        self.kind.key()
+    }
+    pub fn permanent(&self) -> bool {
+        self.kind.permanent()
     }
 }
 
@@ -49,8 +139,8 @@ pub fn classify(err: &ConnectionError, addr: &str) -> Cause {
         return refused_connect(*code, addr);
     }
     if let ConnectionError::NetworkTimeout = err {
-        return Cause::transient(
-            "timeout",
+        return Cause::new(
+            Kind::Timeout,
             format!(
                 "no answer from {addr} in time (TCP, TLS or CONNACK): check the endpoint, port and any firewall"
             ),
@@ -77,67 +167,73 @@ pub fn classify(err: &ConnectionError, addr: &str) -> Cause {
         ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted) => {
             closed(addr, "connection closed")
         }
-        other => Cause::transient("connection error", format!("{addr}: {other}")),
+        other => Cause::new(Kind::Other, format!("{addr}: {other}")),
     }
 }
 
 fn closed(addr: &str, how: &str) -> Cause {
-    Cause::transient(
-        CLOSED_BY_SERVER,
+    Cause::new(
+        Kind::ClosedByServer,
         format!(
-            "{addr} closed the connection ({how}): a broker restart, a policy that denies this client, or another connection with the same client id"
+            "{addr} closed the connection ({how}): a broker restart, a policy that denies this client, or \
+             another connection with the same client id"
         ),
     )
 }
 
 fn refused_connect(code: ConnectReturnCode, addr: &str) -> Cause {
-    let (key, why) = match code {
+    let (kind, why) = match code {
         ConnectReturnCode::NotAuthorized => (
-            "not authorized",
-            "the broker accepted TLS but refused this client (not authorized): check the certificate is active and its policy allows iot:Connect for this client id",
+            Kind::NotAuthorized,
+            "the broker accepted TLS but refused this client (not authorized): check the certificate is \
+             active and its policy allows iot:Connect for this client id",
         ),
-        ConnectReturnCode::BadUserNamePassword => ("bad credentials", "the broker refused the credentials"),
-        ConnectReturnCode::BadClientId => ("client id rejected", "the broker rejected the client id"),
+        ConnectReturnCode::BadUserNamePassword => {
+            (Kind::BadCredentials, "the broker refused the credentials")
+        }
+        ConnectReturnCode::BadClientId => (Kind::ClientIdRejected, "the broker rejected the client id"),
         ConnectReturnCode::ServiceUnavailable => {
-            return Cause::transient(
-                "service unavailable",
-                format!("{addr}: the broker is unavailable for now"),
-            );
+            (Kind::ServiceUnavailable, "the broker is unavailable for now")
         }
         ConnectReturnCode::RefusedProtocolVersion => {
-            ("protocol version", "the broker does not speak MQTT 3.1.1")
+            (Kind::ProtocolVersion, "the broker does not speak MQTT 3.1.1")
         }
-        ConnectReturnCode::Success => ("connect refused", "CONNACK was not a success"),
+        ConnectReturnCode::Success => (Kind::ConnectRefused, "CONNACK was not a success"),
     };
-    Cause::permanent(key, format!("{addr}: {why}"))
+    Cause::new(kind, format!("{addr}: {why}"))
 }
+
+/// EMFILE and ENFILE: this process, or this machine, has no file descriptor left.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
 
 fn from_io(e: &io::Error, addr: &str) -> Option<Cause> {
     let text = e.to_string();
-    // EMFILE / ENFILE: this machine, not the endpoint.
-    if matches!(e.raw_os_error(), Some(24) | Some(23)) {
-        return Some(Cause::transient(
-            "too many open files",
-            "too many open files on this machine: raise the open-files limit (ulimit -n, or LimitNOFILE= for a service) or run fewer devices".to_string(),
+    if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) {
+        return Some(Cause::new(
+            Kind::TooManyOpenFiles,
+            "too many open files on this machine: raise the open-files limit (ulimit -n, or LimitNOFILE= for \
+             a service) or run fewer devices"
+                .to_string(),
         ));
     }
     let cause = match e.kind() {
-        io::ErrorKind::ConnectionRefused => Cause::transient(
-            "connection refused",
+        io::ErrorKind::ConnectionRefused => Cause::new(
+            Kind::Refused,
             format!("connection refused by {addr}: is the broker running and listening on that port?"),
         ),
-        io::ErrorKind::TimedOut => Cause::transient("timeout", format!("{addr}: timed out")),
+        io::ErrorKind::TimedOut => Cause::new(Kind::Timeout, format!("{addr}: timed out")),
         io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
             closed(addr, &text)
         }
         _ if text.contains("failed to lookup address") || text.contains("Name or service not known") => {
-            Cause::permanent(
-                "unknown host",
+            Cause::new(
+                Kind::UnknownHost,
                 format!("cannot resolve the host of {addr} (DNS lookup failed): check --endpoint"),
             )
         }
         io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable => {
-            Cause::transient("unreachable", format!("{addr} is unreachable: {text}"))
+            Cause::new(Kind::Unreachable, format!("{addr} is unreachable: {text}"))
         }
         _ => return None,
     };
@@ -147,55 +243,117 @@ fn from_io(e: &io::Error, addr: &str) -> Option<Cause> {
 /// Every TLS failure is permanent: the same certificates will fail the same way again.
 pub fn from_rustls(e: &rustls::Error, addr: &str) -> Cause {
     use rustls::Error as E;
-    let (key, detail) = match e {
+    let (kind, detail) = match e {
         // A different CA with the same subject name shows up as a bad signature.
         E::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => (
-            "server certificate not trusted",
+            Kind::ServerNotTrusted,
             format!(
-                "the server certificate of {addr} is not signed by the CA given with --ca: pass the CA that signed the endpoint (for AWS IoT Core: AmazonRootCA1.pem)"
+                "the server certificate of {addr} is not signed by the CA given with --ca: pass the CA that \
+                 signed the endpoint (for AWS IoT Core: AmazonRootCA1.pem)"
             ),
         ),
         E::InvalidCertificate(
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
         ) => (
-            "server name mismatch",
+            Kind::NameMismatch,
             format!(
-                "the server certificate of {addr} is not valid for that host name: use the host name the certificate was issued for"
+                "the server certificate of {addr} is not valid for that host name: use the host name the \
+                 certificate was issued for"
             ),
         ),
         E::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => (
-            "server certificate expired",
+            Kind::ServerCertExpired,
             format!("the server certificate of {addr} has expired"),
         ),
         E::InvalidCertificate(other) => (
-            "server certificate invalid",
+            Kind::ServerCertInvalid,
             format!("the server certificate of {addr} was refused: {other:?}"),
         ),
-        E::AlertReceived(AlertDescription::ProtocolVersion) | E::PeerIncompatible(_) => {
-            return tls_version(addr);
-        }
-        E::AlertReceived(AlertDescription::HandshakeFailure) => (
-            "TLS handshake failure",
+        E::AlertReceived(AlertDescription::ProtocolVersion) | E::PeerIncompatible(_) => (
+            Kind::TlsVersion,
             format!(
-                "{addr} ended the TLS handshake (handshake failure): it may not accept TLS 1.2+, these cipher suites, or the client certificate"
+                "{addr} offers only TLS older than 1.2 (TLS 1.0/1.1); freezer-fleet requires TLS 1.2 or newer \
+                 and will not downgrade"
+            ),
+        ),
+        E::AlertReceived(AlertDescription::HandshakeFailure) => (
+            Kind::HandshakeFailure,
+            format!(
+                "{addr} ended the TLS handshake (handshake failure): it may not accept TLS 1.2+, these cipher \
+                 suites, or the client certificate"
             ),
         ),
         E::AlertReceived(alert) => (
-            "client certificate rejected",
+            Kind::ClientCertRejected,
             format!(
-                "{addr} rejected the client certificate (TLS alert {alert:?}): make sure the certificate is registered and active, or signed by a CA the broker trusts"
+                "{addr} rejected the client certificate (TLS alert {alert:?}): make sure the certificate is \
+                 registered and active, or signed by a CA the broker trusts"
             ),
         ),
-        other => ("TLS error", format!("TLS with {addr} failed: {other}")),
+        other => (Kind::TlsOther, format!("TLS with {addr} failed: {other}")),
     };
-    Cause::permanent(key, detail)
+    Cause::new(kind, detail)
 }
 
-fn tls_version(addr: &str) -> Cause {
-    Cause::permanent(
-        "TLS version",
-        format!(
-            "{addr} offers only TLS older than 1.2 (TLS 1.0/1.1); freezer-fleet requires TLS 1.2 or newer and will not downgrade"
-        ),
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_err(kind: io::ErrorKind) -> ConnectionError {
+        ConnectionError::Io(io::Error::from(kind))
+    }
+
+    #[test]
+    fn network_errors_are_transient_and_keep_their_report_keys() {
+        let c = classify(&io_err(io::ErrorKind::ConnectionRefused), "h:1");
+        assert_eq!(
+            (c.kind, c.key(), c.permanent()),
+            (Kind::Refused, "connection refused", false)
+        );
+        let c = classify(&io_err(io::ErrorKind::ConnectionReset), "h:1");
+        assert_eq!(c.kind, Kind::ClosedByServer);
+        assert!(!c.permanent());
+        let c = classify(&ConnectionError::Io(io::Error::from_raw_os_error(EMFILE)), "h:1");
+        assert_eq!(c.kind, Kind::TooManyOpenFiles);
+        assert_eq!(
+            classify(&ConnectionError::NetworkTimeout, "h:1").kind,
+            Kind::Timeout
+        );
+    }
+
+    #[test]
+    fn tls_verdicts_are_permanent_and_blame_the_right_flag() {
+        let untrusted = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        let c = classify(&ConnectionError::Io(io::Error::other(untrusted)), "h:1");
+        assert_eq!((c.kind, c.kind.blames()), (Kind::ServerNotTrusted, Blame::Ca));
+        assert!(c.permanent() && c.detail.contains("--ca"));
+        let alert = from_rustls(
+            &rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+            "h:1",
+        );
+        assert_eq!(
+            (alert.kind, alert.kind.blames()),
+            (Kind::ClientCertRejected, Blame::Device)
+        );
+        let old = from_rustls(
+            &rustls::Error::AlertReceived(AlertDescription::ProtocolVersion),
+            "h:1",
+        );
+        assert_eq!((old.kind, old.kind.blames()), (Kind::TlsVersion, Blame::Endpoint));
+    }
+
+    #[test]
+    fn connack_refusals_are_named() {
+        let c = classify(
+            &ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized),
+            "h:1",
+        );
+        assert_eq!(c.kind, Kind::NotAuthorized);
+        assert!(c.permanent() && c.detail.contains("iot:Connect"));
+        let c = classify(
+            &ConnectionError::ConnectionRefused(ConnectReturnCode::ServiceUnavailable),
+            "h:1",
+        );
+        assert!(!c.permanent());
+    }
 }

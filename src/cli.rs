@@ -1,8 +1,13 @@
-//! Command-line definitions (clap) and nothing else: values are checked in `config`.
+//! Command-line definitions (clap), and their conversion into config layers: values are checked
+//! in `config`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::config::Profile;
+use crate::config::layer::{Layer, RateValue};
+use crate::config::watch::WatchFlags;
 
 const ABOUT: &str = "A fleet of simulated IoT freezers publishing temperature/humidity over MQTT with mutual TLS, \
 and a load tester for MQTT endpoints such as AWS IoT Core.";
@@ -209,7 +214,7 @@ pub struct WatchArgs {
 }
 
 /// Flags of `run`. Every value may also come from `--config`; a flag given here wins.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Args)]
 pub struct RunArgs {
     /// TOML config file (see config/aws-iot.toml); flags override its values.
     #[arg(long, value_name = "FILE")]
@@ -324,13 +329,56 @@ pub struct RunArgs {
     pub profile: Option<Profile>,
 }
 
-/// Whose limits `run` enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Profile {
-    /// AWS IoT Core: QoS 0/1, <= 100 publishes/s and 100 in flight per connection, payload <= 128 KB,
-    /// client id <= 128 bytes, topic <= 256 bytes with <= 7 slashes, keep-alive 30-1200 s.
-    AwsIot,
-    /// No limits beyond MQTT's.
-    None,
+impl RunArgs {
+    /// The flags as a config layer; `--config` itself is returned apart.
+    pub fn into_layer(self) -> (Layer, Option<PathBuf>) {
+        let layer = Layer {
+            endpoint: self.endpoint,
+            port: self.port,
+            ca: self.ca,
+            certs: self.certs,
+            cert: self.cert,
+            key: self.key,
+            devices: self.devices,
+            id_prefix: self.id_prefix,
+            topic: self.topic,
+            interval: self.interval,
+            qos: self.qos,
+            duration: self.duration,
+            seed: self.seed,
+            keep_alive: self.keep_alive,
+            drain_timeout: self.drain_timeout,
+            ramp_up: self.ramp_up,
+            backoff_min: self.backoff_min,
+            backoff_max: self.backoff_max,
+            offline_queue: self.offline_queue,
+            persistent_session: self.persistent_session.then_some(true),
+            rate: self.rate.map(RateValue::Text),
+            count: self.count,
+            payload_bytes: self.payload_bytes,
+            max_inflight: self.max_inflight,
+            report: self.report,
+            profile: self.profile,
+            bind: self.bind,
+        };
+        (layer, self.config)
+    }
+}
+
+impl From<WatchArgs> for WatchFlags {
+    fn from(a: WatchArgs) -> WatchFlags {
+        WatchFlags {
+            endpoint: a.endpoint,
+            port: a.port,
+            ca: a.ca,
+            cert: a.cert,
+            key: a.key,
+            certs: a.certs,
+            id: a.id,
+            client_id: a.client_id,
+            topic: a.topic,
+            json: a.json,
+            duration: a.duration,
+        }
+    }
 }

@@ -1,5 +1,9 @@
 //! The console: one line on stdin is one command, the way Node-RED's inject button worked.
 
+use std::io::BufRead;
+
+use tokio::sync::mpsc;
+
 /// What a line typed on the console asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -26,6 +30,42 @@ pub fn parse(line: &str, is_device: impl Fn(&str) -> bool) -> Command {
         "q" | "quit" | "exit" => Command::Quit,
         word if is_device(word) => Command::InjectDevice(word.to_string()),
         word => Command::Unknown(word.to_string()),
+    }
+}
+
+/// Console lines from stdin, read on a plain thread (stdin has no truly async API): the thread
+/// ends at end of input, so a closed or redirected stdin costs nothing and never spins.
+pub struct ConsoleLines {
+    rx: Option<mpsc::Receiver<String>>,
+}
+
+impl ConsoleLines {
+    /// Starts reading stdin.
+    pub fn spawn() -> ConsoleLines {
+        let (tx, rx) = mpsc::channel(16);
+        let spawned = std::thread::Builder::new().name("console".into()).spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ConsoleLines {
+            rx: spawned.is_ok().then_some(rx),
+        }
+    }
+
+    /// The next line; pending forever once stdin has ended.
+    pub async fn recv(&mut self) -> Option<String> {
+        let line = match &mut self.rx {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        };
+        if line.is_none() {
+            self.rx = None;
+        }
+        line
     }
 }
 

@@ -3,22 +3,36 @@
 //! tester for MQTT endpoints.
 //!
 //! # Layout
-//! - [`cli`]: clap definitions only.
-//! - [`config`]: the TOML file plus flags, validated into a [`config::FleetConfig`] before any connection.
-//! - [`identity`]: certificates and keys → `rustls::ClientConfig` (TLS 1.2+, server name verified).
+//! This is the one list of modules (README.md points here). Arrows say who may import whom:
+//! `app → fleet → device → transport`, and `config → identity`; nothing imports `app` or `cli`.
+//! - [`app`]: one file per subcommand (run, demo, certs, broker, watch), composed from the rest.
+//! - [`cli`]: clap definitions only, converted into config layers.
+//! - [`config`]: flags and the TOML file as layers → pure per-setting functions → one I/O stage →
+//!   a validated [`config::FleetConfig`]; AWS IoT Core's limits (`config::aws_iot`); the
+//!   watcher's settings (`config::watch`).
+//! - [`identity`]: PEM certificates and keys → `rustls::ClientConfig` (TLS 1.2+, server name
+//!   verified); the AWS download layout shared by reader and writer (`identity::layout`); the
+//!   identity I/O stage (`identity::devices`).
 //! - [`freezer`]: what a device sends: the seeded freezer model and the event JSON.
-//! - [`device`]: how it is sent: one tokio task per device owning one MQTT client.
-//! - [`fleet`]: spawning, console injection routing, graceful shutdown.
-//! - [`console`]: stdin commands (Enter injects one event).
-//! - [`cause`]: connection errors → one actionable cause.
-//! - [`stats`] and [`report`]: counters and the final summary.
+//! - [`device`]: what a device sends when: one task per device with its pure delivery ledger
+//!   (`device::ledger`) and reconnect policy (`device::reconnect`).
+//! - [`transport`]: how events are sent, behind one seam; [`transport::mqtt`] today.
+//! - [`fleet`]: starts the devices, runs until the caller's stop future, drains, returns data.
+//! - [`console`]: stdin commands (Enter injects one event); [`live`]: the terminal's one writer
+//!   and the status line; [`nofile`]: the open-files limit; [`signals`] and [`stop`]: when to stop.
+//! - [`cause`]: connection errors → a typed [`cause::Kind`] and one actionable sentence.
+//! - [`stats`], [`log_gate`] and [`report`]: counters declared once, throttled per-device logs,
+//!   the summary and the JSON report.
 //! - [`preflight`]: one TLS handshake with the endpoint before the fleet starts.
 //! - [`ratelimit`]: the fleet-wide pacer of connection attempts (`--ramp-up`).
 //! - [`watch`]: the subscriber that prints events and counts gaps, duplicates, latency.
 //! - [`local`]: the zero-setup parts: a local PKI and the embedded mTLS broker.
-//! - [`app`]: what each subcommand does, composed from the modules below.
-//! - [`signals`]: Ctrl-C and SIGTERM.
 //! - [`error`]: input errors (exit 2) versus run failures (exit 1).
+//!
+//! # Adding a transport
+//! Implement [`transport::Transport`] in a new module under `src/transport/` (its doc says how
+//! per-device and batching transports fit), add its flags to `cli.rs` and `config`, and choose it
+//! in `app/run.rs`. The device task, ledger, reconnect policy, stats and report stay as they are.
 
 pub mod app;
 pub mod cause;
@@ -30,10 +44,15 @@ pub mod error;
 pub mod fleet;
 pub mod freezer;
 pub mod identity;
+pub mod live;
 pub mod local;
+pub mod log_gate;
+pub mod nofile;
 pub mod preflight;
 pub mod ratelimit;
 pub mod report;
 pub mod signals;
 pub mod stats;
+pub mod stop;
+pub mod transport;
 pub mod watch;

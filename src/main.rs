@@ -1,6 +1,6 @@
 use clap::Parser;
 use freezer_fleet::cli::Cli;
-use freezer_fleet::{app, error};
+use freezer_fleet::{app, error, live};
 use tracing_subscriber::EnvFilter;
 
 fn main() {
@@ -10,7 +10,7 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             // One line: our input errors are finished sentences; others carry their context chain.
-            eprintln!("error: {err:#}");
+            live::eprintln(&format!("error: {err:#}"));
             error::exit_code(&err)
         }
     };
@@ -27,7 +27,8 @@ fn init_tracing() {
     let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Through the terminal's one writer, so a log line never lands on the live status line.
+        .with_writer(live::LogWriter::default)
         .with_target(false)
         .with_ansi(ansi)
         .init();

@@ -14,8 +14,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::cause;
-use crate::config::FleetConfig;
+use crate::cause::{self, Blame};
+use crate::config::{DeviceConfig, FleetConfig};
 use crate::input;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,7 +73,7 @@ pub async fn check(cfg: &FleetConfig) -> Result<()> {
     Ok(())
 }
 
-fn tls_failure(e: std::io::Error, addr: &str, device: &crate::config::DeviceConfig) -> Result<()> {
+fn tls_failure(e: std::io::Error, addr: &str, device: &DeviceConfig) -> Result<()> {
     let Some(tls) = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
@@ -83,20 +83,14 @@ fn tls_failure(e: std::io::Error, addr: &str, device: &crate::config::DeviceConf
         return Ok(());
     };
     let c = cause::from_rustls(tls, addr);
-    let flag = match c.key.as_str() {
-        "server certificate not trusted" | "server certificate expired" | "server certificate invalid" => {
-            "--ca"
-        }
-        "server name mismatch" | "TLS version" | "TLS handshake failure" => "--endpoint",
-        "client certificate rejected" => {
-            return Err(input!(
-                "device {} ({}): {}",
-                device.id,
-                device.cert_file.display(),
-                c.detail
-            ));
-        }
-        _ => "--endpoint",
-    };
-    Err(input!("{flag}: {}", c.detail))
+    match c.kind.blames() {
+        Blame::Ca => Err(input!("--ca: {}", c.detail)),
+        Blame::Endpoint => Err(input!("--endpoint: {}", c.detail)),
+        Blame::Device => Err(input!(
+            "device {} ({}): {}",
+            device.id,
+            device.cert_file.display(),
+            c.detail
+        )),
+    }
 }

@@ -15,14 +15,13 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use serde::Serialize;
 
-use crate::cli::Profile;
-use crate::config::{FleetConfig, Schedule};
-use crate::stats::{CauseCount, Latency, Quantiles, Snapshot};
+use crate::config::{FleetConfig, Profile, Schedule};
+use crate::stats::{CauseCount, ConnectCounts, DeviceCounts, Latency, MessageCounts, Quantiles, Snapshot};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub devices: Devices,
-    pub messages: Messages,
+    pub messages: MessageCounts,
     pub rate: Rate,
     pub latency_ms: LatencyMs,
     /// Why devices gave up and why events were lost, by cause.
@@ -40,21 +39,8 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize)]
 pub struct Devices {
     pub target: usize,
-    pub connected: u64,
-    pub failed: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Messages {
-    pub taken: u64,
-    /// Of those, events that fell due while their device was disconnected.
-    pub queued_offline: u64,
-    pub published: u64,
-    pub acknowledged: u64,
-    pub failed: u64,
-    pub dropped: u64,
-    pub resent: u64,
-    pub injected: u64,
+    #[serde(flatten)]
+    pub counts: DeviceCounts,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,13 +64,10 @@ pub struct LatencyMs {
 #[derive(Debug, Clone, Serialize)]
 pub struct Connects {
     pub attempts: u64,
-    /// Attempts that got a CONNACK.
-    pub ok: u64,
+    #[serde(flatten)]
+    pub counts: ConnectCounts,
     /// Attempts that failed, by cause.
     pub failed: BTreeMap<String, u64>,
-    /// Established connections that dropped.
-    pub disconnects: u64,
-    pub reconnects: u64,
     pub peak_per_second: u64,
     pub per_second: Vec<u64>,
 }
@@ -99,6 +82,9 @@ pub struct Settings {
     pub devices: usize,
     pub interval_ms: Option<f64>,
     pub rate: Option<String>,
+    /// Publishes per second asked for or implied (not in the JSON: `rate.target` carries it).
+    #[serde(skip)]
+    pub target_rate: Option<f64>,
     pub count: Option<u64>,
     pub payload_bytes: Option<usize>,
     pub max_inflight: u16,
@@ -111,19 +97,51 @@ pub struct Settings {
     pub bind: Vec<std::net::IpAddr>,
 }
 
+impl Settings {
+    /// What a report says of a run's configuration.
+    pub fn of(cfg: &FleetConfig) -> Settings {
+        Settings {
+            endpoint: cfg.endpoint.clone(),
+            port: cfg.port,
+            topic: cfg.topic.clone(),
+            qos: cfg.qos as u8,
+            devices: cfg.devices.len(),
+            interval_ms: match cfg.schedule {
+                Schedule::OnDemand => Some(0.0),
+                Schedule::Max => None,
+                s => s.interval().map(|i| i.as_secs_f64() * 1000.0),
+            },
+            rate: match cfg.schedule {
+                Schedule::Max => Some("max".into()),
+                Schedule::Rate { per_second, .. } => Some(per_second.to_string()),
+                _ => None,
+            },
+            target_rate: cfg.target_rate(),
+            count: cfg.count,
+            payload_bytes: cfg.payload_bytes,
+            max_inflight: cfg.max_inflight,
+            ramp_up: cfg.ramp_up,
+            profile: cfg.profile,
+            offline_queue: cfg.offline_queue,
+            persistent_session: cfg.persistent_session,
+            keep_alive_s: cfg.keep_alive.as_secs(),
+            seed: cfg.seed.value,
+            bind: cfg.bind.clone(),
+        }
+    }
+}
+
+/// How long a run took.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// While the fleet ran: start to the stop request (the rate's denominator).
+    pub running_for: Duration,
+    /// Start to the end of draining.
+    pub elapsed: Duration,
+}
+
 impl Report {
-    pub fn new(
-        cfg: &FleetConfig,
-        s: &Snapshot,
-        latency: &Latency,
-        running: Duration,
-        elapsed: Duration,
-    ) -> Report {
-        let n = cfg.devices.len();
-        let target_rate = match cfg.schedule {
-            Schedule::Every(i) if !i.is_zero() => Some(cfg.target_rate.unwrap_or(n as f64 / i.as_secs_f64())),
-            _ => None,
-        };
+    pub fn new(settings: Settings, s: &Snapshot, latency: &Latency, t: Timings) -> Report {
         let mut errors: BTreeMap<String, u64> = s
             .device_causes
             .iter()
@@ -140,25 +158,16 @@ impl Report {
         .into_iter()
         .filter_map(|(name, h)| encode(h).map(|b| (name.to_string(), b)))
         .collect();
+        let per_second = &s.connect_attempts_per_second;
         Report {
             devices: Devices {
-                target: n,
-                connected: s.connected,
-                failed: s.failed,
+                target: settings.devices,
+                counts: s.devices,
             },
-            messages: Messages {
-                taken: s.taken,
-                queued_offline: s.queued_offline,
-                published: s.published,
-                acknowledged: s.acknowledged,
-                failed: s.failed_events,
-                dropped: s.dropped,
-                resent: s.resent,
-                injected: s.injected,
-            },
+            messages: s.messages,
             rate: Rate {
-                target: target_rate.map(round2),
-                achieved: round2(s.published as f64 / running.as_secs_f64().max(1e-3)),
+                target: settings.target_rate.map(round2),
+                achieved: round2(s.messages.published as f64 / t.running_for.as_secs_f64().max(1e-3)),
             },
             latency_ms: LatencyMs {
                 connect: Quantiles::of(&latency.connect),
@@ -168,41 +177,14 @@ impl Report {
             errors,
             device_failures: s.device_causes.clone(),
             connects: Connects {
-                attempts: s.connect_attempts_per_second.iter().sum(),
-                ok: s.connects_ok,
+                attempts: per_second.iter().sum(),
+                counts: s.connects,
                 failed: s.connect_failures.clone(),
-                disconnects: s.disconnects,
-                reconnects: s.reconnects,
-                peak_per_second: s.connect_attempts_per_second.iter().copied().max().unwrap_or(0),
-                per_second: s.connect_attempts_per_second.clone(),
+                peak_per_second: per_second.iter().copied().max().unwrap_or(0),
+                per_second: per_second.clone(),
             },
-            duration_s: round2(elapsed.as_secs_f64()),
-            settings: Settings {
-                endpoint: cfg.endpoint.clone(),
-                port: cfg.port,
-                topic: cfg.topic.clone(),
-                qos: cfg.qos as u8,
-                devices: n,
-                interval_ms: match cfg.schedule {
-                    Schedule::Every(i) => Some(i.as_secs_f64() * 1000.0),
-                    Schedule::Max => None,
-                },
-                rate: match (cfg.schedule, cfg.target_rate) {
-                    (Schedule::Max, _) => Some("max".into()),
-                    (_, Some(r)) => Some(r.to_string()),
-                    _ => None,
-                },
-                count: cfg.count,
-                payload_bytes: cfg.payload_bytes,
-                max_inflight: cfg.max_inflight,
-                ramp_up: cfg.ramp_up,
-                profile: cfg.profile,
-                offline_queue: cfg.offline_queue,
-                persistent_session: cfg.persistent_session,
-                keep_alive_s: cfg.keep_alive.as_secs(),
-                seed: cfg.seed,
-                bind: cfg.bind.clone(),
-            },
+            duration_s: round2(t.elapsed.as_secs_f64()),
+            settings,
             histograms,
         }
     }
@@ -229,25 +211,47 @@ pub fn write(report: &Report, path: &Path) -> Result<()> {
 }
 
 /// The summary table: devices, connections, events, rate, latency, and every failure by cause.
-pub fn summary(r: &Report, qos0: bool) -> String {
+pub fn summary(r: &Report) -> String {
     let mut out = String::new();
-    let m = &r.messages;
     let _ = writeln!(out, "freezer-fleet summary after {:.1} s", r.duration_s);
+    let (d, c) = (&r.devices, &r.connects);
     let _ = writeln!(
         out,
         "  devices   {} connected, {} failed (of {})",
-        r.devices.connected, r.devices.failed, r.devices.target
+        d.counts.connected, d.counts.failed, d.target
     );
     let _ = writeln!(
         out,
         "  connects  {} attempts (peak {}/s), {} ok, {} failed, {} disconnects, {} reconnects",
-        r.connects.attempts,
-        r.connects.peak_per_second,
-        r.connects.ok,
-        r.connects.failed.values().sum::<u64>(),
-        r.connects.disconnects,
-        r.connects.reconnects
+        c.attempts,
+        c.peak_per_second,
+        c.counts.ok,
+        c.failed.values().sum::<u64>(),
+        c.counts.disconnects,
+        c.counts.reconnects
     );
+    write_events(&mut out, &r.messages, r.settings.qos == 0);
+    let target = r
+        .rate
+        .target
+        .map(|t| format!(" (target {t})"))
+        .unwrap_or_default();
+    let _ = writeln!(out, "  rate      {} publishes/s{target}", r.rate.achieved);
+    let l = &r.latency_ms;
+    let line = [("connect", &l.connect), ("puback", &l.puback), ("lag", &l.lag)]
+        .iter()
+        .filter(|(_, q)| q.count > 0)
+        .map(|(name, q)| format!("{name} p50 {} p99 {} max {} ms", q.p50, q.p99, q.max))
+        .collect::<Vec<_>>()
+        .join("  ");
+    if !line.is_empty() {
+        let _ = writeln!(out, "  latency   {line}");
+    }
+    write_failures(&mut out, r);
+    out
+}
+
+fn write_events(out: &mut String, m: &MessageCounts, qos0: bool) {
     let acked = if qos0 {
         "n/a at QoS 0".to_string()
     } else {
@@ -270,29 +274,9 @@ pub fn summary(r: &Report, qos0: bool) -> String {
             m.queued_offline, m.resent, m.dropped
         );
     }
-    let target = r
-        .rate
-        .target
-        .map(|t| format!(" (target {t})"))
-        .unwrap_or_default();
-    let _ = writeln!(out, "  rate      {} publishes/s{target}", r.rate.achieved);
-    let q = |name: &str, q: &Quantiles| {
-        if q.count == 0 {
-            String::new()
-        } else {
-            format!("{name} p50 {} p99 {} max {} ms  ", q.p50, q.p99, q.max)
-        }
-    };
-    let l = &r.latency_ms;
-    let line = format!(
-        "{}{}{}",
-        q("connect", &l.connect),
-        q("puback", &l.puback),
-        q("lag", &l.lag)
-    );
-    if !line.is_empty() {
-        let _ = writeln!(out, "  latency   {}", line.trim_end());
-    }
+}
+
+fn write_failures(out: &mut String, r: &Report) {
     for (key, c) in &r.device_failures {
         let more = c.count.saturating_sub(c.devices.len() as u64);
         let names = if more > 0 {
@@ -311,5 +295,108 @@ pub fn summary(r: &Report, qos0: bool) -> String {
             let _ = writeln!(out, "  events lost: {cause}: {n}");
         }
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{Loss, Stats};
+
+    fn settings() -> Settings {
+        Settings {
+            endpoint: "localhost".into(),
+            port: 8883,
+            topic: "freezers".into(),
+            qos: 1,
+            devices: 7,
+            interval_ms: Some(500.0),
+            rate: None,
+            target_rate: Some(14.0),
+            count: None,
+            payload_bytes: None,
+            max_inflight: 100,
+            ramp_up: None,
+            profile: Profile::None,
+            offline_queue: 1000,
+            persistent_session: false,
+            keep_alive_s: 60,
+            seed: 1,
+            bind: vec![],
+        }
+    }
+
+    fn report() -> Report {
+        let stats = Stats::default();
+        stats.devices.connected.add(6);
+        stats.connects.ok.add(8);
+        stats.connects.disconnects.add(2);
+        stats.connects.reconnects.add(2);
+        for _ in 0..9 {
+            stats.connect_attempt(Duration::from_millis(300));
+        }
+        stats.connect_failed(crate::cause::Kind::Refused);
+        for _ in 0..140 {
+            stats.event_taken(false);
+            stats.messages.published.inc();
+            stats.messages.acknowledged.inc();
+        }
+        stats.messages.injected.inc();
+        stats.record_puback(0, Duration::from_millis(4));
+        let why = crate::cause::Cause::new(
+            crate::cause::Kind::ClientCertRejected,
+            "127.0.0.1:8883 rejected it".into(),
+        );
+        stats.device_failed("freezer7", &why);
+        stats.events_failed(3, Loss::NotSent);
+        let timings = Timings {
+            running_for: Duration::from_secs(10),
+            elapsed: Duration::from_millis(10_400),
+        };
+        Report::new(settings(), &stats.snapshot(), &stats.latency(), timings)
+    }
+
+    #[test]
+    fn the_summary_reads_as_it_always_has() {
+        let expected = "\
+freezer-fleet summary after 10.4 s
+  devices   6 connected, 1 failed (of 7)
+  connects  9 attempts (peak 9/s), 8 ok, 1 failed, 2 disconnects, 2 reconnects
+  events    140 taken, 140 published, 140 acknowledged, 3 failed (1 injected)
+  rate      14 publishes/s (target 14)
+  latency   puback p50 4.001 p99 4.001 max 4.001 ms
+  failed: client certificate rejected: 1 device(s) (freezer7): 127.0.0.1:8883 rejected it
+  events lost: not sent before shutdown: 3
+";
+        assert_eq!(summary(&report()), expected);
+    }
+
+    #[test]
+    fn the_json_report_keeps_its_schema() {
+        let v = serde_json::to_value(report()).unwrap();
+        assert_eq!(
+            v["devices"],
+            serde_json::json!({"target": 7, "connected": 6, "failed": 1})
+        );
+        let m = &v["messages"];
+        for key in [
+            "taken",
+            "queued_offline",
+            "published",
+            "acknowledged",
+            "failed",
+            "dropped",
+            "resent",
+            "injected",
+        ] {
+            assert!(m[key].is_u64(), "messages.{key}");
+        }
+        assert_eq!(v["connects"]["attempts"], 9);
+        assert_eq!(v["connects"]["ok"], 8);
+        assert_eq!(v["connects"]["failed"]["connection refused"], 1);
+        assert_eq!(v["rate"]["target"], 14.0);
+        assert_eq!(v["settings"]["interval_ms"], 500.0);
+        assert!(v["settings"].get("target_rate").is_none());
+        assert!(v["histograms"]["puback"].is_string());
+        assert_eq!(v["errors"]["not sent before shutdown"], 3);
+    }
 }

@@ -1,51 +1,155 @@
 //! Fleet-wide counters, shared by every device task.
 //!
-//! Devices only add; readers take a [`Snapshot`], a plain value that can be printed, written to a
-//! report, or added to another shard's snapshot.
+//! Devices only add; readers take a [`Snapshot`], a plain value grouped the way the report
+//! groups it, so the report embeds its parts instead of copying them field by field. Each group
+//! of counters is declared once, in [`counters!`], which makes both the atomic and the plain
+//! struct.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::cause::{Cause, Kind};
+
 /// How many device ids a cause lists before it just counts.
 const NAMES_PER_CAUSE: usize = 5;
-/// Per-device warnings allowed per window, so a fleet-wide outage logs a few lines, not thousands.
-const LOG_LINES_PER_WINDOW: u64 = 10;
-const LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Latency histograms, sharded by device so devices rarely wait on each other's lock.
+const LATENCY_SHARDS: usize = 4;
+/// Histogram range in microseconds: 1 µs to 1 h, 3 significant digits.
+const LATENCY_MAX_US: u64 = 3_600_000_000;
+
+/// Locks a mutex, taking the data even if another thread panicked while holding it (counters
+/// stay meaningful either way).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One shared counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Declares a group of counters once: `$shared` holds a [`Counter`] per field, `$plain` the
+/// same fields as numbers, and `$shared::load` copies one into the other.
+macro_rules! counters {
+    ($(#[$doc:meta])* $shared:ident => $plain:ident { $( $(#[$fm:meta])* $field:ident ),* $(,)? }) => {
+        #[derive(Debug, Default)]
+        pub struct $shared { $( pub $field: Counter, )* }
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+        pub struct $plain { $( $(#[$fm])* pub $field: u64, )* }
+        impl $shared {
+            pub fn load(&self) -> $plain {
+                $plain { $( $field: self.$field.get(), )* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Devices, by how their run went.
+    DeviceCounters => DeviceCounts {
+        /// Devices that completed at least one connection.
+        connected,
+        /// Devices that gave up: never connected, or stopped for a permanent cause.
+        failed,
+        /// Devices connected right now.
+        #[serde(skip_serializing)]
+        online,
+    }
+}
+
+counters! {
+    /// Events, from the freezer to the broker's acknowledgement.
+    MessageCounters => MessageCounts {
+        /// Events the freezers produced (timer and console).
+        taken,
+        /// Of those, events that fell due while their device was not connected.
+        queued_offline,
+        /// Events written to the connection (each counted once, however often re-sent).
+        published,
+        /// QoS 1 events the broker acknowledged.
+        acknowledged,
+        /// Events never acknowledged (QoS 1) or never sent (QoS 0) by the end.
+        failed,
+        /// Events dropped because a device's offline queue was full.
+        dropped,
+        /// Re-sends of events whose connection dropped before the acknowledgement.
+        resent,
+        /// Events injected from the console.
+        injected,
+    }
+}
+
+counters! {
+    /// Connections, fleet-wide.
+    ConnectCounters => ConnectCounts {
+        /// Attempts that got a CONNACK.
+        ok,
+        /// Established connections that dropped.
+        disconnects,
+        /// Successful connections after a device's first.
+        reconnects,
+    }
+}
+
+/// Why an event was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// The device's offline queue was full (`--offline-queue`).
+    QueueFull,
+    /// The device gave up, for this cause.
+    GaveUp(Kind),
+    /// Written, but not acknowledged before shutdown.
+    NotAcked,
+    /// Never written before shutdown.
+    NotSent,
+}
+
+impl Loss {
+    /// The report key.
+    pub fn key(self) -> String {
+        match self {
+            Loss::QueueFull => "offline queue full (--offline-queue)".into(),
+            Loss::GaveUp(kind) => format!("device gave up: {}", kind.key()),
+            Loss::NotAcked => "not acknowledged before shutdown".into(),
+            Loss::NotSent => "not sent before shutdown".into(),
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Stats {
-    connected: AtomicU64,
-    failed: AtomicU64,
-    connects_ok: AtomicU64,
-    disconnects: AtomicU64,
+    pub devices: DeviceCounters,
+    pub messages: MessageCounters,
+    pub connects: ConnectCounters,
     connect_failures: Mutex<BTreeMap<String, u64>>,
-    online: AtomicU64,
-    reconnects: AtomicU64,
-    taken: AtomicU64,
-    queued_offline: AtomicU64,
-    published: AtomicU64,
-    acknowledged: AtomicU64,
-    failed_events: AtomicU64,
-    dropped: AtomicU64,
-    resent: AtomicU64,
-    injected: AtomicU64,
+    attempts_per_second: Mutex<Vec<u64>>,
     device_causes: Mutex<BTreeMap<String, CauseCount>>,
     event_causes: Mutex<BTreeMap<String, u64>>,
-    attempts_per_second: Mutex<Vec<u64>>,
-    log_window: Mutex<Option<(Instant, u64)>>,
-    /// Latency histograms, sharded by device so devices rarely wait on each other's lock.
     latency: [Mutex<Latency>; LATENCY_SHARDS],
 }
 
-const LATENCY_SHARDS: usize = 4;
-
-/// Latency histograms in microseconds (1 µs to 1 h, 3 significant digits). Histograms add up
-/// exactly, so shards of a run, or runs on several machines, merge into exact percentiles.
+/// Latency histograms in microseconds. Histograms add up exactly, so shards of a run, or runs
+/// on several machines, merge into exact percentiles.
 #[derive(Debug, Clone)]
 pub struct Latency {
     /// TCP + TLS + CONNACK, from the start of an attempt.
@@ -56,13 +160,16 @@ pub struct Latency {
     pub lag: Histogram<u64>,
 }
 
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds")
+}
+
 impl Default for Latency {
     fn default() -> Self {
-        let h = || Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
         Latency {
-            connect: h(),
-            puback: h(),
-            lag: h(),
+            connect: histogram(),
+            puback: histogram(),
+            lag: histogram(),
         }
     }
 }
@@ -114,38 +221,13 @@ pub struct CauseCount {
 }
 
 /// A point-in-time copy of the counters.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
-    /// Devices that completed at least one connection.
-    pub connected: u64,
-    /// Devices that gave up: never connected, or stopped for a permanent cause.
-    pub failed: u64,
-    /// Devices connected right now.
-    pub online: u64,
-    /// Successful connections after the first, fleet-wide.
-    pub reconnects: u64,
-    /// Connection attempts that got a CONNACK.
-    pub connects_ok: u64,
+    pub devices: DeviceCounts,
+    pub messages: MessageCounts,
+    pub connects: ConnectCounts,
     /// Attempts that failed, by cause.
     pub connect_failures: BTreeMap<String, u64>,
-    /// Established connections that dropped.
-    pub disconnects: u64,
-    /// Events the freezers produced (timer and console).
-    pub taken: u64,
-    /// Of those, events that fell due while their device was not connected.
-    pub queued_offline: u64,
-    /// Events written to the connection (each counted once, however often re-sent).
-    pub published: u64,
-    /// QoS 1 events the broker acknowledged.
-    pub acknowledged: u64,
-    /// Events never acknowledged (QoS 1) or never sent (QoS 0) by the end.
-    pub failed_events: u64,
-    /// Events dropped because a device's offline queue was full.
-    pub dropped: u64,
-    /// Re-sends of events whose connection dropped before the acknowledgement.
-    pub resent: u64,
-    /// Events injected from the console.
-    pub injected: u64,
     /// Connection attempts (first connects and reconnects) in each second of the run.
     pub connect_attempts_per_second: Vec<u64>,
     /// Why devices gave up, by cause.
@@ -155,56 +237,33 @@ pub struct Snapshot {
 }
 
 impl Stats {
-    pub fn device_connected(&self) {
-        self.connected.fetch_add(1, Relaxed);
+    /// A connection attempt failed for `kind`.
+    pub fn connect_failed(&self, kind: Kind) {
+        *lock(&self.connect_failures)
+            .entry(kind.key().to_string())
+            .or_default() += 1;
     }
-    pub fn online(&self, up: bool) {
-        if up {
-            self.online.fetch_add(1, Relaxed);
-        } else {
-            self.online.fetch_sub(1, Relaxed);
+
+    /// A connection attempt `since_start` into the run.
+    pub fn connect_attempt(&self, since_start: Duration) {
+        let second = since_start.as_secs() as usize;
+        let mut v = lock(&self.attempts_per_second);
+        if v.len() <= second {
+            v.resize(second + 1, 0);
         }
+        v[second] += 1;
     }
-    pub fn reconnected(&self) {
-        self.reconnects.fetch_add(1, Relaxed);
-    }
-    /// An attempt got its CONNACK.
-    pub fn connect_ok(&self) {
-        self.connects_ok.fetch_add(1, Relaxed);
-    }
-    /// An attempt failed for `cause`.
-    pub fn connect_failed(&self, cause: &str) {
-        let mut m = self.connect_failures.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry(cause.to_string()).or_default() += 1;
-    }
-    /// An established connection dropped.
-    pub fn disconnected(&self) {
-        self.disconnects.fetch_add(1, Relaxed);
-    }
+
     /// A reading became an event; `offline` when its device was not connected.
     pub fn event_taken(&self, offline: bool) {
-        self.taken.fetch_add(1, Relaxed);
+        self.messages.taken.inc();
         if offline {
-            self.queued_offline.fetch_add(1, Relaxed);
+            self.messages.queued_offline.inc();
         }
-    }
-    pub fn published(&self) {
-        self.published.fetch_add(1, Relaxed);
-    }
-    pub fn resent(&self) {
-        self.resent.fetch_add(1, Relaxed);
-    }
-    pub fn acknowledged(&self) {
-        self.acknowledged.fetch_add(1, Relaxed);
-    }
-    pub fn injected(&self) {
-        self.injected.fetch_add(1, Relaxed);
     }
 
     fn record(&self, device: usize, d: Duration, pick: impl FnOnce(&mut Latency) -> &mut Histogram<u64>) {
-        let mut shard = self.latency[device % LATENCY_SHARDS]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut shard = lock(&self.latency[device % LATENCY_SHARDS]);
         pick(&mut shard).saturating_record((d.as_micros() as u64).max(1));
     }
     pub fn record_connect(&self, device: usize, d: Duration) {
@@ -220,13 +279,9 @@ impl Stats {
     /// The fleet's PUBACK latency histogram alone, for the live view (merging the others every
     /// second would be wasted work).
     pub fn puback_latency(&self) -> Histogram<u64> {
-        let mut shards = self.latency.iter();
-        let mut all = shards
-            .next()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).puback.clone())
-            .unwrap_or_else(|| Latency::default().puback);
-        for shard in shards {
-            let _ = all.add(&shard.lock().unwrap_or_else(|p| p.into_inner()).puback);
+        let mut all = histogram();
+        for shard in &self.latency {
+            let _ = all.add(&lock(shard).puback);
         }
         all
     }
@@ -235,115 +290,111 @@ impl Stats {
     pub fn latency(&self) -> Latency {
         let mut all = Latency::default();
         for shard in &self.latency {
-            all.add(&shard.lock().unwrap_or_else(|p| p.into_inner()));
+            all.add(&lock(shard));
         }
         all
     }
 
-    /// A connection attempt `since_start` into the run.
-    pub fn connect_attempt(&self, since_start: Duration) {
-        let second = since_start.as_secs() as usize;
-        let mut v = self.attempts_per_second.lock().unwrap_or_else(|p| p.into_inner());
-        if v.len() <= second {
-            v.resize(second + 1, 0);
-        }
-        v[second] += 1;
-    }
-
-    /// Whether a per-device warning may be logged now (a few per window, then silence until
-    /// the next window; the summary counts everything).
-    pub fn may_log(&self) -> bool {
-        let mut w = self.log_window.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        match &mut *w {
-            Some((start, n)) if now.duration_since(*start) < LOG_WINDOW => {
-                *n += 1;
-                if *n == LOG_LINES_PER_WINDOW + 1 {
-                    tracing::warn!("more devices report problems; the summary counts them by cause");
-                }
-                *n <= LOG_LINES_PER_WINDOW
-            }
-            _ => {
-                *w = Some((now, 1));
-                true
-            }
-        }
-    }
-
-    /// A device gave up; returns whether to log it (see [`Stats::may_log`]).
-    pub fn device_failed(&self, device: &str, key: &str, detail: &str) -> bool {
+    /// A device gave up for `cause`.
+    pub fn device_failed(&self, device: &str, cause: &Cause) {
         {
-            let mut causes = self.device_causes.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = causes.entry(key.to_string()).or_default();
+            let mut causes = lock(&self.device_causes);
+            let entry = causes.entry(cause.key().to_string()).or_default();
             entry.count += 1;
             if entry.devices.len() < NAMES_PER_CAUSE {
                 entry.devices.push(device.to_string());
             }
             if entry.example.is_empty() {
-                entry.example = detail.to_string();
+                entry.example = cause.detail.clone();
             }
         }
-        self.failed.fetch_add(1, Relaxed);
-        self.may_log()
+        self.devices.failed.inc();
     }
 
-    /// `n` events will never be delivered, for `cause`.
-    pub fn events_failed(&self, n: u64, cause: &str) {
+    /// `n` events will never be delivered, for `loss`.
+    pub fn events_failed(&self, n: u64, loss: Loss) {
         if n > 0 {
-            self.failed_events.fetch_add(n, Relaxed);
-            self.add_event_cause(n, cause);
+            self.messages.failed.add(n);
+            self.add_event_cause(n, loss);
         }
     }
 
-    /// `n` events were dropped from a full queue, for `cause`.
-    pub fn events_dropped(&self, n: u64, cause: &str) {
+    /// `n` events were dropped from a full queue.
+    pub fn events_dropped(&self, n: u64) {
         if n > 0 {
-            self.dropped.fetch_add(n, Relaxed);
-            self.add_event_cause(n, cause);
+            self.messages.dropped.add(n);
+            self.add_event_cause(n, Loss::QueueFull);
         }
     }
 
-    fn add_event_cause(&self, n: u64, cause: &str) {
-        let mut causes = self.event_causes.lock().unwrap_or_else(|p| p.into_inner());
-        *causes.entry(cause.to_string()).or_default() += n;
+    fn add_event_cause(&self, n: u64, loss: Loss) {
+        *lock(&self.event_causes).entry(loss.key()).or_default() += n;
     }
 
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            connected: self.connected.load(Relaxed),
-            failed: self.failed.load(Relaxed),
-            online: self.online.load(Relaxed),
-            reconnects: self.reconnects.load(Relaxed),
-            connects_ok: self.connects_ok.load(Relaxed),
-            connect_failures: self
-                .connect_failures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            disconnects: self.disconnects.load(Relaxed),
-            taken: self.taken.load(Relaxed),
-            queued_offline: self.queued_offline.load(Relaxed),
-            published: self.published.load(Relaxed),
-            acknowledged: self.acknowledged.load(Relaxed),
-            failed_events: self.failed_events.load(Relaxed),
-            dropped: self.dropped.load(Relaxed),
-            resent: self.resent.load(Relaxed),
-            injected: self.injected.load(Relaxed),
-            connect_attempts_per_second: self
-                .attempts_per_second
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            device_causes: self
-                .device_causes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            event_causes: self
-                .event_causes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            devices: self.devices.load(),
+            messages: self.messages.load(),
+            connects: self.connects.load(),
+            connect_failures: lock(&self.connect_failures).clone(),
+            connect_attempts_per_second: lock(&self.attempts_per_second).clone(),
+            device_causes: lock(&self.device_causes).clone(),
+            event_causes: lock(&self.event_causes).clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_groups_what_devices_counted() {
+        let s = Stats::default();
+        s.event_taken(true);
+        s.event_taken(false);
+        s.messages.published.inc();
+        s.events_dropped(3);
+        s.events_failed(2, Loss::GaveUp(Kind::ServerNotTrusted));
+        s.events_failed(0, Loss::NotSent);
+        s.connect_failed(Kind::Refused);
+        s.connect_attempt(Duration::from_millis(2500));
+        let snap = s.snapshot();
+        assert_eq!((snap.messages.taken, snap.messages.queued_offline), (2, 1));
+        assert_eq!((snap.messages.dropped, snap.messages.failed), (3, 2));
+        assert_eq!(
+            snap.event_causes["device gave up: server certificate not trusted"],
+            2
+        );
+        assert_eq!(snap.event_causes.len(), 2);
+        assert_eq!(snap.connect_failures["connection refused"], 1);
+        assert_eq!(snap.connect_attempts_per_second, vec![0, 0, 1]);
+    }
+
+    #[test]
+    fn a_cause_names_its_first_few_devices_and_keeps_counting() {
+        let s = Stats::default();
+        let cause = Cause::new(Kind::ClientCertRejected, "rejected".into());
+        for i in 0..7 {
+            s.device_failed(&format!("freezer{i}"), &cause);
+        }
+        let c = &s.snapshot().device_causes["client certificate rejected"];
+        assert_eq!(
+            (c.count, c.devices.len(), c.example.as_str()),
+            (7, NAMES_PER_CAUSE, "rejected")
+        );
+        assert_eq!(s.devices.failed.get(), 7);
+    }
+
+    #[test]
+    fn latency_shards_merge_into_one_histogram() {
+        let s = Stats::default();
+        for device in 0..8 {
+            s.record_puback(device, Duration::from_millis(10 + device as u64));
+        }
+        assert_eq!(s.puback_latency().len(), 8);
+        assert_eq!(s.latency().puback.len(), 8);
+        let max = Quantiles::of(&s.latency().puback).max;
+        assert!((17.0..17.1).contains(&max), "{max}");
     }
 }

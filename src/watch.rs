@@ -8,19 +8,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use hdrhistogram::Histogram;
-use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
-use rustls::ClientConfig;
+use rumqttc::{Event as MqttEvent, Incoming, QoS};
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::cause;
+use crate::config::watch::WatchConfig;
 use crate::freezer::{Event, unix_millis};
+use crate::live;
+use crate::transport::mqtt::{self, ClientSpec};
 
 /// Which seqs of one device have been seen, compactly: a bitmap from the first seq seen, and a
 /// set for the rare ones below it.
@@ -242,48 +242,45 @@ pub struct Totals {
     pub latency_p99_ms: Option<u64>,
 }
 
-/// How the watcher connects and what it prints.
-#[derive(Clone)]
-pub struct WatchOptions {
-    pub host: String,
-    pub port: u16,
-    pub tls: Arc<ClientConfig>,
-    pub client_id: String,
-    pub topic: String,
-    /// Print each received JSON object on stdout, one per line, instead of a human line.
-    pub json: bool,
-    /// Print nothing per event (the table only).
-    pub quiet: bool,
-    /// Counts the freezer events received, for callers that wait for them.
-    pub received: Arc<std::sync::atomic::AtomicU64>,
+/// What a caller may learn while the watcher runs.
+#[derive(Default)]
+pub struct Hooks {
+    /// Told once the broker has acknowledged the subscription, so a caller can start publishers
+    /// without losing the first events.
+    pub subscribed: Option<oneshot::Sender<()>>,
+    /// The number of freezer events received so far.
+    pub received: Option<watch::Sender<u64>>,
 }
 
-/// Subscribes and accounts events until `stop` resolves. `subscribed` is told once the broker
-/// has acknowledged the subscription, so a caller can start publishers without losing the first
-/// events. A failure of the first connection is an error; later drops are retried every second.
+/// How long the watcher waits before reconnecting after a drop.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+/// The largest message the watcher accepts (a padded event may exceed IoT Core's 128 KB).
+const MAX_MESSAGE: usize = 256 * 1024;
+
+/// Subscribes and accounts events until `stop` resolves. A failure of the first connection is
+/// an error; later drops are retried every second.
 pub async fn run(
-    opts: WatchOptions,
-    subscribed: Option<oneshot::Sender<()>>,
+    cfg: &WatchConfig,
+    mut hooks: Hooks,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Accounting> {
-    let mut mqtt = MqttOptions::new(opts.client_id.clone(), opts.host.clone(), opts.port);
-    mqtt.set_keep_alive(Duration::from_secs(60))
-        .set_clean_session(true)
-        .set_max_packet_size(256 * 1024, 256 * 1024)
-        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            opts.tls.clone(),
-        )));
-    let (client, mut eventloop) = AsyncClient::new(mqtt, 64);
-    let mut net = eventloop.network_options();
-    net.set_tcp_nodelay(true);
-    net.set_connection_timeout(10);
-    eventloop.set_network_options(net);
-
-    let addr = format!("{}:{}", opts.host, opts.port);
+    let spec = ClientSpec {
+        id: cfg.client_id.clone(),
+        host: cfg.host.clone(),
+        port: cfg.port,
+        tls: cfg.tls.clone(),
+        keep_alive: Duration::from_secs(60),
+        clean_session: true,
+        inflight: 60,
+        max_incoming: MAX_MESSAGE,
+        max_outgoing: MAX_MESSAGE,
+        connect_timeout: Duration::from_secs(10),
+        bind: None,
+    };
+    let (client, mut eventloop) = mqtt::client(&spec);
+    let addr = format!("{}:{}", cfg.host, cfg.port);
     let mut acc = Accounting::default();
-    let mut subscribed = subscribed;
     let mut connected_once = false;
-    let stdout = std::io::stdout();
     tokio::pin!(stop);
     loop {
         let polled = tokio::select! {
@@ -296,7 +293,7 @@ pub async fn run(
                     tracing::info!("watch: reconnected to {addr}");
                 }
                 connected_once = true;
-                client.try_subscribe(opts.topic.clone(), QoS::AtLeastOnce)?;
+                client.try_subscribe(cfg.topic.clone(), QoS::AtLeastOnce)?;
             }
             Ok(MqttEvent::Incoming(Incoming::SubAck(ack))) => {
                 if ack
@@ -306,47 +303,18 @@ pub async fn run(
                 {
                     anyhow::bail!(
                         "the broker refused the subscription to '{}' (check the policy allows iot:Subscribe)",
-                        opts.topic
+                        cfg.topic
                     );
                 }
-                if let Some(tx) = subscribed.take() {
+                if let Some(tx) = hooks.subscribed.take() {
                     let _ = tx.send(());
                 }
             }
             Ok(MqttEvent::Incoming(Incoming::Publish(p))) => {
-                let now = unix_millis();
-                match serde_json::from_slice::<Event>(&p.payload) {
-                    Ok(event) => {
-                        let (kind, latency) = acc.record(&event, now);
-                        opts.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let mut out = stdout.lock();
-                        if opts.json {
-                            let _ = out.write_all(&p.payload);
-                            let _ = out.write_all(b"\n");
-                        } else if !opts.quiet {
-                            let note = match kind {
-                                SeqKind::New => "",
-                                SeqKind::Duplicate => "  DUPLICATE",
-                                SeqKind::OutOfOrder => "  OUT OF ORDER",
-                            };
-                            let _ = writeln!(
-                                out,
-                                "{:<12} seq {:<6} {:>6.1} °C {:>5.1} %  {latency:>4} ms{note}",
-                                event.device_id, event.seq, event.temperature, event.humidity
-                            );
-                        }
-                        let _ = out.flush();
-                    }
-                    Err(_) => {
-                        acc.invalid += 1;
-                        if acc.invalid <= 5 {
-                            tracing::warn!(
-                                "watch: a message on '{}' is not a freezer event ({} bytes)",
-                                p.topic,
-                                p.payload.len()
-                            );
-                        }
-                    }
+                if record(&mut acc, &p.topic, &p.payload, cfg.json)
+                    && let Some(tx) = &hooks.received
+                {
+                    tx.send_modify(|n| *n += 1);
                 }
             }
             Ok(_) => {}
@@ -358,21 +326,46 @@ pub async fn run(
                 tracing::warn!("watch: connection lost: {}; reconnecting", cause.detail);
                 tokio::select! {
                     _ = &mut stop => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(RECONNECT_AFTER) => {}
                 }
             }
         }
     }
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        while let Ok(ev) = eventloop.poll().await {
-            if matches!(ev, MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                break;
-            }
-        }
-    })
-    .await;
+    mqtt::disconnect_cleanly(&client, &mut eventloop, Duration::from_millis(500), |_| {}).await;
     Ok(acc)
+}
+
+/// Accounts and prints one message; false when it was not a freezer event.
+fn record(acc: &mut Accounting, topic: &str, payload: &[u8], json: bool) -> bool {
+    let now = unix_millis();
+    let Ok(event) = serde_json::from_slice::<Event>(payload) else {
+        acc.invalid += 1;
+        if acc.invalid <= 5 {
+            tracing::warn!(
+                "watch: a message on '{topic}' is not a freezer event ({} bytes)",
+                payload.len()
+            );
+        }
+        return false;
+    };
+    let (kind, latency) = acc.record(&event, now);
+    if json {
+        let mut line = payload.to_vec();
+        line.push(b'\n');
+        live::print_stdout(&line);
+    } else {
+        let note = match kind {
+            SeqKind::New => "",
+            SeqKind::Duplicate => "  DUPLICATE",
+            SeqKind::OutOfOrder => "  OUT OF ORDER",
+        };
+        let line = format!(
+            "{:<12} seq {:<6} {:>6.1} °C {:>5.1} %  {latency:>4} ms{note}\n",
+            event.device_id, event.seq, event.temperature, event.humidity
+        );
+        live::print_stdout(line.as_bytes());
+    }
+    true
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, SerialNumber,
 };
 
-use crate::config::{CERT_SUFFIX, KEY_SUFFIX};
+pub use crate::identity::layout::device_files;
 use crate::input;
 
 pub const CA_CERT: &str = "ca.pem";
@@ -150,8 +150,6 @@ pub struct IssueOptions {
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
     pub key_type: KeyType,
-    /// Show a progress bar on stderr (only drawn when stderr is a terminal).
-    pub progress: bool,
 }
 
 /// What `issue` did.
@@ -163,30 +161,13 @@ pub struct IssueOutcome {
     pub recertified: usize,
 }
 
-/// The file names of a device's certificate and key, as AWS IoT Core names them.
-pub fn device_files(out: &Path, id: &str) -> (PathBuf, PathBuf) {
-    let folder = out.join(id);
-    (
-        folder.join(format!("{id}-{CERT_SUFFIX}")),
-        folder.join(format!("{id}-{KEY_SUFFIX}")),
-    )
-}
-
 /// Issues device certificates PREFIX1..PREFIXN signed by the CA, in parallel, skipping devices
-/// that already have both files and never replacing an existing key.
-pub fn issue(opts: &IssueOptions) -> Result<IssueOutcome> {
+/// that already have both files and never replacing an existing key. `on_issued` is called once
+/// per device done (e.g. to move a progress bar), from the worker threads.
+pub fn issue(opts: &IssueOptions, on_issued: impl Fn(&str) + Sync) -> Result<IssueOutcome> {
     let issuer = load_issuer(&opts.ca_cert, &opts.ca_key, "certs issue")?;
     std::fs::create_dir_all(&opts.out)
         .map_err(|e| input!("--out {}: cannot create the folder: {e}", opts.out.display()))?;
-    let bar = indicatif::ProgressBar::new(opts.devices as u64);
-    if opts.progress {
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} devices ({per_sec}, {eta} left)")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-    } else {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     let next = AtomicUsize::new(1);
     let outcome = Mutex::new(IssueOutcome::default());
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
@@ -220,12 +201,11 @@ pub fn issue(opts: &IssueOptions) -> Result<IssueOutcome> {
                             break;
                         }
                     }
-                    bar.inc(1);
+                    on_issued(&id);
                 }
             });
         }
     });
-    bar.finish_and_clear();
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }

@@ -19,6 +19,11 @@ use rustls::{RootCertStore, crypto::CryptoProvider};
 use crate::error::io_cause;
 use crate::input;
 
+pub mod devices;
+pub mod layout;
+
+pub use devices::{DeviceConfig, Identity};
+
 /// The one crypto provider of the process (ring), passed explicitly to every config so a second
 /// provider compiled in by some dependency can never make rustls pick at random or panic.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -35,6 +40,13 @@ pub enum TrustSource {
     File(std::path::PathBuf),
     /// The Mozilla root programme's CAs, built in (they include Amazon Root CA 1).
     BuiltIn,
+}
+
+impl TrustSource {
+    /// `--ca FILE`, or the built-in roots when it is not given.
+    pub fn from_flag(ca: Option<std::path::PathBuf>) -> TrustSource {
+        ca.map_or(TrustSource::BuiltIn, TrustSource::File)
+    }
 }
 
 /// Reads a file for a flag, turning the I/O error into one clear line.
@@ -106,11 +118,7 @@ pub struct IdentityFiles {
 
 /// Loads and checks one identity and builds the TLS client config for it: TLS 1.2 and 1.3 only,
 /// server name always verified against `roots`, client certificate offered.
-pub fn client_config(
-    files: &IdentityFiles,
-    roots: Arc<RootCertStore>,
-    alpn: &[Vec<u8>],
-) -> Result<Arc<ClientConfig>> {
+pub fn client_config(files: &IdentityFiles, roots: Arc<RootCertStore>) -> Result<Arc<ClientConfig>> {
     let chain = load_cert_chain(&files.cert, &files.cert_label)?;
     let key = load_private_key(&files.key, &files.key_label)?;
     let mut config = ClientConfig::builder_with_provider(provider())
@@ -131,7 +139,6 @@ pub fn client_config(
                 files.key.display()
             ),
         })?;
-    config.alpn_protocols = alpn.to_vec();
     // A device talks to one endpoint: a session cache for one server (rustls' default sizes
     // one for 32, ~12 KB per device when every device has its own certificate). Resumption
     // stays on, so reconnects after a cut cost less. Never share a cache between identities:

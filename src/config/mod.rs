@@ -1,0 +1,264 @@
+//! The run's configuration, in layers (after ripgrep's low/high arguments):
+//! - [`layer`]: the flags and the `--config` file, each a [`Layer`] of raw values;
+//! - [`settings`]: one pure function per setting, from raw value to typed value or input error;
+//! - the identity stage ([`crate::identity::devices`]): the only I/O, reading every certificate;
+//! - [`aws_iot`]: AWS IoT Core's limits, applied last.
+//!
+//! [`resolve`] runs them in that order and returns a [`FleetConfig`] in which every file has been
+//! read and every identity checked, before any connection is made.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use rumqttc::QoS;
+
+use crate::identity::{self, IdentityFiles, TrustSource};
+use crate::input;
+
+pub mod aws_iot;
+pub mod layer;
+pub mod settings;
+pub mod validate;
+pub mod watch;
+
+pub use crate::identity::DeviceConfig;
+pub use aws_iot::Profile;
+pub use layer::{Layer, Sourced};
+
+/// When devices send their timed events.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Schedule {
+    /// Only when injected from the console (`--interval 0`).
+    OnDemand,
+    /// One event per device every interval (`--interval`).
+    Every(Duration),
+    /// A fleet-wide rate (`--rate M`): each device sends every `each` = devices / M seconds.
+    Rate { per_second: f64, each: Duration },
+    /// As fast as each connection allows (`--rate max`; QoS 1: the in-flight window).
+    Max,
+}
+
+impl Schedule {
+    /// A device's timer period, when it has one.
+    pub fn interval(&self) -> Option<Duration> {
+        match *self {
+            Schedule::Every(i) | Schedule::Rate { each: i, .. } => Some(i),
+            Schedule::OnDemand | Schedule::Max => None,
+        }
+    }
+
+    /// Fleet-wide publishes per second asked for or implied, for `devices` devices.
+    pub fn target_rate(&self, devices: usize) -> Option<f64> {
+        match *self {
+            Schedule::Rate { per_second, .. } => Some(per_second),
+            Schedule::Every(i) => Some(devices as f64 / i.as_secs_f64()),
+            Schedule::OnDemand | Schedule::Max => None,
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::OnDemand => f.write_str("on demand only (press Enter to inject)"),
+            Schedule::Every(i) => write!(f, "an event every {} per device", humantime::format_duration(*i)),
+            Schedule::Rate { per_second, .. } => write!(f, "{per_second} publishes/s fleet-wide"),
+            Schedule::Max => f.write_str("as fast as each connection allows"),
+        }
+    }
+}
+
+/// The seed of every random choice, and whether the user gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seed {
+    pub value: u64,
+    pub given: bool,
+}
+
+/// Everything a run needs, validated.
+pub struct FleetConfig {
+    pub endpoint: String,
+    pub port: u16,
+    pub topic: String,
+    pub qos: QoS,
+    pub duration: Option<Duration>,
+    pub seed: Seed,
+    pub keep_alive: Duration,
+    pub drain_timeout: Duration,
+    /// Connection attempts per second, fleet-wide.
+    pub ramp_up: Option<u32>,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub offline_queue: usize,
+    pub persistent_session: bool,
+    pub schedule: Schedule,
+    /// Events per device, then stop.
+    pub count: Option<u64>,
+    pub payload_bytes: Option<usize>,
+    pub max_inflight: u16,
+    pub report: Option<PathBuf>,
+    pub profile: Profile,
+    /// Local source addresses, round-robin by device (empty: the system's choice).
+    pub bind: Vec<IpAddr>,
+    pub devices: Vec<DeviceConfig>,
+}
+
+impl FleetConfig {
+    /// Fleet-wide publishes per second asked for or implied.
+    pub fn target_rate(&self) -> Option<f64> {
+        self.schedule.target_rate(self.devices.len())
+    }
+}
+
+/// Merges the flags over the file named by `file`, checks every value, reads every file, and
+/// builds each device's TLS configuration.
+pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
+    let file_layer = match file {
+        Some(path) => layer::read_file(path)?,
+        None => Layer::default(),
+    };
+    let mut m = layer::Merger::new(flags, file_layer, file);
+    use settings as s;
+
+    let endpoint = s::endpoint(m.pick(|l| l.endpoint.take(), "--endpoint"))?;
+    let port = s::port(m.pick(|l| l.port.take(), "--port"))?;
+    let topic = s::topic(m.pick(|l| l.topic.take(), "--topic"))?;
+    let qos = s::qos(m.pick(|l| l.qos.take(), "--qos"))?;
+    let interval = m.duration(|l| l.interval.take(), "--interval")?;
+    let duration = s::run_duration(m.duration(|l| l.duration.take(), "--duration")?)?;
+    let keep_alive = s::keep_alive(m.duration(|l| l.keep_alive.take(), "--keep-alive")?)?;
+    let drain_timeout = m
+        .duration(|l| l.drain_timeout.take(), "--drain-timeout")?
+        .map_or(settings::DEFAULT_DRAIN_TIMEOUT, |d| d.value);
+    let ramp_why = "0 connections per second would never connect; give e.g. 100";
+    let ramp_up = s::nonzero(m.pick(|l| l.ramp_up.take(), "--ramp-up"), ramp_why)?.map(|r| r.value);
+    let (backoff_min, backoff_max) = s::backoff(
+        m.duration(|l| l.backoff_min.take(), "--backoff-min")?,
+        m.duration(|l| l.backoff_max.take(), "--backoff-max")?,
+    )?;
+    let offline_queue = s::offline_queue(m.pick(|l| l.offline_queue.take(), "--offline-queue"))?;
+    let persistent_session = m
+        .pick(|l| l.persistent_session.take(), "--persistent-session")
+        .is_some_and(|p| p.value);
+    let seed = s::seed(m.pick(|l| l.seed.take(), "--seed"));
+    let requested = s::nonzero(
+        m.pick(|l| l.devices.take(), "--devices"),
+        "0 devices; give at least 1",
+    )?;
+
+    // The one I/O stage: trust anchors and every device identity.
+    let roots = identity::load_roots(&TrustSource::from_flag(
+        m.path(|l| l.ca.take(), "--ca").map(|c| c.value),
+    ))?;
+    let devices = identity::devices::load(identity_source(&mut m, requested)?, roots)?;
+
+    let rate = s::rate(m.pick(|l| l.rate.take().map(layer::RateValue::text), "--rate"))?;
+    let schedule = s::schedule(interval, rate, devices.len());
+    let count = s::count(m.pick(|l| l.count.take(), "--count"), schedule)?;
+    let payload_bytes = s::payload_bytes(m.pick(|l| l.payload_bytes.take(), "--payload-bytes"))?;
+    let max_inflight = s::max_inflight(m.pick(|l| l.max_inflight.take(), "--max-inflight"))?;
+    let report = m.path(|l| l.report.take(), "--report").map(|r| r.value);
+    let bind = check_local_addresses(s::bind_addrs(m.pick(|l| l.bind.take(), "--bind"))?)?;
+    let profile = m
+        .pick(|l| l.profile.take(), "--profile")
+        .map_or_else(|| Profile::for_endpoint(&endpoint), |p| p.value);
+    let ramp_up = match profile {
+        Profile::AwsIot => {
+            aws_iot::check(aws_iot::Limits {
+                schedule,
+                payload_bytes,
+                max_inflight,
+                topic: &topic,
+                ids: devices.iter().map(|d| d.id.as_str()),
+            })?;
+            Some(aws_iot::ramp_up(ramp_up))
+        }
+        Profile::None => ramp_up,
+    };
+    Ok(FleetConfig {
+        endpoint,
+        port,
+        topic,
+        qos,
+        duration,
+        seed,
+        keep_alive,
+        drain_timeout,
+        ramp_up,
+        backoff_min,
+        backoff_max,
+        offline_queue,
+        persistent_session,
+        schedule,
+        count,
+        payload_bytes,
+        max_inflight,
+        report,
+        profile,
+        bind,
+        devices,
+    })
+}
+
+/// The identity choice: one folder per device (`--certs`), or one shared pair (`--cert/--key`).
+fn identity_source(m: &mut layer::Merger, requested: Option<Sourced<usize>>) -> Result<identity::Identity> {
+    let certs = m.path(|l| l.certs.take(), "--certs");
+    let cert = m.path(|l| l.cert.take(), "--cert");
+    let key = m.path(|l| l.key.take(), "--key");
+    match (certs, cert, key) {
+        (Some(dir), None, None) => Ok(identity::Identity::Folder {
+            dir: dir.value,
+            origin: dir.origin,
+            requested: requested.map(|r| (r.value, r.origin)),
+        }),
+        (None, Some(cert), Some(key)) => {
+            let prefix = match m.pick(|l| l.id_prefix.take(), "--id-prefix") {
+                Some(p) => validate::id_prefix(&p.value, &p.origin).map(|()| p.value)?,
+                None => settings::DEFAULT_ID_PREFIX.to_string(),
+            };
+            let n = requested.map_or(1, |d| d.value);
+            Ok(identity::Identity::Shared {
+                files: IdentityFiles {
+                    cert: cert.value,
+                    key: key.value,
+                    cert_label: cert.origin,
+                    key_label: key.origin,
+                },
+                ids: (1..=n).map(|i| format!("{prefix}{i}")).collect(),
+            })
+        }
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(input!(
+            "--certs and --cert/--key both given: use --certs DIR for one certificate per device, or \
+             --cert/--key for one shared certificate"
+        )),
+        (None, Some(c), None) => Err(input!(
+            "{} is given without --key: pass the private key that belongs to the certificate",
+            c.origin
+        )),
+        (None, None, Some(k)) => Err(input!(
+            "{} is given without --cert: pass the certificate that belongs to the key",
+            k.origin
+        )),
+        (None, None, None) => Err(input!(
+            "no device identity: pass --certs DIR (one sub-folder per device) or --cert FILE --key FILE \
+             (one certificate for every device)"
+        )),
+    }
+}
+
+/// `--bind`: each address must belong to this machine (checked by binding it; nothing is sent).
+fn check_local_addresses(addrs: Sourced<Vec<IpAddr>>) -> Result<Vec<IpAddr>> {
+    for ip in &addrs.value {
+        std::net::TcpListener::bind((*ip, 0)).map_err(|e| {
+            input!(
+                "{}: {ip} is not an address of this machine ({e}); list the addresses of this host's \
+                 interfaces (ip addr)",
+                addrs.origin
+            )
+        })?;
+    }
+    Ok(addrs.value)
+}

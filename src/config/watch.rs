@@ -1,0 +1,92 @@
+//! The watcher's settings: what `watch` was given, checked and turned into a ready TLS identity.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use rustls::ClientConfig;
+
+use super::validate;
+use crate::identity::{self, IdentityFiles, TrustSource, layout};
+use crate::input;
+
+/// The flags of `watch`, as given.
+#[derive(Debug, Clone, Default)]
+pub struct WatchFlags {
+    pub endpoint: String,
+    pub port: u16,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub certs: Option<PathBuf>,
+    pub id: Option<String>,
+    pub client_id: Option<String>,
+    pub topic: String,
+    pub json: bool,
+    pub duration: Option<String>,
+}
+
+/// A watcher ready to connect.
+#[derive(Clone)]
+pub struct WatchConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: Arc<ClientConfig>,
+    pub client_id: String,
+    pub topic: String,
+    /// Print each received JSON object on stdout, one per line, instead of a human line.
+    pub json: bool,
+    pub duration: Option<Duration>,
+}
+
+impl WatchConfig {
+    pub fn resolve(f: WatchFlags) -> Result<WatchConfig> {
+        validate::endpoint(&f.endpoint, "--endpoint")?;
+        validate::topic_filter(&f.topic, "--topic")?;
+        let duration = f
+            .duration
+            .as_deref()
+            .map(|d| validate::parse_duration(d, "--duration"))
+            .transpose()?;
+        let roots = identity::load_roots(&TrustSource::from_flag(f.ca.clone()))?;
+        let tls = identity::client_config(&watch_identity(&f)?, roots)?;
+        Ok(WatchConfig {
+            host: f.endpoint,
+            port: f.port,
+            tls,
+            client_id: f
+                .client_id
+                .unwrap_or_else(|| format!("freezer-fleet-watch-{}", std::process::id())),
+            topic: f.topic,
+            json: f.json,
+            duration,
+        })
+    }
+}
+
+/// The identity the watcher connects with.
+fn watch_identity(f: &WatchFlags) -> Result<IdentityFiles> {
+    match (&f.cert, &f.key, &f.certs, &f.id) {
+        (Some(cert), Some(key), None, None) => Ok(IdentityFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            cert_label: "--cert".into(),
+            key_label: "--key".into(),
+        }),
+        (None, None, Some(dir), Some(id)) => layout::scan_cert_folders(dir, "--certs")?
+            .into_iter()
+            .find(|folder| &folder.id == id)
+            .map(|folder| folder.files)
+            .ok_or_else(|| input!("--id {id}: {} has no device folder named {id}", dir.display())),
+        (Some(_), None, _, _) => Err(input!(
+            "--cert is given without --key: pass the private key of the certificate"
+        )),
+        (None, Some(_), _, _) => Err(input!(
+            "--key is given without --cert: pass the certificate of the key"
+        )),
+        _ => Err(input!(
+            "no identity for the watcher: pass --cert FILE --key FILE, or --certs DIR --id ID"
+        )),
+    }
+}

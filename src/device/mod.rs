@@ -1,0 +1,474 @@
+//! One simulated device: a tokio task that takes a reading on its timer or when injected, and
+//! delivers it through its transport, keeping every event in its [`ledger`] until the server
+//! has it. *What* and *when* live here (freezer model, schedule, ledger, reconnect policy); *how*
+//! is the [`Transport`]'s (see `crate::transport`).
+//!
+//! The link's `next()` is never cancelled by a timer tick or an injection: cancelling an MQTT
+//! poll mid-handshake would restart the connection, so the task waits on it and on its local
+//! inputs side by side with a pinned future.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use crate::cause::{Cause, Kind};
+use crate::config::{DeviceConfig, Schedule};
+use crate::freezer::{Event, Freezer, unix_millis};
+use crate::log_gate::LogGate;
+use crate::ratelimit::Pacer;
+use crate::stats::{Loss, Stats};
+use crate::transport::{Link, LinkEvent, Sender, Transport};
+
+pub mod ledger;
+pub mod phase;
+pub mod reconnect;
+
+use ledger::{Ledger, Written};
+pub use phase::{Phase, PhaseWatch};
+use reconnect::{Next, Policy};
+
+/// Settings every device shares.
+#[derive(Debug)]
+pub struct DeviceSettings {
+    /// Events wait for an acknowledgement (QoS 1).
+    pub acked: bool,
+    pub schedule: Schedule,
+    /// Timed events per device, then the device finishes.
+    pub count: Option<u64>,
+    /// Pad every message to this many bytes.
+    pub payload_bytes: Option<usize>,
+    pub drain_timeout: Duration,
+    /// Fleet size, to spread the devices' timers over the interval.
+    pub fleet_size: usize,
+    pub seed: u64,
+    /// When the fleet started; timers count from here.
+    pub start: Instant,
+    /// Events handed to the transport and not yet acknowledged, at most.
+    pub max_inflight: u16,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Events kept while they cannot be sent; beyond it the oldest are dropped (and counted).
+    pub offline_queue: usize,
+    /// Fleet-wide pacing of connection attempts (`--ramp-up`).
+    pub pacer: Option<Arc<Pacer>>,
+    /// Keeps per-device warnings to a few lines per window.
+    pub log_gate: Arc<LogGate>,
+}
+
+/// A request from the console to this device.
+#[derive(Debug, Clone, Copy)]
+pub struct Inject;
+
+/// What a device says back about an injection (devices never print).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InjectNote {
+    /// Event `seq` was taken; `queued` when the device is not connected.
+    Taken { id: String, seq: u64, queued: bool },
+    /// The fleet is stopping.
+    Ignored { id: String },
+}
+
+/// The channels between the fleet and one device.
+pub struct DeviceLinks {
+    pub inject_rx: mpsc::Receiver<Inject>,
+    pub notes: mpsc::UnboundedSender<InjectNote>,
+    pub phase: PhaseWatch,
+}
+
+/// The state of the device's connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Conn {
+    Connecting,
+    Online { since: Instant },
+}
+
+/// What the task does between reports of its link.
+enum LocalInput {
+    /// A timed event is due; it was meant for this instant.
+    Tick(Instant),
+    Inject,
+    Phase,
+}
+
+struct Device {
+    id: String,
+    index: usize,
+    settings: Arc<DeviceSettings>,
+    stats: Arc<Stats>,
+    freezer: Freezer,
+    rng: Xoshiro256PlusPlus,
+    ledger: Ledger,
+    conn: Conn,
+    ever_connected: bool,
+    policy: Policy,
+    last_attempt: Option<Instant>,
+    last_cause: Option<Cause>,
+    timer: Option<Interval>,
+    /// Timed events taken so far (for --count).
+    timed_taken: u64,
+    links: DeviceLinks,
+    inject_open: bool,
+}
+
+/// Runs one device until the fleet stops it or it gives up for a permanent cause.
+pub async fn run<T: Transport>(
+    config: DeviceConfig,
+    index: usize,
+    transport: Arc<T>,
+    settings: Arc<DeviceSettings>,
+    stats: Arc<Stats>,
+    links: DeviceLinks,
+) {
+    let (mut tx, mut link) = transport.open(&config, index);
+    let timer = settings.schedule.interval().map(|interval| {
+        // Spread the fleet's timers evenly over one interval so it never publishes in bursts.
+        let offset = interval.mul_f64(index as f64 / settings.fleet_size.max(1) as f64);
+        let mut t = tokio::time::interval_at(settings.start + offset, interval);
+        // Keep the schedule: a late tick is made up, not skipped, so the rate stays honest.
+        t.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        t
+    });
+    let mut device = Device {
+        freezer: Freezer::new(settings.seed, index as u64),
+        rng: Xoshiro256PlusPlus::seed_from_u64(settings.seed.rotate_left(17) ^ index as u64),
+        ledger: Ledger::new(
+            settings.offline_queue,
+            settings.max_inflight as usize,
+            settings.acked,
+        ),
+        policy: Policy::new(settings.backoff_min, settings.backoff_max),
+        id: config.id,
+        index,
+        settings,
+        stats,
+        conn: Conn::Connecting,
+        ever_connected: false,
+        last_attempt: None,
+        last_cause: None,
+        timer,
+        timed_taken: 0,
+        links,
+        inject_open: true,
+    };
+    if device.run(&mut tx, &mut link).await {
+        device.drain(&mut tx, &mut link).await;
+    }
+}
+
+impl Device {
+    /// The running phase; false when the device gave up (nothing left to drain).
+    async fn run(&mut self, tx: &mut impl Sender, link: &mut impl Link) -> bool {
+        let mut retry_at: Option<Instant> = None;
+        while self.links.phase.running() {
+            if !self.online() && !self.pass_gates(retry_at.take()).await {
+                break;
+            }
+            if self.finished() {
+                break;
+            }
+            let event = {
+                let next = link.next();
+                tokio::pin!(next);
+                loop {
+                    tokio::select! {
+                        ev = &mut next => break Some(ev),
+                        input = self.next_local() => {
+                            self.on_local(input);
+                            if !self.links.phase.running() {
+                                break None;
+                            }
+                            self.hand_off(tx);
+                        }
+                    }
+                }
+            };
+            match event {
+                None => break,
+                Some(LinkEvent::Lost(cause)) => match self.after_lost(cause) {
+                    Some(at) => retry_at = Some(at),
+                    None => return false,
+                },
+                Some(ev) => self.on_event(ev),
+            }
+            self.hand_off(tx);
+        }
+        true
+    }
+
+    fn online(&self) -> bool {
+        matches!(self.conn, Conn::Online { .. })
+    }
+
+    /// Waits for the next attempt's turn (backoff, one per second per id, the fleet's pacer),
+    /// still taking readings meanwhile; false when the fleet is stopping.
+    async fn pass_gates(&mut self, retry_at: Option<Instant>) -> bool {
+        let at = reconnect::attempt_at(retry_at, self.last_attempt, Instant::now());
+        if !self.wait_until(at).await {
+            return false;
+        }
+        if let Some(pacer) = self.settings.pacer.clone()
+            && !self.wait_until(pacer.reserve()).await
+        {
+            return false;
+        }
+        self.last_attempt = Some(Instant::now());
+        self.stats.connect_attempt(self.settings.start.elapsed());
+        true
+    }
+
+    /// Waits until `at`, still taking readings and injections; false when the fleet is stopping.
+    async fn wait_until(&mut self, at: Instant) -> bool {
+        let sleep = tokio::time::sleep_until(at);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return self.links.phase.running(),
+                input = self.next_local() => self.on_local(input),
+            }
+            if !self.links.phase.running() {
+                return false;
+            }
+        }
+    }
+
+    fn count_reached(&self) -> bool {
+        self.settings.count.is_some_and(|k| self.timed_taken >= k)
+    }
+
+    /// With --count: every timed event taken and nothing left to deliver.
+    fn finished(&self) -> bool {
+        self.count_reached() && self.ledger.owed() == 0
+    }
+
+    /// With --rate max: room for one more event in the in-flight window, and more to send.
+    fn wants_more(&self) -> bool {
+        self.settings.schedule == Schedule::Max
+            && self.online()
+            && self.links.phase.running()
+            && !self.count_reached()
+            && self.ledger.has_room()
+    }
+
+    /// Waits for the next timer tick, console injection or phase change.
+    async fn next_local(&mut self) -> LocalInput {
+        let has_timer = self.timer.is_some();
+        let more = self.wants_more();
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.links.phase.changed() => return LocalInput::Phase,
+                at = async { self.timer.as_mut().expect("guarded").tick().await }, if has_timer => {
+                    return LocalInput::Tick(at);
+                }
+                _ = std::future::ready(()), if more => return LocalInput::Tick(Instant::now()),
+                m = self.links.inject_rx.recv(), if self.inject_open => match m {
+                    Some(Inject) => return LocalInput::Inject,
+                    None => self.inject_open = false,
+                },
+            }
+        }
+    }
+
+    fn on_local(&mut self, input: LocalInput) {
+        match input {
+            LocalInput::Tick(intended) => {
+                if self.links.phase.running() && !self.count_reached() {
+                    self.timed_taken += 1;
+                    self.take_reading(intended);
+                    if self.count_reached() {
+                        self.timer = None;
+                    }
+                }
+            }
+            LocalInput::Inject => {
+                let id = self.id.clone();
+                let note = if self.links.phase.running() {
+                    let seq = self.take_reading(Instant::now());
+                    self.stats.messages.injected.inc();
+                    InjectNote::Taken {
+                        id,
+                        seq,
+                        queued: !self.online(),
+                    }
+                } else {
+                    InjectNote::Ignored { id }
+                };
+                let _ = self.links.notes.send(note);
+            }
+            LocalInput::Phase => {}
+        }
+    }
+
+    /// Takes the next reading and queues its event, meant to be sent at `intended`; returns its seq.
+    fn take_reading(&mut self, intended: Instant) -> u64 {
+        let reading = self.freezer.next_reading();
+        let seq = self.ledger.next_seq();
+        let mut event = Event {
+            device_id: self.id.clone(),
+            seq,
+            ts: unix_millis(),
+            temperature: reading.temperature,
+            humidity: reading.humidity,
+            pad: None,
+        };
+        let payload = match self.settings.payload_bytes {
+            Some(size) => event.to_json_padded(size),
+            None => event.to_json(),
+        };
+        self.stats.event_taken(!self.online());
+        let dropped = self.ledger.push(payload, intended);
+        self.stats.events_dropped(dropped);
+        seq
+    }
+
+    /// Hands queued events to the transport while connected and below the in-flight limit.
+    fn hand_off(&mut self, tx: &mut impl Sender) {
+        if !self.online() {
+            return;
+        }
+        while let Some(payload) = self.ledger.next_to_hand() {
+            if !tx.try_send(payload) {
+                break;
+            }
+            self.ledger.handed();
+        }
+    }
+
+    fn on_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Connected => self.on_connected(),
+            LinkEvent::Written { token } => match self.ledger.on_written(token) {
+                Some(Written::First { lag }) => {
+                    self.stats.messages.published.inc();
+                    self.stats.record_lag(self.index, lag);
+                }
+                Some(Written::Resent) => self.stats.messages.resent.inc(),
+                None => {}
+            },
+            LinkEvent::Acked { token } => {
+                if let Some(latency) = self.ledger.on_acked(token) {
+                    self.stats.messages.acknowledged.inc();
+                    self.stats.record_puback(self.index, latency);
+                }
+            }
+            LinkEvent::Lost(_) | LinkEvent::Idle => {}
+        }
+    }
+
+    fn on_connected(&mut self) {
+        if let Some(started) = self.last_attempt {
+            self.stats.record_connect(self.index, started.elapsed());
+        }
+        self.stats.connects.ok.inc();
+        self.conn = Conn::Online {
+            since: Instant::now(),
+        };
+        self.policy.connected();
+        self.stats.devices.online.inc();
+        if self.ever_connected {
+            self.stats.connects.reconnects.inc();
+            tracing::debug!(device = %self.id, "reconnected");
+        } else {
+            self.ever_connected = true;
+            self.stats.devices.connected.inc();
+            tracing::debug!(device = %self.id, "connected");
+        }
+    }
+
+    /// Marks the connection down; returns how long it had lasted, if it was up.
+    fn go_offline(&mut self) -> Option<Duration> {
+        let Conn::Online { since } = self.conn else {
+            return None;
+        };
+        self.conn = Conn::Connecting;
+        self.stats.devices.online.dec();
+        Some(since.elapsed())
+    }
+
+    /// A connection failed or dropped. Takes back everything unacknowledged, in seq order, and
+    /// returns when to retry, or None when the device gave up.
+    fn after_lost(&mut self, cause: Cause) -> Option<Instant> {
+        let session = self.go_offline();
+        if session.is_some() {
+            self.stats.connects.disconnects.inc();
+        } else {
+            self.stats.connect_failed(cause.kind);
+        }
+        let dropped = self.ledger.take_back_unacked();
+        self.stats.events_dropped(dropped);
+        match self.policy.after(&self.id, &cause, session, &mut self.rng) {
+            Next::GiveUp(why) => {
+                self.give_up(&why);
+                None
+            }
+            Next::RetryAfter(wait) => {
+                if self.settings.log_gate.may_log() {
+                    let what = if session.is_some() {
+                        "connection lost"
+                    } else {
+                        "cannot connect"
+                    };
+                    let secs = wait.as_secs_f64();
+                    tracing::warn!("{}: {what}: {}; retrying in {secs:.1} s", self.id, cause.detail);
+                }
+                self.last_cause = Some(cause);
+                Some(Instant::now() + wait)
+            }
+        }
+    }
+
+    /// Stops this device for good and counts why.
+    fn give_up(&mut self, cause: &Cause) {
+        self.stats.device_failed(&self.id, cause);
+        if self.settings.log_gate.may_log() {
+            tracing::error!("{}: giving up: {}", self.id, cause.detail);
+        }
+        let owed = self.ledger.clear();
+        self.stats.events_failed(owed, Loss::GaveUp(cause.kind));
+    }
+
+    /// Stops producing; delivers what is queued and in flight until the drain timeout; then
+    /// disconnects cleanly and counts whatever is left as failed.
+    async fn drain(&mut self, tx: &mut impl Sender, link: &mut impl Link) {
+        let deadline = Instant::now() + self.settings.drain_timeout;
+        while self.online() && self.links.phase.current() != Phase::Stop {
+            self.hand_off(tx);
+            if self.ledger.is_drained() {
+                break;
+            }
+            tokio::select! {
+                ev = link.next() => match ev {
+                    LinkEvent::Lost(_) => {
+                        self.go_offline();
+                    }
+                    ev => self.on_event(ev),
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = self.links.phase.changed() => {}
+            }
+        }
+        if self.online() {
+            link.close(Duration::from_secs(1), |ev| self.on_event(ev)).await;
+            self.go_offline();
+        }
+        if !self.ever_connected {
+            // Still retrying when the run ended: count it with the last cause seen.
+            let cause = self.last_cause.clone().unwrap_or_else(|| {
+                Cause::new(
+                    Kind::NotConnectedYet,
+                    "the run ended before the first connection".into(),
+                )
+            });
+            self.give_up(&cause);
+            return;
+        }
+        if self.settings.acked {
+            self.stats.events_failed(self.ledger.unacked(), Loss::NotAcked);
+        }
+        self.stats.events_failed(self.ledger.unsent(), Loss::NotSent);
+    }
+}

@@ -1,0 +1,189 @@
+//! The terminal: one writer owns it, so the live status line never shares a row with other
+//! output. Every line the program prints (logs, console answers, the watcher's events) goes
+//! through [`eprintln`], [`print_stdout`] or the tracing writer [`LogWriter`]: the status line is
+//! cleared first and redrawn after.
+//!
+//! [`LiveView`] computes that status line: on a terminal it is redrawn every second; elsewhere a
+//! plain line is printed every 10 s, so logs of CI jobs and pipes stay readable.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::stats::{Quantiles, Snapshot, Stats, lock};
+
+const LIVE_EVERY: Duration = Duration::from_secs(1);
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+const CLEAR_ROW: &str = "\r\x1b[2K";
+
+/// The status line currently drawn on stderr, if any.
+static STATUS: Mutex<Option<String>> = Mutex::new(None);
+
+/// Writes through the screen lock: clears the status line, writes, redraws it.
+fn write_around(write: impl FnOnce()) {
+    let status = lock(&STATUS);
+    let mut err = std::io::stderr().lock();
+    if status.is_some() {
+        let _ = err.write_all(CLEAR_ROW.as_bytes());
+        let _ = err.flush();
+    }
+    write();
+    if let Some(line) = status.as_deref() {
+        let _ = write!(err, "{CLEAR_ROW}{line}");
+        let _ = err.flush();
+    }
+}
+
+/// One line on stderr.
+pub fn eprintln(line: &str) {
+    eprint(&format!("{line}\n"));
+}
+
+/// Text on stderr, as is (e.g. the summary's lines).
+pub fn eprint(text: &str) {
+    write_around(|| {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(text.as_bytes());
+        let _ = err.flush();
+    });
+}
+
+/// Bytes on stdout (machine-readable output, the watcher's lines).
+pub fn print_stdout(bytes: &[u8]) {
+    write_around(|| {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(bytes);
+        let _ = out.flush();
+    });
+}
+
+/// Draws (Some) or removes (None) the status line on stderr.
+fn set_status(line: Option<String>) {
+    let mut status = lock(&STATUS);
+    let mut err = std::io::stderr().lock();
+    match &line {
+        Some(l) => {
+            let _ = write!(err, "{CLEAR_ROW}{l}");
+        }
+        None if status.is_some() => {
+            let _ = err.write_all(CLEAR_ROW.as_bytes());
+        }
+        None => {}
+    }
+    let _ = err.flush();
+    *status = line;
+}
+
+/// The tracing writer: each log event is written whole through the screen lock.
+#[derive(Default)]
+pub struct LogWriter(Vec<u8>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let bytes = std::mem::take(&mut self.0);
+            write_around(|| {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(&bytes);
+                let _ = err.flush();
+            });
+        }
+    }
+}
+
+/// The fleet's status line.
+pub struct LiveView {
+    tty: bool,
+    devices: usize,
+    target_rate: Option<f64>,
+    last: Option<(Instant, u64)>,
+    last_print: Instant,
+}
+
+impl LiveView {
+    pub fn new(devices: usize, target_rate: Option<f64>) -> LiveView {
+        LiveView {
+            tty: std::io::stderr().is_terminal(),
+            devices,
+            target_rate,
+            last: None,
+            last_print: Instant::now(),
+        }
+    }
+
+    /// Redraws the line when it is due.
+    pub fn tick(&mut self, s: &Snapshot, stats: &Stats) {
+        let every = if self.tty { LIVE_EVERY } else { PLAIN_EVERY };
+        if self.last_print.elapsed() < every {
+            return;
+        }
+        let now = Instant::now();
+        let published = s.messages.published;
+        let rate = match self.last {
+            Some((t, before)) => (published - before) as f64 / now.duration_since(t).as_secs_f64(),
+            None => published as f64 / every.as_secs_f64(),
+        };
+        self.last = Some((now, published));
+        self.last_print = now;
+        let line = status_line(
+            s,
+            self.devices,
+            rate,
+            self.target_rate,
+            &Quantiles::of(&stats.puback_latency()),
+        );
+        if self.tty {
+            set_status(Some(line));
+        } else {
+            eprintln(&line);
+        }
+    }
+
+    /// Removes the line (before the summary).
+    pub fn clear(&mut self) {
+        set_status(None);
+    }
+}
+
+fn status_line(s: &Snapshot, devices: usize, rate: f64, target: Option<f64>, puback: &Quantiles) -> String {
+    let target = target.map(|t| format!(" (target {t:.0})")).unwrap_or_default();
+    let errors = s.devices.failed + s.messages.failed + s.messages.dropped;
+    format!(
+        "connected {}/{devices} | {rate:.0} pub/s{target} | PUBACK p50 {:.1} ms p99 {:.1} ms | errors {errors}",
+        s.devices.online, puback.p50, puback.p99
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_shows_connections_rate_latency_and_errors() {
+        let mut s = Snapshot::default();
+        s.devices.online = 3;
+        s.devices.failed = 1;
+        s.messages.dropped = 2;
+        let q = Quantiles {
+            p50: 1.25,
+            p99: 9.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            status_line(&s, 4, 19.6, Some(20.0), &q),
+            "connected 3/4 | 20 pub/s (target 20) | PUBACK p50 1.2 ms p99 9.0 ms | errors 3"
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! The transport seam: *how* a device's events are sent, apart from *what* is sent and *when*
+//! (the freezer model, the schedule and the delivery ledger in [`crate::device`]).
+//!
+//! A transport opens, for each device, a [`Sender`] and a [`Link`], the way rumqttc splits an
+//! `AsyncClient` from its `EventLoop`:
+//! - the device hands payloads to the [`Sender`] without waiting ([`Sender::try_send`]), never
+//!   more than its in-flight window;
+//! - it drives the [`Link`] ([`Link::next`]), which connects when needed and reports what
+//!   happened: connected, the n-th handed payload written (with a token), a token acknowledged,
+//!   or the connection lost with a typed [`Cause`]. After `Lost`, the next call reconnects: the
+//!   device decides *when* (backoff, pacing), the link only *how*.
+//!
+//! The device loop never cancels `next()` mid-way; it waits on it and on its own timers side by
+//! side. Written tokens come in hand-off order, so the device's ledger can match them to events.
+//!
+//! Adding a transport is one new module implementing [`Transport`] plus its flags:
+//! - one connection per device (IoT Core HTTPS, MQTT over WebSockets): `open` makes the
+//!   connection's two halves, as [`mqtt`] does;
+//! - one connection or batcher shared by many devices (Kinesis PutRecords, Firehose
+//!   PutRecordBatch, an HTTPS proxy): `open` returns a sender that pushes into one shared task
+//!   and a link that receives that task's per-device written/acknowledged/lost reports.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::cause::Cause;
+use crate::config::DeviceConfig;
+
+pub mod mqtt;
+
+/// What a link reports to its device.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A connection (or session) is up: handing payloads may start.
+    Connected,
+    /// The oldest handed payload not yet reported was written; `token` will come back acknowledged.
+    Written { token: u64 },
+    /// The server acknowledged the payload written with `token`.
+    Acked { token: u64 },
+    /// The connection failed or dropped. Everything handed but not acknowledged is lost to
+    /// this link; the next [`Link::next`] reconnects.
+    Lost(Cause),
+    /// Anything else (keep-alives, …): nothing for the device to do.
+    Idle,
+}
+
+/// The sending half: takes payloads without waiting.
+pub trait Sender: Send + 'static {
+    /// Hands one payload over; false when the link is closed and cannot take it.
+    fn try_send(&mut self, payload: &[u8]) -> bool;
+}
+
+/// The connection half, driven by the device task.
+pub trait Link: Send + 'static {
+    /// Connects if needed and waits until there is something to report.
+    fn next(&mut self) -> impl Future<Output = LinkEvent> + Send;
+    /// Says goodbye cleanly (e.g. MQTT DISCONNECT), waiting at most `within`; events that
+    /// arrive meanwhile are passed to `on_event`.
+    fn close(
+        &mut self,
+        within: Duration,
+        on_event: impl FnMut(LinkEvent) + Send,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// A way to send events, opened once per device.
+pub trait Transport: Send + Sync + 'static {
+    type Sender: Sender;
+    type Link: Link;
+    /// The two halves for device number `index` (index picks e.g. its `--bind` address).
+    fn open(&self, device: &DeviceConfig, index: usize) -> (Self::Sender, Self::Link);
+    /// `host:port` or a URL, for messages.
+    fn target(&self) -> String;
+}
