@@ -1,27 +1,27 @@
 //! Bad input is refused before the first connection: one line naming the flag or file, the
-//! cause and the fix; exit code 2; no panic; no key material.
+//! cause and the fix; exit code 2; no panic; no key material. One test per case, each a
+//! specification: the arguments, and the words the one line must contain.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
 
-struct Case {
-    name: &'static str,
-    args: Vec<String>,
-    /// Every one of these must appear in the message.
-    expect: Vec<String>,
+/// The files the cases use, made once for this test file (in Cargo's scratch folder for
+/// integration tests, so a static fixture leaves nothing in /tmp).
+struct Bad {
+    pki: Pki,
+    /// The base64 body lines of every key in the fixture: none may ever be printed.
+    secrets: Vec<String>,
 }
 
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
-fn p(path: &Path) -> String {
-    path.display().to_string()
+fn fx() -> &'static Bad {
+    static FIXTURE: OnceLock<Bad> = OnceLock::new();
+    FIXTURE.get_or_init(Bad::new)
 }
 
 fn openssl(args: &[&str]) {
@@ -32,7 +32,163 @@ fn openssl(args: &[&str]) {
     assert!(ok.success(), "openssl {args:?}");
 }
 
-/// The base64 body lines of every key under `dir`: none may ever be printed.
+fn text(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Copies `files` (source, name) into `dir/freezer1/`.
+fn device_folder(dir: &Path, files: &[(&Path, &str)]) {
+    std::fs::create_dir_all(dir.join("freezer1")).unwrap();
+    for (from, name) in files {
+        std::fs::copy(from, dir.join("freezer1").join(name)).unwrap();
+    }
+}
+
+impl Bad {
+    fn new() -> Bad {
+        let pki = Pki::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")), 2);
+        let dir = pki.path().to_path_buf();
+        let (cert1, key1) = pki.device_files("freezer1");
+        let (_, key2) = pki.device_files("freezer2");
+        write(&dir.join("empty.pem"), "");
+        let (enc8, enc_legacy) = (
+            text(&dir.join("encrypted-pkcs8.key")),
+            text(&dir.join("encrypted-legacy.key")),
+        );
+        let key1s = text(&key1);
+        openssl(&[
+            "pkcs8",
+            "-topk8",
+            "-in",
+            &key1s,
+            "-out",
+            &enc8,
+            "-passout",
+            "pass:s3cret",
+            "-v2",
+            "aes-256-cbc",
+        ]);
+        openssl(&[
+            "ec",
+            "-in",
+            &key1s,
+            "-out",
+            &enc_legacy,
+            "-aes256",
+            "-passout",
+            "pass:s3cret",
+        ]);
+        openssl(&[
+            "pkey",
+            "-in",
+            &key1s,
+            "-pubout",
+            "-out",
+            &text(&dir.join("public.pem.key")),
+        ]);
+        let future = pki.ca.client_with("future", |params| {
+            params.not_before = rcgen::date_time_ymd(2090, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2091, 1, 1);
+        });
+        write(&dir.join("future.crt"), &future.0);
+        write(&dir.join("future.key"), &future.1);
+        write(&dir.join("garbage.crt"), "this is not a certificate\n");
+
+        device_folder(&dir.join("no-cert"), &[(&key1, "a-private.pem.key")]);
+        device_folder(&dir.join("no-key"), &[(&cert1, "a-certificate.pem.crt")]);
+        let two = [
+            (&*cert1, "a-certificate.pem.crt"),
+            (&*cert1, "b-certificate.pem.crt"),
+            (&*key1, "a-private.pem.key"),
+        ];
+        device_folder(&dir.join("two-certs"), &two);
+        device_folder(
+            &dir.join("mismatched"),
+            &[(&cert1, "a-certificate.pem.crt"), (&key2, "a-private.pem.key")],
+        );
+        let expired = pki.ca.client_with("old", |params| {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        });
+        let expired_dir = pki.write_device("zz-expired", &expired.0, &expired.1);
+        std::fs::create_dir_all(dir.join("only-expired")).unwrap();
+        std::fs::rename(&expired_dir, dir.join("only-expired/zz-expired")).unwrap();
+        std::fs::create_dir_all(dir.join("empty-dir")).unwrap();
+
+        let devices = text(&pki.devices());
+        write(
+            &dir.join("unknown-key.toml"),
+            "endpoint = \"localhost\"\nendpiont = \"typo\"\n",
+        );
+        write(
+            &dir.join("qos.toml"),
+            &format!("endpoint = \"localhost\"\nqos = 2\ncerts = \"{devices}\"\n"),
+        );
+        write(
+            &dir.join("bool.toml"),
+            "endpoint = \"localhost\"\npersistent_session = \"yes\"\n",
+        );
+        let backoff = format!("endpoint = \"localhost\"\nbackoff_max = \"soon\"\ncerts = \"{devices}\"\n");
+        write(&dir.join("backoff.toml"), &backoff);
+        write(&dir.join("bad.toml"), "endpoint = localhost\n");
+        let secrets = key_lines(&dir);
+        assert!(!secrets.is_empty());
+        Bad { pki, secrets }
+    }
+
+    /// A file or folder of the fixture.
+    fn at(&self, name: &str) -> PathBuf {
+        self.pki.path().join(name)
+    }
+
+    fn device(&self, id: &str) -> (PathBuf, PathBuf) {
+        self.pki.device_files(id)
+    }
+
+    /// `run` against a closed port with the fixture's CA, plus `extra`.
+    fn base(&self, extra: &[&str]) -> Vec<String> {
+        let ca = text(&self.pki.ca_pem());
+        let mut v: Vec<String> = ["run", "--endpoint", "localhost", "--port", "1", "--ca", &ca]
+            .map(String::from)
+            .into();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    }
+
+    /// `base` with `--certs dir`.
+    fn certs(&self, dir: &Path, extra: &[&str]) -> Vec<String> {
+        let mut v = self.base(&["--certs", &text(dir)]);
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    }
+
+    /// `base` with the fixture's device folders.
+    fn fleet(&self, extra: &[&str]) -> Vec<String> {
+        self.certs(&self.pki.devices(), extra)
+    }
+
+    /// `base` with `--cert cert --key key`.
+    fn pair(&self, cert: &Path, key: &Path) -> Vec<String> {
+        self.base(&["--cert", &text(cert), "--key", &text(key)])
+    }
+
+    /// `run --config` with a fixture file.
+    fn config(&self, name: &str) -> Vec<String> {
+        vec!["run".into(), "--config".into(), text(&self.at(name))]
+    }
+
+    /// Plain `run` with `extra` and the fixture's device folders (no --ca).
+    fn bare(&self, extra: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = std::iter::once("run")
+            .chain(extra.iter().copied())
+            .map(String::from)
+            .collect();
+        v.extend(["--certs".to_string(), text(&self.pki.devices())]);
+        v
+    }
+}
+
+/// The base64 body lines of every key under `dir`.
 fn key_lines(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -55,510 +211,308 @@ fn key_lines(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Runs the binary with `args` and checks the invariants of a refusal and the `needles`.
+fn assert_refused(args: &[String], needles: &[&str]) {
+    let (code, stderr, stdout) = run_to_end(&strs(args), Duration::from_secs(20));
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(code, 2, "exit code {code}, not 2; stderr:\n{stderr}");
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("error: "),
+        "not exactly one 'error:' line:\n{stderr}"
+    );
+    for needle in needles {
+        assert!(stderr.contains(needle), "missing '{needle}' in:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+    let secrets = &fx().secrets;
+    assert!(
+        !secrets
+            .iter()
+            .any(|l| stderr.contains(l.as_str()) || stdout.contains(l.as_str())),
+        "printed key material"
+    );
+}
+
+/// One bad-input case: `refused!(name, |fixture| args, ["words", …])`.
+macro_rules! refused {
+    ($name:ident, |$f:ident| $args:expr, [$($needle:expr),+ $(,)?]) => {
+        #[test]
+        fn $name() {
+            let $f = fx();
+            let args: Vec<String> = $args;
+            assert_refused(&args, &[$($needle),+]);
+        }
+    };
+}
+
+// Trust anchors.
+refused!(
+    missing_ca_file,
+    |f| f.bare(&[
+        "--endpoint",
+        "localhost",
+        "--ca",
+        "/nonexistent/AmazonRootCA1.pem"
+    ]),
+    ["--ca /nonexistent/AmazonRootCA1.pem", "no such file"]
+);
+refused!(
+    key_file_as_ca,
+    |f| f.bare(&["--endpoint", "localhost", "--ca", &text(&f.device("freezer1").1)]),
+    [
+        "--ca",
+        "holds a private key, not a certificate",
+        "AmazonRootCA1.pem"
+    ]
+);
+refused!(
+    empty_ca_file,
+    |f| f.bare(&["--endpoint", "localhost", "--ca", &text(&f.at("empty.pem"))]),
+    ["--ca", "no PEM certificate"]
+);
+refused!(
+    ca_folder_instead_of_file,
+    |f| f.bare(&["--endpoint", "localhost", "--ca", &text(f.pki.path())]),
+    ["--ca", "folder, not a file"]
+);
+
+// Device folders.
+refused!(
+    missing_certs_folder,
+    |f| f.certs(Path::new("/nonexistent/certs"), &[]),
+    ["--certs /nonexistent/certs", "no such folder"]
+);
+refused!(
+    certs_folder_without_device_folders,
+    |f| f.certs(&f.at("empty-dir"), &[]),
+    ["--certs", "no device folders"]
+);
+refused!(
+    device_folder_without_certificate,
+    |f| f.certs(&f.at("no-cert"), &[]),
+    ["device freezer1", "no file ending in certificate.pem.crt"]
+);
+refused!(
+    device_folder_with_two_certificates,
+    |f| f.certs(&f.at("two-certs"), &[]),
+    [
+        "device freezer1",
+        "2 files ending in certificate.pem.crt",
+        "keep exactly one"
+    ]
+);
+refused!(
+    device_folder_without_key,
+    |f| f.certs(&f.at("no-key"), &[]),
+    ["device freezer1", "no file ending in private.pem.key"]
+);
+refused!(
+    key_of_another_device,
+    |f| f.certs(&f.at("mismatched"), &[]),
+    [
+        "device freezer1: private key",
+        "does not belong to the certificate"
+    ]
+);
+refused!(
+    expired_certificate,
+    |f| f.certs(&f.at("only-expired"), &[]),
+    ["device zz-expired: certificate", "expired on", "2021"]
+);
+refused!(
+    more_devices_than_folders,
+    |f| f.fleet(&["--devices", "9"]),
+    ["--devices", "9 devices requested", "only 2 device folders"]
+);
+refused!(
+    zero_devices,
+    |f| f.fleet(&["--devices", "0"]),
+    ["--devices", "at least 1"]
+);
+
+// One shared certificate and key.
+refused!(
+    certificate_not_yet_valid,
+    |f| f.pair(&f.at("future.crt"), &f.at("future.key")),
+    ["--cert", "not valid until", "2090"]
+);
+refused!(
+    encrypted_pkcs8_key,
+    |f| f.pair(&f.device("freezer1").0, &f.at("encrypted-pkcs8.key")),
+    ["--key", "password-protected"]
+);
+refused!(
+    encrypted_legacy_key,
+    |f| f.pair(&f.device("freezer1").0, &f.at("encrypted-legacy.key")),
+    ["--key", "password-protected"]
+);
+refused!(
+    public_key_as_key,
+    |f| f.pair(&f.device("freezer1").0, &f.at("public.pem.key")),
+    ["--key", "public key"]
+);
+refused!(
+    certificate_as_key,
+    |f| f.pair(&f.device("freezer1").0, &f.device("freezer1").0),
+    ["--key", "holds a certificate"]
+);
+refused!(
+    key_as_certificate,
+    |f| f.pair(&f.device("freezer1").1, &f.device("freezer1").1),
+    ["--cert", "holds a private key"]
+);
+refused!(
+    garbage_as_certificate,
+    |f| f.pair(&f.at("garbage.crt"), &f.device("freezer1").1),
+    ["--cert", "no PEM certificate"]
+);
+refused!(
+    missing_key_file,
+    |f| f.pair(&f.device("freezer1").0, Path::new("/nonexistent/private.pem.key")),
+    ["--key /nonexistent/private.pem.key", "no such file"]
+);
+refused!(
+    cert_without_key,
+    |f| f.base(&["--cert", &text(&f.device("freezer1").0)]),
+    ["--cert", "without --key"]
+);
+refused!(
+    no_identity,
+    |f| f.base(&[]),
+    ["no device identity", "--certs DIR", "--cert FILE --key FILE"]
+);
+
+// Endpoint and topic.
+refused!(
+    empty_endpoint,
+    |f| f.bare(&["--endpoint", ""]),
+    ["--endpoint", "empty"]
+);
+refused!(
+    endpoint_with_scheme,
+    |f| f.bare(&["--endpoint", "mqtts://abc.iot.us-east-1.amazonaws.com"]),
+    ["--endpoint", "scheme", "--port"]
+);
+refused!(
+    endpoint_with_port,
+    |f| f.bare(&["--endpoint", "localhost:8883"]),
+    ["--endpoint", "has a port"]
+);
+refused!(missing_endpoint, |f| f.bare(&[]), ["--endpoint is missing"]);
+refused!(
+    wildcard_topic,
+    |f| f.fleet(&["--topic", "freezers/#"]),
+    ["--topic", "wildcard"]
+);
+refused!(
+    plus_topic,
+    |f| f.fleet(&["--topic", "a/+/b"]),
+    ["--topic", "wildcard"]
+);
+refused!(empty_topic, |f| f.fleet(&["--topic", ""]), ["--topic", "empty"]);
+
+// Values.
+refused!(
+    qos_2,
+    |f| f.fleet(&["--qos", "2"]),
+    ["--qos", "QoS 2 is not supported", "0 or 1"]
+);
+refused!(
+    bad_interval,
+    |f| f.fleet(&["--interval", "5x"]),
+    ["--interval", "'5x' is not a duration", "500ms"]
+);
+refused!(
+    bad_duration,
+    |f| f.fleet(&["--duration", "soon"]),
+    ["--duration", "'soon' is not a duration"]
+);
+refused!(
+    keep_alive_out_of_range,
+    |f| f.fleet(&["--keep-alive", "5s"]),
+    ["--keep-alive", "30s..20m"]
+);
+refused!(
+    bind_to_a_foreign_address,
+    |f| f.fleet(&["--bind", "192.0.2.7"]),
+    ["--bind", "192.0.2.7 is not an address of this machine"]
+);
+refused!(
+    bind_to_a_non_address,
+    |f| f.fleet(&["--bind", "127.0.0.1,eth0"]),
+    ["--bind", "'eth0' is not an IP address"]
+);
+refused!(
+    zero_backoff,
+    |f| f.fleet(&["--backoff-min", "0"]),
+    ["--backoff-min", "longer than 0"]
+);
+refused!(
+    backoff_max_below_min,
+    |f| f.fleet(&["--backoff-min", "5s", "--backoff-max", "2s"]),
+    ["--backoff-max", "at least --backoff-min"]
+);
+refused!(
+    zero_offline_queue,
+    |f| f.fleet(&["--offline-queue", "0"]),
+    ["--offline-queue", "at least 1"]
+);
+refused!(
+    zero_ramp_up,
+    |f| f.fleet(&["--ramp-up", "0"]),
+    ["--ramp-up", "never connect"]
+);
+
+// The config file.
+refused!(
+    config_persistent_session_not_a_bool,
+    |f| f.config("bool.toml"),
+    ["--config", "line 2", "persistent_session"]
+);
+refused!(
+    config_backoff_not_a_duration,
+    |f| f.config("backoff.toml"),
+    ["`backoff_max` in", "'soon' is not a duration"]
+);
+refused!(
+    missing_config,
+    |_f| ["run", "--config", "/nonexistent/fleet.toml"]
+        .map(String::from)
+        .into(),
+    ["--config /nonexistent/fleet.toml", "no such file"]
+);
+refused!(
+    unknown_config_key,
+    |f| f.config("unknown-key.toml"),
+    ["--config", "line 2", "endpiont"]
+);
+refused!(
+    config_qos_2,
+    |f| f.config("qos.toml"),
+    ["`qos` in", "QoS 2 is not supported"]
+);
+refused!(config_not_toml, |f| f.config("bad.toml"), ["--config", "line 1"]);
+
+/// Unreadable files only mean something when not root (root reads every file).
 #[test]
-fn every_bad_input_gets_one_clear_line_and_exit_2() {
-    let pki = Pki::new(2);
-    let dir = pki.path();
-    let base = |extra: &[&str]| {
-        let mut v = s(&["run", "--endpoint", "localhost", "--port", "1", "--ca"]);
-        v.push(p(&pki.ca_pem()));
-        v.extend(s(extra));
-        v
-    };
-    let with_certs = |certs: &Path, extra: &[&str]| {
-        let mut v = base(&["--certs"]);
-        v.push(p(certs));
-        v.extend(s(extra));
-        v
-    };
-    let (cert1, key1) = pki.device_files("freezer1");
-    let (_, key2) = pki.device_files("freezer2");
-    let with_pair = |cert: &Path, key: &Path| {
-        let mut v = base(&["--cert"]);
-        v.push(p(cert));
-        v.push("--key".into());
-        v.push(p(key));
-        v
-    };
-
-    // Files for the cases.
-    let empty = dir.join("empty.pem");
-    write(&empty, "");
-    let enc8 = dir.join("encrypted-pkcs8.key");
-    openssl(&[
-        "pkcs8",
-        "-topk8",
-        "-in",
-        &p(&key1),
-        "-out",
-        &p(&enc8),
-        "-passout",
-        "pass:s3cret",
-        "-v2",
-        "aes-256-cbc",
-    ]);
-    let enc_legacy = dir.join("encrypted-legacy.key");
-    openssl(&[
-        "ec",
-        "-in",
-        &p(&key1),
-        "-out",
-        &p(&enc_legacy),
-        "-aes256",
-        "-passout",
-        "pass:s3cret",
-    ]);
-    let expired = pki.ca.client_with("old", |params| {
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    });
-    let expired_dir = pki.write_device("zz-expired", &expired.0, &expired.1);
-    let future = pki.ca.client_with("future", |params| {
-        params.not_before = rcgen::date_time_ymd(2090, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2091, 1, 1);
-    });
-    let (fcert, fkey) = (dir.join("future.crt"), dir.join("future.key"));
-    write(&fcert, &future.0);
-    write(&fkey, &future.1);
-    let garbage = dir.join("garbage.crt");
-    write(&garbage, "this is not a certificate\n");
-    let pubkey = dir.join("public.pem.key");
-    openssl(&["pkey", "-in", &p(&key1), "-pubout", "-out", &p(&pubkey)]);
-
-    // Folder layouts.
-    let no_cert = dir.join("no-cert");
-    std::fs::create_dir_all(no_cert.join("freezer1")).unwrap();
-    std::fs::copy(&key1, no_cert.join("freezer1/a-private.pem.key")).unwrap();
-    let two_certs = dir.join("two-certs");
-    std::fs::create_dir_all(two_certs.join("freezer1")).unwrap();
-    std::fs::copy(&cert1, two_certs.join("freezer1/a-certificate.pem.crt")).unwrap();
-    std::fs::copy(&cert1, two_certs.join("freezer1/b-certificate.pem.crt")).unwrap();
-    std::fs::copy(&key1, two_certs.join("freezer1/a-private.pem.key")).unwrap();
-    let no_key = dir.join("no-key");
-    std::fs::create_dir_all(no_key.join("freezer1")).unwrap();
-    std::fs::copy(&cert1, no_key.join("freezer1/a-certificate.pem.crt")).unwrap();
-    let mismatched = dir.join("mismatched");
-    std::fs::create_dir_all(mismatched.join("freezer1")).unwrap();
-    std::fs::copy(&cert1, mismatched.join("freezer1/a-certificate.pem.crt")).unwrap();
-    std::fs::copy(&key2, mismatched.join("freezer1/a-private.pem.key")).unwrap();
-    let only_expired = dir.join("only-expired");
-    std::fs::create_dir_all(&only_expired).unwrap();
-    std::fs::rename(&expired_dir, only_expired.join("zz-expired")).unwrap();
-    let empty_dir = dir.join("empty-dir");
-    std::fs::create_dir_all(&empty_dir).unwrap();
-
-    let unknown_key_cfg = dir.join("unknown-key.toml");
-    write(
-        &unknown_key_cfg,
-        "endpoint = \"localhost\"\nendpiont = \"typo\"\n",
-    );
-    let qos_cfg = dir.join("qos.toml");
-    write(
-        &qos_cfg,
-        &format!(
-            "endpoint = \"localhost\"\nqos = 2\ncerts = \"{}\"\n",
-            p(&pki.devices())
-        ),
-    );
-    let bool_cfg = dir.join("bool.toml");
-    write(
-        &bool_cfg,
-        "endpoint = \"localhost\"\npersistent_session = \"yes\"\n",
-    );
-    let backoff_cfg = dir.join("backoff.toml");
-    write(
-        &backoff_cfg,
-        &format!(
-            "endpoint = \"localhost\"\nbackoff_max = \"soon\"\ncerts = \"{}\"\n",
-            p(&pki.devices())
-        ),
-    );
-    let bad_toml = dir.join("bad.toml");
-    write(&bad_toml, "endpoint = localhost\n");
-
-    let devices = pki.devices();
-    let mut cases = vec![
-        Case {
-            name: "missing CA file",
-            args: {
-                let mut a = s(&[
-                    "run",
-                    "--endpoint",
-                    "localhost",
-                    "--ca",
-                    "/nonexistent/AmazonRootCA1.pem",
-                    "--certs",
-                ]);
-                a.push(p(&devices));
-                a
-            },
-            expect: s(&["--ca /nonexistent/AmazonRootCA1.pem", "no such file"]),
-        },
-        Case {
-            name: "key file as CA",
-            args: {
-                let mut a = s(&["run", "--endpoint", "localhost", "--ca"]);
-                a.push(p(&key1));
-                a.push("--certs".into());
-                a.push(p(&devices));
-                a
-            },
-            expect: s(&[
-                "--ca",
-                "holds a private key, not a certificate",
-                "AmazonRootCA1.pem",
-            ]),
-        },
-        Case {
-            name: "empty CA file",
-            args: {
-                let mut a = s(&["run", "--endpoint", "localhost", "--ca"]);
-                a.push(p(&empty));
-                a.push("--certs".into());
-                a.push(p(&devices));
-                a
-            },
-            expect: s(&["--ca", "no PEM certificate"]),
-        },
-        Case {
-            name: "CA folder instead of file",
-            args: {
-                let mut a = s(&["run", "--endpoint", "localhost", "--ca"]);
-                a.push(p(dir));
-                a.push("--certs".into());
-                a.push(p(&devices));
-                a
-            },
-            expect: s(&["--ca", "folder, not a file"]),
-        },
-        Case {
-            name: "missing certs folder",
-            args: with_certs(Path::new("/nonexistent/certs"), &[]),
-            expect: s(&["--certs /nonexistent/certs", "no such folder"]),
-        },
-        Case {
-            name: "certs folder without device folders",
-            args: with_certs(&empty_dir, &[]),
-            expect: s(&["--certs", "no device folders"]),
-        },
-        Case {
-            name: "device folder without certificate",
-            args: with_certs(&no_cert, &[]),
-            expect: s(&["device freezer1", "no file ending in certificate.pem.crt"]),
-        },
-        Case {
-            name: "device folder with two certificates",
-            args: with_certs(&two_certs, &[]),
-            expect: s(&[
-                "device freezer1",
-                "2 files ending in certificate.pem.crt",
-                "keep exactly one",
-            ]),
-        },
-        Case {
-            name: "device folder without key",
-            args: with_certs(&no_key, &[]),
-            expect: s(&["device freezer1", "no file ending in private.pem.key"]),
-        },
-        Case {
-            name: "key of another device",
-            args: with_certs(&mismatched, &[]),
-            expect: s(&[
-                "device freezer1: private key",
-                "does not belong to the certificate",
-            ]),
-        },
-        Case {
-            name: "expired certificate",
-            args: with_certs(&only_expired, &[]),
-            expect: s(&["device zz-expired: certificate", "expired on", "2021"]),
-        },
-        Case {
-            name: "certificate not yet valid",
-            args: with_pair(&fcert, &fkey),
-            expect: s(&["--cert", "not valid until", "2090"]),
-        },
-        Case {
-            name: "encrypted PKCS#8 key",
-            args: with_pair(&cert1, &enc8),
-            expect: s(&["--key", "password-protected"]),
-        },
-        Case {
-            name: "encrypted legacy key",
-            args: with_pair(&cert1, &enc_legacy),
-            expect: s(&["--key", "password-protected"]),
-        },
-        Case {
-            name: "public key as --key",
-            args: with_pair(&cert1, &pubkey),
-            expect: s(&["--key", "public key"]),
-        },
-        Case {
-            name: "certificate as --key",
-            args: with_pair(&cert1, &cert1),
-            expect: s(&["--key", "holds a certificate"]),
-        },
-        Case {
-            name: "key as --cert",
-            args: with_pair(&key1, &key1),
-            expect: s(&["--cert", "holds a private key"]),
-        },
-        Case {
-            name: "garbage as --cert",
-            args: with_pair(&garbage, &key1),
-            expect: s(&["--cert", "no PEM certificate"]),
-        },
-        Case {
-            name: "missing --key file",
-            args: with_pair(&cert1, Path::new("/nonexistent/private.pem.key")),
-            expect: s(&["--key /nonexistent/private.pem.key", "no such file"]),
-        },
-        Case {
-            name: "--cert without --key",
-            args: {
-                let mut a = base(&["--cert"]);
-                a.push(p(&cert1));
-                a
-            },
-            expect: s(&["--cert", "without --key"]),
-        },
-        Case {
-            name: "no identity",
-            args: base(&[]),
-            expect: s(&["no device identity", "--certs DIR", "--cert FILE --key FILE"]),
-        },
-        Case {
-            name: "empty endpoint",
-            args: {
-                let mut a = s(&["run", "--endpoint", "", "--certs"]);
-                a.push(p(&devices));
-                a
-            },
-            expect: s(&["--endpoint", "empty"]),
-        },
-        Case {
-            name: "endpoint with scheme",
-            args: {
-                let mut a = s(&[
-                    "run",
-                    "--endpoint",
-                    "mqtts://abc.iot.us-east-1.amazonaws.com",
-                    "--certs",
-                ]);
-                a.push(p(&devices));
-                a
-            },
-            expect: s(&["--endpoint", "scheme", "--port"]),
-        },
-        Case {
-            name: "endpoint with port",
-            args: {
-                let mut a = s(&["run", "--endpoint", "localhost:8883", "--certs"]);
-                a.push(p(&devices));
-                a
-            },
-            expect: s(&["--endpoint", "has a port"]),
-        },
-        Case {
-            name: "missing endpoint",
-            args: {
-                let mut a = s(&["run", "--certs"]);
-                a.push(p(&devices));
-                a
-            },
-            expect: s(&["--endpoint is missing"]),
-        },
-        Case {
-            name: "wildcard topic",
-            args: with_certs(&devices, &["--topic", "freezers/#"]),
-            expect: s(&["--topic", "wildcard"]),
-        },
-        Case {
-            name: "plus topic",
-            args: with_certs(&devices, &["--topic", "a/+/b"]),
-            expect: s(&["--topic", "wildcard"]),
-        },
-        Case {
-            name: "empty topic",
-            args: with_certs(&devices, &["--topic", ""]),
-            expect: s(&["--topic", "empty"]),
-        },
-        Case {
-            name: "QoS 2",
-            args: with_certs(&devices, &["--qos", "2"]),
-            expect: s(&["--qos", "QoS 2 is not supported", "0 or 1"]),
-        },
-        Case {
-            name: "bad interval",
-            args: with_certs(&devices, &["--interval", "5x"]),
-            expect: s(&["--interval", "'5x' is not a duration", "500ms"]),
-        },
-        Case {
-            name: "bad duration",
-            args: with_certs(&devices, &["--duration", "soon"]),
-            expect: s(&["--duration", "'soon' is not a duration"]),
-        },
-        Case {
-            name: "keep-alive out of range",
-            args: with_certs(&devices, &["--keep-alive", "5s"]),
-            expect: s(&["--keep-alive", "30s..20m"]),
-        },
-        Case {
-            name: "more devices than folders",
-            args: with_certs(&devices, &["--devices", "9"]),
-            expect: s(&["--devices", "9 devices requested", "only 2 device folders"]),
-        },
-        Case {
-            name: "zero devices",
-            args: with_certs(&devices, &["--devices", "0"]),
-            expect: s(&["--devices", "at least 1"]),
-        },
-        Case {
-            name: "bind to a foreign address",
-            args: with_certs(&devices, &["--bind", "192.0.2.7"]),
-            expect: s(&["--bind", "192.0.2.7 is not an address of this machine"]),
-        },
-        Case {
-            name: "bind to a non-address",
-            args: with_certs(&devices, &["--bind", "127.0.0.1,eth0"]),
-            expect: s(&["--bind", "'eth0' is not an IP address"]),
-        },
-        Case {
-            name: "zero backoff",
-            args: with_certs(&devices, &["--backoff-min", "0"]),
-            expect: s(&["--backoff-min", "longer than 0"]),
-        },
-        Case {
-            name: "backoff max below min",
-            args: with_certs(&devices, &["--backoff-min", "5s", "--backoff-max", "2s"]),
-            expect: s(&["--backoff-max", "at least --backoff-min"]),
-        },
-        Case {
-            name: "zero offline queue",
-            args: with_certs(&devices, &["--offline-queue", "0"]),
-            expect: s(&["--offline-queue", "at least 1"]),
-        },
-        Case {
-            name: "zero ramp-up",
-            args: with_certs(&devices, &["--ramp-up", "0"]),
-            expect: s(&["--ramp-up", "never connect"]),
-        },
-        Case {
-            name: "config persistent_session not a bool",
-            args: {
-                let mut a = s(&["run", "--config"]);
-                a.push(p(&bool_cfg));
-                a
-            },
-            expect: s(&["--config", "line 2", "persistent_session"]),
-        },
-        Case {
-            name: "config backoff not a duration",
-            args: {
-                let mut a = s(&["run", "--config"]);
-                a.push(p(&backoff_cfg));
-                a
-            },
-            expect: s(&["`backoff_max` in", "'soon' is not a duration"]),
-        },
-        Case {
-            name: "missing config",
-            args: s(&["run", "--config", "/nonexistent/fleet.toml"]),
-            expect: s(&["--config /nonexistent/fleet.toml", "no such file"]),
-        },
-        Case {
-            name: "unknown config key",
-            args: {
-                let mut a = s(&["run", "--config"]);
-                a.push(p(&unknown_key_cfg));
-                a
-            },
-            expect: s(&["--config", "line 2", "endpiont"]),
-        },
-        Case {
-            name: "config qos 2",
-            args: {
-                let mut a = s(&["run", "--config"]);
-                a.push(p(&qos_cfg));
-                a
-            },
-            expect: s(&["`qos` in", "QoS 2 is not supported"]),
-        },
-        Case {
-            name: "config not TOML",
-            args: {
-                let mut a = s(&["run", "--config"]);
-                a.push(p(&bad_toml));
-                a
-            },
-            expect: s(&["--config", "line 1"]),
-        },
-    ];
-    // Unreadable files only mean something when not root.
-    if !Command::new("id")
+fn an_unreadable_key_is_named_when_not_root() {
+    let root = Command::new("id")
         .arg("-u")
         .output()
         .unwrap()
         .stdout
-        .starts_with(b"0")
-    {
-        let locked = dir.join("locked.key");
-        std::fs::copy(&key1, &locked).unwrap();
-        std::os::unix::fs::PermissionsExt::set_mode(
-            &mut std::fs::metadata(&locked).unwrap().permissions(),
-            0o000,
-        );
-        cases.push(Case {
-            name: "unreadable key",
-            args: with_pair(&cert1, &locked),
-            expect: s(&["permission denied"]),
-        });
+        .starts_with(b"0");
+    if root {
+        return;
     }
-    assert!(cases.len() >= 20);
-
-    let secrets = key_lines(dir);
-    assert!(!secrets.is_empty());
-    let mut failures = Vec::new();
-    for case in &cases {
-        let (code, stderr, stdout) = run_to_end(&strs(&case.args), Duration::from_secs(20));
-        let lines: Vec<&str> = stderr.lines().collect();
-        let mut problems = Vec::new();
-        if code != 2 {
-            problems.push(format!("exit code {code}, not 2"));
-        }
-        if lines.len() != 1 || !lines[0].starts_with("error: ") {
-            problems.push("not exactly one 'error:' line".to_string());
-        }
-        for needle in &case.expect {
-            if !stderr.contains(needle.as_str()) {
-                problems.push(format!("missing '{needle}'"));
-            }
-        }
-        if stderr.contains("panicked") || stderr.contains("RUST_BACKTRACE") {
-            problems.push("panicked".into());
-        }
-        if secrets
-            .iter()
-            .any(|l| stderr.contains(l.as_str()) || stdout.contains(l.as_str()))
-        {
-            problems.push("printed key material".into());
-        }
-        if !problems.is_empty() {
-            failures.push(format!(
-                "{}: {}\n    stderr: {}",
-                case.name,
-                problems.join("; "),
-                stderr.trim()
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    let f = fx();
+    let locked = f.at("locked.key");
+    let _ = std::fs::copy(f.device("freezer1").1, &locked);
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    assert_refused(&f.pair(&f.device("freezer1").0, &locked), &["permission denied"]);
 }
 
 #[test]

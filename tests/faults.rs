@@ -9,26 +9,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// The counts of the summary's events line: (taken, published, acknowledged, failed).
-fn event_counts(stderr: &str) -> (u64, u64, u64, u64) {
-    let line = stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with("events "))
-        .expect("events line");
-    let n = |w: &str| summary_number(line, w);
-    (n("taken"), n("published"), n("acknowledged"), n("failed"))
-}
-
-fn dropped(stderr: &str) -> u64 {
-    stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with("offline "))
-        .map(|l| summary_number(l, "dropped"))
-        .unwrap_or(0)
-}
-
-fn reconnects(stderr: &str) -> u64 {
-    summary_number(stderr, "reconnects")
+/// Every event the report counts is acknowledged, failed or dropped.
+fn assert_every_event_accounted(report: &serde_json::Value) {
+    let n = |k: &str| num(report, &format!("/messages/{k}"));
+    assert_eq!(
+        n("taken"),
+        n("acknowledged") + n("failed") + n("dropped"),
+        "every event acknowledged or counted as lost: {report:#}"
+    );
 }
 
 /// Every device's seqs, as a set, must cover 1..=its highest.
@@ -50,9 +38,7 @@ fn assert_no_gaps(events: &[serde_json::Value], devices: usize) {
 fn a_network_cut_loses_no_qos1_event_and_every_device_reconnects_within_the_ramp_up() {
     const N: usize = 100;
     const RAMP: u64 = 50;
-    let pki = Pki::new(N);
-    let broker = Mosquitto::start(&pki);
-    let sub = Subscriber::start(&pki, broker.port, "freezers");
+    let Setup { pki, broker, sub } = Setup::new(N);
     let proxy = Proxy::start(broker.port);
     let mut args = certs_args(&pki, proxy.port);
     args.extend(
@@ -67,6 +53,8 @@ fn a_network_cut_loses_no_qos1_event_and_every_device_reconnects_within_the_ramp
             "50",
             "--backoff-max",
             "2s",
+            "--report",
+            "-",
         ]
         .map(String::from),
     );
@@ -82,27 +70,24 @@ fn a_network_cut_loses_no_qos1_event_and_every_device_reconnects_within_the_ramp
     proxy.cut();
     std::thread::sleep(Duration::from_secs(3));
     proxy.restore();
-    let (code, stderr, _) = fleet.finish(Duration::from_secs(40));
+    let (code, stderr, stdout) = fleet.finish(Duration::from_secs(40));
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(reconnects(&stderr), N as u64, "{stderr}");
+    let report = report_of(&stdout, &stderr);
+    assert_eq!(num(&report, "/connects/reconnects"), N as u64, "{stderr}");
     assert_eq!(
-        summary_number(&stderr, "disconnects"),
+        num(&report, "/connects/disconnects"),
         N as u64,
         "every connection was cut once: {stderr}"
     );
-    let peak = summary_peak(&stderr);
+    let peak = num(&report, "/connects/peak_per_second");
     // Slots are 1/R apart; a timer may wake a millisecond late, moving one into the next second.
     assert!(
         peak <= RAMP + 1,
         "peak {peak} connection attempts/s with --ramp-up {RAMP}: {stderr}"
     );
-    let (taken, published, acked, failed) = event_counts(&stderr);
-    assert_eq!(
-        taken,
-        acked + failed + dropped(&stderr),
-        "every event acknowledged or counted: {stderr}"
-    );
-    assert!(published > 4000, "{stderr}");
+    assert_every_event_accounted(&report);
+    assert!(num(&report, "/messages/published") > 4000, "{stderr}");
+    let acked = num(&report, "/messages/acknowledged");
     std::thread::sleep(Duration::from_millis(500));
     let events = sub.wait_for(acked as usize, Duration::from_secs(10));
     assert_no_gaps(&events, N);
@@ -128,6 +113,8 @@ fn a_broker_killed_and_restarted_gets_every_device_back_within_the_ramp_up_and_c
             "--offline-queue",
             "8",
             "--persistent-session",
+            "--report",
+            "-",
         ]
         .map(String::from),
     );
@@ -142,23 +129,27 @@ fn a_broker_killed_and_restarted_gets_every_device_back_within_the_ramp_up_and_c
     broker.kill9();
     std::thread::sleep(Duration::from_secs(3));
     broker.restart();
-    let (code, stderr, _) = fleet.finish(Duration::from_secs(40));
+    let (code, stderr, stdout) = fleet.finish(Duration::from_secs(40));
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(reconnects(&stderr), N as u64, "every device is back: {stderr}");
-    let peak = summary_peak(&stderr);
+    let report = report_of(&stdout, &stderr);
+    assert_eq!(
+        num(&report, "/connects/reconnects"),
+        N as u64,
+        "every device is back: {stderr}"
+    );
+    let peak = num(&report, "/connects/peak_per_second");
     assert!(peak <= RAMP + 1, "peak {peak}/s with --ramp-up {RAMP}: {stderr}");
-    let (taken, _, acked, failed) = event_counts(&stderr);
-    let dropped = dropped(&stderr);
+    let dropped = num(&report, "/messages/dropped");
     assert!(
         dropped > 0,
         "3 s offline at 4 events/s overflows a queue of 8: {stderr}"
     );
-    assert!(stderr.contains("offline queue full"), "{stderr}");
     assert_eq!(
-        taken,
-        acked + failed + dropped,
-        "every event acknowledged or counted as lost: {stderr}"
+        num(&report, "/errors/offline queue full (--offline-queue)"),
+        dropped,
+        "{report:#}"
     );
+    assert_every_event_accounted(&report);
     // Clean session off: the broker logs c0 for the devices.
     let log = broker.log_text();
     assert!(

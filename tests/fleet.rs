@@ -13,9 +13,7 @@ fn now_ms() -> u64 {
 
 #[test]
 fn every_device_connects_with_its_own_certificate_and_publishes_gap_free() {
-    let pki = Pki::new(5);
-    let broker = Mosquitto::start(&pki);
-    let sub = Subscriber::start(&pki, broker.port, "freezers");
+    let Setup { pki, broker, sub } = Setup::new(5);
     let t0 = now_ms();
     let mut args = certs_args(&pki, broker.port);
     args.extend(["--interval", "300ms", "--duration", "3s", "--seed", "7"].map(String::from));
@@ -32,6 +30,7 @@ fn every_device_connects_with_its_own_certificate_and_publishes_gap_free() {
         );
     }
 
+    // The one test that reads the human summary's words (report.rs has its golden test).
     let published = summary_number(&stderr, "published");
     let events = sub.wait_for(published as usize, Duration::from_secs(5));
     assert_eq!(events.len() as u64, published, "{stderr}");
@@ -67,15 +66,13 @@ fn every_device_connects_with_its_own_certificate_and_publishes_gap_free() {
 
 #[test]
 fn timer_rate_is_as_configured_and_devices_are_spread_over_the_interval() {
-    let pki = Pki::new(4);
-    let broker = Mosquitto::start(&pki);
-    let sub = Subscriber::start(&pki, broker.port, "freezers");
+    let Setup { pki, broker, sub } = Setup::new(4);
     let mut args = certs_args(&pki, broker.port);
     args.extend(["--interval", "400ms", "--duration", "4s"].map(String::from));
-    let (code, stderr, _) = run_to_end(&strs(&args), Duration::from_secs(30));
+    let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(30));
     assert_eq!(code, 0, "{stderr}");
     let events = sub.wait_for(
-        summary_number(&stderr, "published") as usize,
+        num(&report, "/messages/published") as usize,
         Duration::from_secs(5),
     );
     let by_dev = seqs_by_device(&events);
@@ -111,7 +108,7 @@ fn one_shared_certificate_with_an_id_prefix_and_qos0() {
     let sub = Subscriber::start(&pki, broker.port, "plant/cold-room");
     let (cert, key) = pki.device_files("freezer1");
     let port = broker.port.to_string();
-    let (code, stderr, _) = run_to_end(
+    let (code, stderr, report) = run_report(
         &[
             "run",
             "--endpoint",
@@ -141,7 +138,7 @@ fn one_shared_certificate_with_an_id_prefix_and_qos0() {
     );
     assert_eq!(code, 0, "{stderr}");
     let events = sub.wait_for(
-        summary_number(&stderr, "published") as usize,
+        num(&report, "/messages/published") as usize,
         Duration::from_secs(5),
     );
     let ids: BTreeSet<String> = seqs_by_device(&events).into_keys().collect();
@@ -154,9 +151,7 @@ fn one_shared_certificate_with_an_id_prefix_and_qos0() {
 
 #[test]
 fn enter_injects_exactly_one_event_an_id_injects_from_that_device_and_q_stops() {
-    let pki = Pki::new(3);
-    let broker = Mosquitto::start(&pki);
-    let sub = Subscriber::start(&pki, broker.port, "freezers");
+    let Setup { pki, broker, sub } = Setup::new(3);
     let mut args = certs_args(&pki, broker.port);
     args.extend(["--interval", "0"].map(String::from));
     let mut fleet = Fleet::spawn(&strs(&args));
@@ -232,7 +227,7 @@ fn sigterm_stops_gracefully_with_the_summary() {
     let pki = Pki::new(2);
     let broker = Mosquitto::start(&pki);
     let mut args = certs_args(&pki, broker.port);
-    args.extend(["--interval", "100ms"].map(String::from));
+    args.extend(["--interval", "100ms", "--report", "-"].map(String::from));
     let fleet = Fleet::spawn(&strs(&args));
     assert!(
         fleet.wait_stderr("2 of 2 device(s) connected", Duration::from_secs(15)),
@@ -241,14 +236,15 @@ fn sigterm_stops_gracefully_with_the_summary() {
     );
     std::thread::sleep(Duration::from_millis(700));
     fleet.signal("TERM");
-    let (code, stderr, _) = fleet.finish(Duration::from_secs(15));
+    let (code, stderr, stdout) = fleet.finish(Duration::from_secs(15));
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("stopping (SIGTERM)"), "{stderr}");
     assert!(stderr.contains("freezer-fleet summary"), "{stderr}");
-    let published = summary_number(&stderr, "published");
+    let report = report_of(&stdout, &stderr);
+    let published = num(&report, "/messages/published");
     assert!(published >= 6, "{stderr}");
     assert_eq!(
-        summary_number(&stderr, "acknowledged"),
+        num(&report, "/messages/acknowledged"),
         published,
         "drained before exit: {stderr}"
     );
@@ -263,9 +259,7 @@ fn sigterm_stops_gracefully_with_the_summary() {
 
 #[test]
 fn closed_stdin_keeps_the_timer_running_without_spinning() {
-    let pki = Pki::new(2);
-    let broker = Mosquitto::start(&pki);
-    let sub = Subscriber::start(&pki, broker.port, "freezers");
+    let Setup { pki, broker, sub } = Setup::new(2);
     let mut args = certs_args(&pki, broker.port);
     args.extend(["--interval", "200ms", "--duration", "3s"].map(String::from));
     let mut fleet = Fleet::spawn(&strs(&args));
@@ -283,9 +277,7 @@ fn closed_stdin_keeps_the_timer_running_without_spinning() {
 
 #[test]
 fn config_file_is_read_with_paths_relative_to_it_and_flags_override_it() {
-    let pki = Pki::new(3);
-    let broker = Mosquitto::start(&pki);
-    let sub = Subscriber::start(&pki, broker.port, "freezers");
+    let Setup { pki, broker, sub } = Setup::new(3);
     let cfg = pki.path().join("fleet.toml");
     write(
         &cfg,
@@ -295,14 +287,17 @@ fn config_file_is_read_with_paths_relative_to_it_and_flags_override_it() {
             broker.port
         ),
     );
-    let (code, stderr, _) = run_to_end(
+    let (code, stderr, report) = run_report(
         &["run", "--config", cfg.to_str().unwrap(), "--devices", "2"],
         Duration::from_secs(30),
     );
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("2 connected, 0 failed (of 2)"), "{stderr}");
+    assert_eq!(
+        report["devices"],
+        serde_json::json!({"target": 2, "connected": 2, "failed": 0})
+    );
     let events = sub.wait_for(
-        summary_number(&stderr, "published") as usize,
+        num(&report, "/messages/published") as usize,
         Duration::from_secs(5),
     );
     let ids: BTreeSet<String> = seqs_by_device(&events).into_keys().collect();

@@ -65,9 +65,7 @@ fn ramp_up_holds_the_connect_rate() {
 
 #[test]
 fn the_target_rate_is_met_and_the_report_matches_the_broker() {
-    let pki = Pki::new(20);
-    let broker = Mosquitto::start(&pki);
-    let sub = Subscriber::start(&pki, broker.port, "freezers");
+    let Setup { pki, broker, sub } = Setup::new(20);
     let out = pki.path().join("report.json");
     let mut args = certs_args(&pki, broker.port);
     args.extend(["--rate", "200", "--duration", "11s", "--report"].map(String::from));
@@ -103,9 +101,7 @@ fn the_target_rate_is_met_and_the_report_matches_the_broker() {
 
 #[test]
 fn count_stops_each_device_after_exactly_k_events() {
-    let pki = Pki::new(5);
-    let broker = Mosquitto::start(&pki);
-    let sub = Subscriber::start(&pki, broker.port, "freezers");
+    let Setup { pki, broker, sub } = Setup::new(5);
     let mut args = certs_args(&pki, broker.port);
     args.extend(["--interval", "50ms", "--count", "7"].map(String::from));
     let started = Instant::now();
@@ -127,9 +123,7 @@ fn count_stops_each_device_after_exactly_k_events() {
 
 #[test]
 fn rate_max_fills_the_window_and_payloads_are_padded_exactly() {
-    let pki = Pki::new(4);
-    let broker = Mosquitto::start(&pki);
-    let sub = Subscriber::start(&pki, broker.port, "freezers");
+    let Setup { pki, broker, sub } = Setup::new(4);
     let mut args = certs_args(&pki, broker.port);
     args.extend(["--rate", "max", "--count", "500", "--payload-bytes", "1000"].map(String::from));
     let (code, stderr, _) = run_to_end(&strs(&args), Duration::from_secs(60));
@@ -363,20 +357,7 @@ fn on_a_terminal_the_live_view_is_redrawn_every_second() {
     // `script` runs the fleet on a pseudo-terminal, as a person at a terminal would.
     let mut args = certs_args(&pki, broker.port);
     args.extend(["--rate", "20", "--duration", "4s"].map(String::from));
-    let cmd = format!(
-        "'{BIN}' {}",
-        args.iter()
-            .map(|a| format!("'{a}'"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qefc", &cmd, "/dev/null"])
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("script (bsdutils) is installed");
-    let screen = String::from_utf8_lossy(&out.stdout);
+    let screen = on_terminal(&strs(&args));
     let redraws = screen.matches("\r\x1b[2Kconnected 2/2 | ").count();
     assert!(
         redraws >= 2,

@@ -117,6 +117,39 @@ fn demo_shows_every_device_injects_on_enter_and_ends_with_a_clean_table() {
 }
 
 #[test]
+fn on_a_terminal_the_demo_keeps_the_status_line_off_the_event_lines() {
+    let screen = on_terminal(&[
+        "demo",
+        "--devices",
+        "3",
+        "--interval",
+        "100ms",
+        "--duration",
+        "4s",
+    ]);
+    let rows = screen_rows(&screen);
+    let is_status = |r: &str| r.contains(" pub/s") && r.contains("| errors ");
+    let is_event = |r: &str| r.starts_with("freezer") && r.contains(" seq ");
+    assert!(
+        screen.matches("\r\x1b[2Kconnected ").count() >= 2,
+        "the status line was not redrawn:\n{screen:?}"
+    );
+    assert!(rows.iter().filter(|r| is_event(r)).count() >= 60, "{rows:#?}");
+    let shared: Vec<&String> = rows
+        .iter()
+        .filter(|r| is_status(r) && r.contains(" seq "))
+        .collect();
+    assert!(
+        shared.is_empty(),
+        "event lines share a row with the status line: {shared:#?}"
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with("freezer-fleet summary")),
+        "{rows:#?}"
+    );
+}
+
+#[test]
 fn certs_broker_run_and_watch_as_four_processes() {
     let dir = tempfile::tempdir().unwrap();
     make_pki(dir.path(), 4);
@@ -291,7 +324,7 @@ fn watch_counts_gaps_duplicates_and_reorderings_exactly_on_mosquitto() {
 }
 
 #[test]
-fn watch_counts_exactly_on_the_embedded_broker_and_it_refuses_strangers() {
+fn watch_counts_exactly_on_the_embedded_broker() {
     let dir = tempfile::tempdir().unwrap();
     make_pki(dir.path(), 2);
     let (_broker, port) = start_broker(dir.path());
@@ -324,7 +357,18 @@ fn watch_counts_exactly_on_the_embedded_broker_and_it_refuses_strangers() {
     let (code, stderr, stdout) = watch.finish(Duration::from_secs(20));
     assert_eq!(code, 0, "{stderr}");
     check_counts(&stdout);
+}
 
+#[test]
+fn the_embedded_broker_refuses_strangers_and_clients_without_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    make_pki(dir.path(), 1);
+    let (_broker, port) = start_broker(dir.path());
+    let port_s = port.to_string();
+    let ca = dir.path().join("ca.pem");
+    let devices = dir.path().join("devices");
+    let cert = devices.join("freezer1/freezer1-certificate.pem.crt");
+    let key = devices.join("freezer1/freezer1-private.pem.key");
     // A device certificate from another CA is refused...
     let stranger = Pki::new(1);
     let (scert, skey) = stranger.device_files("freezer1");
@@ -485,7 +529,7 @@ fn issued_certificates_verify_with_openssl_keys_are_private_and_reruns_keep_keys
 }
 
 #[test]
-fn certs_issue_with_your_own_ca_and_bad_input() {
+fn certs_issue_signs_with_your_own_ca() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     // Your own CA, e.g. the one registered with AWS IoT Core.
@@ -511,8 +555,13 @@ fn certs_issue_with_your_own_ca_and_bad_input() {
         .output()
         .unwrap();
     assert!(verify.status.success());
+}
 
-    // A CA key that is not the CA certificate's.
+#[test]
+fn certs_issue_refuses_a_ca_key_that_is_not_the_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let own = Pki::new(0);
     let other = Pki::new(0);
     let other_key = other.path().join("ca.key");
     write(&other_key, &other.ca.key_pem());
@@ -529,6 +578,10 @@ fn certs_issue_with_your_own_ca_and_bad_input() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("does not belong to the CA certificate"), "{err}");
+}
+
+#[test]
+fn certs_issue_broker_and_watch_name_their_bad_input() {
     // No CA yet.
     let empty = tempfile::tempdir().unwrap();
     let (code, err) = ff(&["certs", "issue", empty.path().to_str().unwrap(), "--devices", "1"]);

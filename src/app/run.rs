@@ -60,7 +60,7 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
         console,
         notes: fleet.take_notes().expect("notes are taken once"),
         injectors: fleet.injectors(),
-        live: LiveView::new(cfg.devices.len(), cfg.target_rate()),
+        live: LiveView::new(cfg.devices.len(), asked_rate(cfg)),
         announced: false,
     };
     let started = fleet.started();
@@ -95,6 +95,14 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
         report::write(&report, path)?;
     }
     Ok(outcome)
+}
+
+/// The rate the live line compares with: only one asked for with `--rate`.
+fn asked_rate(cfg: &FleetConfig) -> Option<f64> {
+    match cfg.schedule {
+        crate::config::Schedule::Rate { per_second, .. } => Some(per_second),
+        _ => None,
+    }
 }
 
 /// 1 when no device could connect, or every device gave up; 0 otherwise.

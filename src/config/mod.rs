@@ -165,17 +165,17 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     let profile = m
         .pick(|l| l.profile.take(), "--profile")
         .map_or_else(|| Profile::for_endpoint(&endpoint), |p| p.value);
+    if profile == Profile::AwsIot {
+        aws_iot::check(aws_iot::Limits {
+            schedule,
+            payload_bytes,
+            max_inflight,
+            topic: &topic,
+            ids: devices.iter().map(|d| d.id.as_str()),
+        })?;
+    }
     let ramp_up = match profile {
-        Profile::AwsIot => {
-            aws_iot::check(aws_iot::Limits {
-                schedule,
-                payload_bytes,
-                max_inflight,
-                topic: &topic,
-                ids: devices.iter().map(|d| d.id.as_str()),
-            })?;
-            Some(aws_iot::ramp_up(ramp_up))
-        }
+        Profile::AwsIot => Some(aws_iot::ramp_up(ramp_up)),
         Profile::None => ramp_up,
     };
     Ok(FleetConfig {

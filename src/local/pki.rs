@@ -18,6 +18,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, SerialNumber,
 };
 
+use crate::error::io_cause;
 pub use crate::identity::layout::device_files;
 use crate::input;
 
@@ -106,14 +107,7 @@ pub fn init(dir: &Path, key_type: KeyType) -> Result<InitOutcome> {
     } else {
         // Never replace a key: a lone server.key gets a new certificate.
         let key = if srv_key.exists() {
-            let pem = std::fs::read_to_string(&srv_key)
-                .with_context(|| format!("reading {}", srv_key.display()))?;
-            KeyPair::from_pem(&pem).map_err(|_| {
-                input!(
-                    "{} is not a key freezer-fleet can use; remove it",
-                    srv_key.display()
-                )
-            })?
+            read_key(&srv_key, "is not a key freezer-fleet can use; remove it")?
         } else {
             let key = key_type.generate()?;
             write_new(&srv_key, &key.serialize_pem(), true)?;
@@ -232,15 +226,8 @@ fn issue_one(issuer: &Issuer<'static, KeyPair>, opts: &IssueOptions, id: &str) -
         ));
     }
     let (key, done) = if has_key {
-        let pem =
-            std::fs::read_to_string(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
-        let key = KeyPair::from_pem(&pem).map_err(|_| {
-            input!(
-                "device {id}: {} is not a key freezer-fleet can sign for",
-                key_path.display()
-            )
-        })?;
-        (key, Done::Recertified)
+        let why = format!("is not a key freezer-fleet can sign for (device {id})");
+        (read_key(&key_path, &why)?, Done::Recertified)
     } else {
         std::fs::create_dir_all(key_path.parent().unwrap_or(&opts.out))?;
         let key = opts.key_type.generate()?;
@@ -263,12 +250,26 @@ fn device_params(id: &str) -> Result<CertificateParams> {
     Ok(params)
 }
 
+/// Reads an existing PEM key pair; `unusable` finishes the sentence "<file> …" when it cannot
+/// be used.
+fn read_key(path: &Path, unusable: &str) -> Result<KeyPair> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| input!("{}: cannot read: {}", path.display(), io_cause(&e, false)))?;
+    KeyPair::from_pem(&pem).map_err(|_| input!("{} {unusable}", path.display()))
+}
+
 /// Loads a CA certificate and its key to sign with.
 pub fn load_issuer(cert: &Path, key: &Path, what: &str) -> Result<Issuer<'static, KeyPair>> {
-    let cert_pem = std::fs::read_to_string(cert)
-        .map_err(|e| input!("{what}: cannot read the CA certificate {}: {e}", cert.display()))?;
-    let key_pem = std::fs::read_to_string(key)
-        .map_err(|e| input!("{what}: cannot read the CA key {}: {e}", key.display()))?;
+    let read = |path: &Path, name: &str| {
+        std::fs::read_to_string(path).map_err(|e| {
+            input!(
+                "{what}: cannot read the {name} {}: {}",
+                path.display(),
+                io_cause(&e, false)
+            )
+        })
+    };
+    let (cert_pem, key_pem) = (read(cert, "CA certificate")?, read(key, "CA key")?);
     let signing_key = KeyPair::from_pem(&key_pem).map_err(|_| {
         input!(
             "{what}: {} is not an unencrypted PEM private key freezer-fleet can sign with",

@@ -93,7 +93,16 @@ pub struct Pki {
 impl Pki {
     /// CA, server certificate and `n` device folders freezer1..freezerN.
     pub fn new(n: usize) -> Pki {
-        let dir = tempfile::tempdir().unwrap();
+        Pki::with_dir(tempfile::tempdir().unwrap(), n)
+    }
+
+    /// The same, in a temporary folder under `parent`.
+    pub fn new_in(parent: &Path, n: usize) -> Pki {
+        std::fs::create_dir_all(parent).unwrap();
+        Pki::with_dir(tempfile::tempdir_in(parent).unwrap(), n)
+    }
+
+    fn with_dir(dir: tempfile::TempDir, n: usize) -> Pki {
         let ca = Ca::new("freezer-fleet test CA");
         write(&dir.path().join("ca.pem"), &ca.cert_pem);
         let (cert, key) = ca.server();
@@ -683,10 +692,107 @@ impl Drop for Proxy {
     }
 }
 
-/// A number from a summary line such as "  connects  120 attempts (peak 40/s), 100 reconnects".
-pub fn summary_peak(stderr: &str) -> u64 {
-    let at = stderr
-        .find("(peak ")
-        .unwrap_or_else(|| panic!("no peak in:\n{stderr}"));
-    stderr[at + 6..].split('/').next().unwrap().parse().unwrap()
+/// Runs freezer-fleet with `args` on a pseudo-terminal (`script`), as a person at a terminal
+/// would, with stdin at end of input; returns the raw bytes the terminal received.
+pub fn on_terminal(args: &[&str]) -> String {
+    let cmd = format!(
+        "'{BIN}' {}",
+        args.iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let out = Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (bsdutils) is installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The rows a terminal shows after receiving `bytes`: `\r` returns to the row's start, `\n`
+/// starts a new row, `ESC[2K` clears the row, other escape sequences are skipped, and text
+/// overwrites from the cursor.
+pub fn screen_rows(bytes: &str) -> Vec<String> {
+    let mut rows = Vec::new();
+    let mut row: Vec<char> = Vec::new();
+    let mut col = 0;
+    let mut chars = bytes.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => col = 0,
+            '\n' => {
+                rows.push(row.drain(..).collect());
+                col = 0;
+            }
+            '\x1b' => {
+                let mut seq = String::new();
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    while let Some(&n) = chars.peek() {
+                        chars.next();
+                        seq.push(n);
+                        if n.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+                if seq == "2K" {
+                    row.clear();
+                }
+            }
+            c => {
+                if col < row.len() {
+                    row[col] = c;
+                } else {
+                    row.resize(col, ' ');
+                    row.push(c);
+                }
+                col += 1;
+            }
+        }
+    }
+    rows.push(row.into_iter().collect());
+    rows
+}
+
+/// The JSON report a run printed on stdout with `--report -`.
+pub fn report_of(stdout: &str, stderr: &str) -> serde_json::Value {
+    serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("no JSON report on stdout ({e}):\n{stdout}\n{stderr}"))
+}
+
+/// Runs freezer-fleet to completion with `--report -` added; returns (exit code, stderr, report).
+pub fn run_report(args: &[&str], limit: Duration) -> (i32, String, serde_json::Value) {
+    let mut all = args.to_vec();
+    all.extend(["--report", "-"]);
+    let (code, stderr, stdout) = run_to_end(&all, limit);
+    let report = report_of(&stdout, &stderr);
+    (code, stderr, report)
+}
+
+/// A whole number from the report, by JSON pointer (e.g. "/messages/published").
+pub fn num(report: &serde_json::Value, pointer: &str) -> u64 {
+    report
+        .pointer(pointer)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("no number at {pointer} in {report:#}"))
+}
+
+/// The usual preamble: a test PKI with `devices` device folders, a mutual-TLS mosquitto, and a
+/// subscriber on `freezers`.
+pub struct Setup {
+    pub pki: Pki,
+    pub broker: Mosquitto,
+    pub sub: Subscriber,
+}
+
+impl Setup {
+    pub fn new(devices: usize) -> Setup {
+        let pki = Pki::new(devices);
+        let broker = Mosquitto::start(&pki);
+        let sub = Subscriber::start(&pki, broker.port, "freezers");
+        Setup { pki, broker, sub }
+    }
 }
