@@ -17,25 +17,12 @@ use crate::config::FleetConfig;
 use crate::device::{self, DeviceLinks, DeviceSettings, Inject, InjectNote, Phase, PhaseWatch};
 use crate::log_gate::LogGate;
 use crate::ratelimit::Pacer;
-use crate::report::Timings;
-use crate::stats::{Latency, Snapshot, Stats};
+use crate::stats::{Latency, Snapshot, Stats, Timings};
+pub use crate::stop::StopReason;
 use crate::transport::Transport;
 
 /// Injections a device may have waiting before the console says it is busy.
 const INJECT_QUEUE: usize = 64;
-
-/// Why the running phase ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// `q` on the console.
-    Quit,
-    /// Ctrl-C or SIGTERM (the signal's name).
-    Signal(&'static str),
-    /// `--duration` passed.
-    Deadline,
-    /// Every device ended by itself (each sent its `--count`, or gave up).
-    AllEnded,
-}
 
 /// What a run produced.
 pub struct Outcome {
@@ -230,10 +217,6 @@ impl Injectors {
 
     pub fn len(&self) -> usize {
         self.ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
     }
 
     /// Whether `id` names a device of this fleet.

@@ -43,7 +43,7 @@ impl Event {
     }
 
     /// The JSON payload padded with a `pad` field to exactly `size` bytes, when it fits.
-    pub fn to_json_padded(&mut self, size: usize) -> Vec<u8> {
+    pub fn padded_json(&mut self, size: usize) -> Vec<u8> {
         self.pad = None;
         let plain = self.to_json();
         // `,"pad":"…"` adds 9 bytes plus the filler.
@@ -204,7 +204,7 @@ mod tests {
             pad: None,
         };
         for size in [256, 1000, 4096, 128 * 1024] {
-            let bytes = e.to_json_padded(size);
+            let bytes = e.padded_json(size);
             assert_eq!(bytes.len(), size);
             let back: Event = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(back.seq, 7);

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use base64::Engine as _;
@@ -16,7 +15,9 @@ use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use serde::Serialize;
 
 use crate::config::{FleetConfig, Profile, Schedule};
-use crate::stats::{CauseCount, ConnectCounts, DeviceCounts, Latency, MessageCounts, Quantiles, Snapshot};
+use crate::stats::{
+    CauseCount, ConnectCounts, DeviceCounts, Latency, MessageCounts, Quantiles, Snapshot, Timings,
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -129,15 +130,6 @@ impl Settings {
             bind: cfg.bind.clone(),
         }
     }
-}
-
-/// How long a run took.
-#[derive(Debug, Clone, Copy)]
-pub struct Timings {
-    /// While the fleet ran: start to the stop request (the rate's denominator).
-    pub running_for: Duration,
-    /// Start to the end of draining.
-    pub elapsed: Duration,
 }
 
 impl Report {
@@ -299,6 +291,8 @@ fn write_failures(out: &mut String, r: &Report) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::stats::{Loss, Stats};
 

@@ -2,7 +2,7 @@
 //!
 //! Devices only add; readers take a [`Snapshot`], a plain value grouped the way the report
 //! groups it, so the report embeds its parts instead of copying them field by field. Each group
-//! of counters is declared once, in [`counters!`], which makes both the atomic and the plain
+//! of counters is declared once, in `counters!`, which makes both the atomic and the plain
 //! struct.
 
 use std::collections::BTreeMap;
@@ -134,6 +134,15 @@ impl Loss {
             Loss::NotSent => "not sent before shutdown".into(),
         }
     }
+}
+
+/// How long a run took.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// While the fleet ran: start to the stop request (the rate's denominator).
+    pub running_for: Duration,
+    /// Start to the end of draining.
+    pub elapsed: Duration,
 }
 
 #[derive(Debug, Default)]

@@ -4,8 +4,20 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::fleet::StopReason;
 use crate::signals::Signals;
+
+/// Why the running phase ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// `q` on the console.
+    Quit,
+    /// Ctrl-C or SIGTERM (the signal's name).
+    Signal(&'static str),
+    /// `--duration` passed.
+    Deadline,
+    /// Every device ended by itself (each sent its `--count`, or gave up).
+    AllEnded,
+}
 
 /// Sleeps until `deadline`, or forever when there is none.
 pub async fn sleep_until(deadline: Option<Instant>) {

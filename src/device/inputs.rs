@@ -97,7 +97,7 @@ impl Device {
             pad: None,
         };
         let payload = match self.settings.payload_bytes {
-            Some(size) => event.to_json_padded(size),
+            Some(size) => event.padded_json(size),
             None => event.to_json(),
         };
         self.stats.event_taken(!self.online());

@@ -105,9 +105,11 @@ impl Default for Tally {
     }
 }
 
+/// End-to-end latency range in milliseconds: 1 ms to 1 hour; larger values saturate.
+const LATENCY_MAX_MS: u64 = 3_600_000;
+
 fn new_histogram() -> Histogram<u64> {
-    // 1 ms to 1 hour at 3 significant digits; larger values saturate.
-    Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid histogram bounds")
+    Histogram::new_with_bounds(1, LATENCY_MAX_MS, 3).expect("valid histogram bounds")
 }
 
 /// Everything the watcher counted.

@@ -17,7 +17,7 @@ use crate::transport::mqtt::{self, ClientSpec};
 
 mod accounting;
 
-pub use accounting::{Accounting, SeqKind, SeqTracker, Tally, Totals};
+pub use accounting::{Accounting, SeqKind};
 
 /// What a caller may learn while the watcher runs.
 #[derive(Default)]
