@@ -36,6 +36,8 @@ pub enum Kind {
     ClientCertRejected,
     TlsOther,
     ClientIdInUse,
+    ConnectNotAllowed,
+    PublishNotAllowed,
     NotConnectedYet,
     Other,
 }
@@ -76,6 +78,8 @@ impl Kind {
             Kind::ClientCertRejected => "client certificate rejected",
             Kind::TlsOther => "TLS error",
             Kind::ClientIdInUse => "client id in use",
+            Kind::ConnectNotAllowed => "connect not allowed by policy",
+            Kind::PublishNotAllowed => "publish not allowed by policy",
             Kind::NotConnectedYet => "not connected yet",
             Kind::Other => "connection error",
         }
@@ -100,7 +104,8 @@ impl Kind {
                 | Kind::HandshakeFailure
                 | Kind::ClientCertRejected
                 | Kind::TlsOther
-                | Kind::ClientIdInUse
+                | Kind::ConnectNotAllowed
+                | Kind::PublishNotAllowed
         )
     }
 

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::FleetConfig;
+use crate::device::drops::DropLog;
 use crate::device::{self, DeviceLinks, DeviceSettings, Inject, InjectNote, Phase, PhaseWatch};
 use crate::log_gate::LogGate;
 use crate::ratelimit::Pacer;
@@ -64,6 +65,8 @@ impl Fleet {
             offline_queue: cfg.offline_queue,
             pacer: cfg.ramp_up.map(|r| Arc::new(Pacer::new(r))),
             log_gate: Arc::new(LogGate::default()),
+            drops: Arc::new(DropLog::new(started)),
+            topic: cfg.topic.clone(),
         });
         let transport = Arc::new(transport);
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);

@@ -29,6 +29,8 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// Devices that gave up, by cause: how many, the first few ids, and the full sentence.
     pub device_failures: BTreeMap<String, CauseCount>,
+    /// Devices that kept running under a suspicion (e.g. a client id in use twice), by cause.
+    pub suspected: BTreeMap<String, CauseCount>,
     pub connects: Connects,
     /// Wall time of the run, start to exit.
     pub duration_s: f64,
@@ -168,6 +170,7 @@ impl Report {
             },
             errors,
             device_failures: s.device_causes.clone(),
+            suspected: s.suspected.clone(),
             connects: Connects {
                 attempts: per_second.iter().sum(),
                 counts: s.connects,
@@ -269,18 +272,20 @@ fn write_events(out: &mut String, m: &MessageCounts, qos0: bool) {
 }
 
 fn write_failures(out: &mut String, r: &Report) {
-    for (key, c) in &r.device_failures {
-        let more = c.count.saturating_sub(c.devices.len() as u64);
-        let names = if more > 0 {
-            format!("{} and {more} more", c.devices.join(", "))
-        } else {
-            c.devices.join(", ")
-        };
-        let _ = writeln!(
-            out,
-            "  failed: {key}: {} device(s) ({names}): {}",
-            c.count, c.example
-        );
+    for (label, map) in [("failed", &r.device_failures), ("suspected", &r.suspected)] {
+        for (key, c) in map {
+            let more = c.count.saturating_sub(c.devices.len() as u64);
+            let names = if more > 0 {
+                format!("{} and {more} more", c.devices.join(", "))
+            } else {
+                c.devices.join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "  {label}: {key}: {} device(s) ({names}): {}",
+                c.count, c.example
+            );
+        }
     }
     for (cause, n) in &r.errors {
         if !r.device_failures.contains_key(cause) {

@@ -153,6 +153,7 @@ pub struct Stats {
     connect_failures: Mutex<BTreeMap<String, u64>>,
     attempts_per_second: Mutex<Vec<u64>>,
     device_causes: Mutex<BTreeMap<String, CauseCount>>,
+    suspected: Mutex<BTreeMap<String, CauseCount>>,
     event_causes: Mutex<BTreeMap<String, u64>>,
     latency: [Mutex<Latency>; LATENCY_SHARDS],
 }
@@ -241,6 +242,8 @@ pub struct Snapshot {
     pub connect_attempts_per_second: Vec<u64>,
     /// Why devices gave up, by cause.
     pub device_causes: BTreeMap<String, CauseCount>,
+    /// What devices that kept running are suspected of (e.g. a client id in use twice).
+    pub suspected: BTreeMap<String, CauseCount>,
     /// Why events were not delivered (failed or dropped), by cause.
     pub event_causes: BTreeMap<String, u64>,
 }
@@ -306,18 +309,13 @@ impl Stats {
 
     /// A device gave up for `cause`.
     pub fn device_failed(&self, device: &str, cause: &Cause) {
-        {
-            let mut causes = lock(&self.device_causes);
-            let entry = causes.entry(cause.key().to_string()).or_default();
-            entry.count += 1;
-            if entry.devices.len() < NAMES_PER_CAUSE {
-                entry.devices.push(device.to_string());
-            }
-            if entry.example.is_empty() {
-                entry.example = cause.detail.clone();
-            }
-        }
+        count_cause(&self.device_causes, device, cause);
         self.devices.failed.inc();
+    }
+
+    /// A device that keeps running is suspected of `cause` (counted once per device).
+    pub fn device_suspected(&self, device: &str, cause: &Cause) {
+        count_cause(&self.suspected, device, cause);
     }
 
     /// `n` events will never be delivered, for `loss`.
@@ -348,8 +346,21 @@ impl Stats {
             connect_failures: lock(&self.connect_failures).clone(),
             connect_attempts_per_second: lock(&self.attempts_per_second).clone(),
             device_causes: lock(&self.device_causes).clone(),
+            suspected: lock(&self.suspected).clone(),
             event_causes: lock(&self.event_causes).clone(),
         }
+    }
+}
+
+fn count_cause(map: &Mutex<BTreeMap<String, CauseCount>>, device: &str, cause: &Cause) {
+    let mut causes = lock(map);
+    let entry = causes.entry(cause.key().to_string()).or_default();
+    entry.count += 1;
+    if entry.devices.len() < NAMES_PER_CAUSE {
+        entry.devices.push(device.to_string());
+    }
+    if entry.example.is_empty() {
+        entry.example = cause.detail.clone();
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::standin::{Refuse, RefusingServer};
 use common::*;
 
 /// Every event the report counts is acknowledged, failed or dropped.
@@ -186,6 +187,8 @@ fn two_processes_with_the_same_client_id_are_reported_by_name() {
         "500ms",
         "--duration",
         "40s",
+        "--backoff-max",
+        "3s",
     ];
     let mut a = Fleet::spawn(&args);
     assert!(
@@ -195,30 +198,33 @@ fn two_processes_with_the_same_client_id_are_reported_by_name() {
     );
     let started = Instant::now();
     let mut b = Fleet::spawn(&args);
-    let needle = "client id cabinet1 is in use by another connection";
+    let needle = "client id cabinet1 is probably in use by another connection";
     let found = wait_until(Duration::from_secs(20), || {
         a.stderr().contains(needle) || b.stderr().contains(needle)
     });
     let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
     a.send("q");
     b.send("q");
-    let (a_code, a_err, _) = a.finish(Duration::from_secs(20));
-    let (b_code, b_err, _) = b.finish(Duration::from_secs(20));
+    let (a_code, a_err, _) = a.finish(Duration::from_secs(40));
+    let (b_code, b_err, _) = b.finish(Duration::from_secs(40));
     assert!(
         found.is_some(),
         "no take-over report in 20 s:\nA:\n{a_err}\nB:\n{b_err}"
     );
-    assert!(took < Duration::from_secs(15), "reported after {took:?}");
-    let (reporter, code) = if a_err.contains(needle) {
-        (&a_err, a_code)
-    } else {
-        (&b_err, b_code)
-    };
-    assert_eq!(code, 1, "its only device gave up: {reporter}");
     assert!(
-        reporter.contains("failed: client id in use: 1 device(s) (cabinet1)"),
+        took < Duration::from_secs(15),
+        "reported after {took:?}\nA:\n{a_err}\nB:\n{b_err}"
+    );
+    let reporter = if a_err.contains(needle) { &a_err } else { &b_err };
+    // A suspicion, not a verdict: the device kept trying (every --backoff-max) and the run ended
+    // as any other, with the suspicion in the summary.
+    assert_eq!((a_code, b_code), (0, 0), "A:\n{a_err}\nB:\n{b_err}");
+    assert!(
+        reporter.contains("suspected: client id in use: 1 device(s) (cabinet1)"),
         "{reporter}"
     );
+    assert!(!reporter.contains("giving up"), "{reporter}");
 }
 
 /// `openssl s_server` offering only an old TLS version, on a free loopback port.
@@ -279,4 +285,148 @@ fn a_server_offering_only_tls_1_1_or_1_0_is_refused_by_name() {
             "{stderr}"
         );
     }
+}
+
+#[test]
+fn a_flapping_network_is_not_a_duplicate_client_id_and_loses_nothing() {
+    const N: usize = 200;
+    let Setup { pki, broker, sub } = Setup::new(N);
+    let proxy = Proxy::start(broker.port);
+    let mut args = certs_args(&pki, proxy.port);
+    let flags = [
+        "--interval",
+        "1s",
+        "--duration",
+        "68s",
+        "--backoff-max",
+        "2s",
+        "--report",
+        "-",
+    ];
+    args.extend(flags.map(String::from));
+    let mut fleet = Fleet::spawn(&strs(&args));
+    fleet.close_stdin();
+    assert!(
+        fleet.wait_stderr("200 of 200 device(s) connected", Duration::from_secs(20)),
+        "{}",
+        fleet.stderr()
+    );
+    // For a minute: every connection cut every 6 s (new ones refused for 200 ms), and single
+    // connections killed at random twice a second in between.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let flapping = Instant::now();
+    let mut next_cut = flapping + Duration::from_secs(6);
+    while flapping.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(500));
+        if Instant::now() >= next_cut {
+            proxy.cut();
+            std::thread::sleep(Duration::from_millis(200));
+            proxy.restore();
+            next_cut += Duration::from_secs(6);
+        } else {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            proxy.kill_one(seed as usize);
+        }
+    }
+    let (code, stderr, stdout) = fleet.finish(Duration::from_secs(40));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("in use by another connection"), "{stderr}");
+    let report = report_of(&stdout, &stderr);
+    assert_eq!(report["device_failures"], serde_json::json!({}), "{report:#}");
+    assert_eq!(report["suspected"], serde_json::json!({}), "{report:#}");
+    assert!(
+        num(&report, "/connects/disconnects") >= 9 * N as u64,
+        "{report:#}"
+    );
+    assert_eq!(num(&report, "/messages/dropped"), 0, "{report:#}");
+    assert_eq!(num(&report, "/messages/failed"), 0, "{report:#}");
+    assert_every_event_accounted(&report);
+    let acked = num(&report, "/messages/acknowledged");
+    let events = sub.wait_for(acked as usize, Duration::from_secs(20));
+    assert_no_gaps(&events, N);
+    let distinct: BTreeSet<(String, u64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["device_id"].as_str().unwrap().to_string(),
+                e["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(distinct.len() as u64, acked, "every acknowledged event arrived");
+}
+
+/// Runs `pki`'s devices against a stand-in that refuses as IoT Core does; returns the exit
+/// code, stderr and report, and checks the attempts stayed within the gates.
+fn against_refusing_server(refuse: Refuse) -> (i32, String, serde_json::Value) {
+    let pki = Pki::new(3);
+    let server = RefusingServer::start(&pki, refuse);
+    let mut args = certs_args(&pki, server.port);
+    args.extend(["--interval", "300ms", "--duration", "30s", "--ramp-up", "10"].map(String::from));
+    let started = Instant::now();
+    let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(60));
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the devices did not stop: {stderr}"
+    );
+    assert!(!stderr.contains("in use by another connection"), "{stderr}");
+    // No reconnect storm: one attempt a second per client id, at most --ramp-up a second.
+    let connects = server.connects();
+    for id in ["freezer1", "freezer2", "freezer3"] {
+        let times: Vec<Instant> = connects
+            .iter()
+            .filter(|(c, _)| c == id)
+            .map(|(_, t)| *t)
+            .collect();
+        assert!(
+            (2..=6).contains(&times.len()),
+            "{id}: {} attempts: {stderr}",
+            times.len()
+        );
+        for w in times.windows(2) {
+            assert!(
+                w[1] - w[0] >= Duration::from_millis(990),
+                "{id}: attempts {:?} apart",
+                w[1] - w[0]
+            );
+        }
+    }
+    assert!(num(&report, "/connects/peak_per_second") <= 11, "{report:#}");
+    (code, stderr, report)
+}
+
+#[test]
+fn a_server_that_closes_after_each_publish_is_named_a_policy_refusal() {
+    let (code, stderr, report) = against_refusing_server(Refuse::AfterPublish);
+    assert_eq!(code, 1, "every device gave up: {stderr}");
+    let refused = &report["device_failures"]["publish not allowed by policy"];
+    assert_eq!(refused["count"], 3, "{report:#}");
+    let why = refused["example"].as_str().unwrap();
+    assert!(
+        why.contains("closes the connection after each PUBLISH to 'freezers'"),
+        "{why}"
+    );
+    assert!(
+        why.contains("does not allow iot:Publish on topic/freezers"),
+        "{why}"
+    );
+    assert!(
+        stderr.contains("failed: publish not allowed by policy: 3 device(s)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_server_that_closes_after_each_connect_is_named_a_policy_refusal() {
+    let (code, stderr, report) = against_refusing_server(Refuse::AfterConnect);
+    assert_eq!(code, 1, "no device could connect: {stderr}");
+    let refused = &report["device_failures"]["connect not allowed by policy"];
+    assert_eq!(refused["count"], 3, "{report:#}");
+    let why = refused["example"].as_str().unwrap();
+    assert!(
+        why.contains("does not allow iot:Connect for client id freezer"),
+        "{why}"
+    );
 }

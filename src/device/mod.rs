@@ -23,14 +23,16 @@ use crate::ratelimit::Pacer;
 use crate::stats::{Loss, Stats};
 use crate::transport::{Link, LinkEvent, Sender, Transport};
 
+pub mod drops;
 mod inputs;
 pub mod ledger;
 pub mod phase;
 pub mod reconnect;
 
+use drops::DropLog;
 use ledger::{Ledger, Written};
 pub use phase::{Phase, PhaseWatch};
-use reconnect::{Next, Policy};
+use reconnect::{Neighbours, Next, Policy, SessionEnd, Stage};
 
 /// Settings every device shares.
 #[derive(Debug)]
@@ -58,6 +60,32 @@ pub struct DeviceSettings {
     pub pacer: Option<Arc<Pacer>>,
     /// Keeps per-device warnings to a few lines per window.
     pub log_gate: Arc<LogGate>,
+    /// The fleet's recent drops, to tell a refusal aimed at one device from a network event.
+    pub drops: Arc<DropLog>,
+    /// Where events go (the MQTT topic), to name it in a diagnosis.
+    pub topic: String,
+}
+
+impl Neighbours for DeviceSettings {
+    fn drops_around(&self, at: Instant) -> u64 {
+        self.drops.around(at, reconnect::CORRELATION_WINDOW)
+    }
+    fn fleet_size(&self) -> usize {
+        self.fleet_size
+    }
+    fn reach(&self) -> Duration {
+        reconnect::CORRELATION_WINDOW + drops::BUCKET
+    }
+}
+
+/// What happened in the current connection attempt and session.
+#[derive(Debug, Clone, Copy, Default)]
+struct Session {
+    /// Payloads written (first sends and re-sends).
+    written: u32,
+    /// Acknowledgements received.
+    acked: u32,
+    first_write: Option<Instant>,
 }
 
 /// A request from the console to this device.
@@ -96,6 +124,7 @@ struct Device {
     rng: Xoshiro256PlusPlus,
     ledger: Ledger,
     conn: Conn,
+    session: Session,
     ever_connected: bool,
     policy: Policy,
     last_attempt: Option<Instant>,
@@ -139,6 +168,7 @@ pub async fn run<T: Transport>(
         settings,
         stats,
         conn: Conn::Connecting,
+        session: Session::default(),
         ever_connected: false,
         last_attempt: None,
         last_cause: None,
@@ -209,6 +239,7 @@ impl Device {
             return false;
         }
         self.last_attempt = Some(Instant::now());
+        self.session = Session::default();
         self.stats.connect_attempt(self.settings.start.elapsed());
         true
     }
@@ -244,7 +275,7 @@ impl Device {
     fn on_event(&mut self, event: LinkEvent) {
         match event {
             LinkEvent::Connected => self.on_connected(),
-            LinkEvent::Written { token } => match self.ledger.on_written(token) {
+            LinkEvent::Written { token } => match self.on_written(token) {
                 Some(Written::First { lag }) => {
                     self.stats.messages.published.inc();
                     self.stats.record_lag(self.index, lag);
@@ -254,12 +285,19 @@ impl Device {
             },
             LinkEvent::Acked { token } => {
                 if let Some(latency) = self.ledger.on_acked(token) {
+                    self.session.acked += 1;
                     self.stats.messages.acknowledged.inc();
                     self.stats.record_puback(self.index, latency);
                 }
             }
             LinkEvent::Lost(_) | LinkEvent::Idle => {}
         }
+    }
+
+    fn on_written(&mut self, token: u64) -> Option<Written> {
+        self.session.written += 1;
+        self.session.first_write.get_or_insert_with(Instant::now);
+        self.ledger.on_written(token)
     }
 
     fn on_connected(&mut self) {
@@ -270,7 +308,6 @@ impl Device {
         self.conn = Conn::Online {
             since: Instant::now(),
         };
-        self.policy.connected();
         self.stats.devices.online.inc();
         if self.ever_connected {
             self.stats.connects.reconnects.inc();
@@ -292,25 +329,54 @@ impl Device {
         Some(since.elapsed())
     }
 
+    /// How far the session got before `lost`.
+    fn stage(&self, lasted: Option<Duration>) -> Stage {
+        let Some(lasted) = lasted else {
+            return Stage::AfterConnect;
+        };
+        let s = self.session;
+        match s.first_write {
+            Some(first) if s.acked == 0 && first.elapsed() < reconnect::PUBLISH_CLOSE_WINDOW => {
+                Stage::AfterPublish
+            }
+            _ => Stage::Connected {
+                lasted,
+                acked: s.acked > 0,
+            },
+        }
+    }
+
     /// A connection failed or dropped. Takes back everything unacknowledged, in seq order, and
     /// returns when to retry, or None when the device gave up.
     fn after_lost(&mut self, cause: Cause) -> Option<Instant> {
-        let session = self.go_offline();
-        if session.is_some() {
+        let lasted = self.go_offline();
+        let online = lasted.is_some();
+        if online {
             self.stats.connects.disconnects.inc();
         } else {
             self.stats.connect_failed(cause.kind);
         }
         let dropped = self.ledger.take_back_unacked();
         self.stats.events_dropped(dropped);
-        match self.policy.after(&self.id, &cause, session, &mut self.rng) {
+        let now = Instant::now();
+        self.settings.drops.record(now);
+        let end = SessionEnd {
+            at: now,
+            stage: self.stage(lasted),
+            cause: cause.clone(),
+        };
+        let who = (self.id.as_str(), self.settings.topic.as_str());
+        match self.policy.after(end, who, &*self.settings, &mut self.rng) {
             Next::GiveUp(why) => {
                 self.give_up(&why);
                 None
             }
-            Next::RetryAfter(wait) => {
-                if self.settings.log_gate.may_log() {
-                    let what = if session.is_some() {
+            Next::RetryAfter { wait, suspicion } => {
+                if let Some(suspicion) = suspicion {
+                    self.stats.device_suspected(&self.id, &suspicion);
+                    tracing::warn!("{}: {}", self.id, suspicion.detail);
+                } else if self.settings.log_gate.may_log() {
+                    let what = if online {
                         "connection lost"
                     } else {
                         "cannot connect"
@@ -319,7 +385,7 @@ impl Device {
                     tracing::warn!("{}: {what}: {}; retrying in {secs:.1} s", self.id, cause.detail);
                 }
                 self.last_cause = Some(cause);
-                Some(Instant::now() + wait)
+                Some(now + wait)
             }
         }
     }

@@ -5,6 +5,14 @@
 //! a reconnect storm: exponential backoff with full jitter ([`Backoff`]), at most one attempt per
 //! second per client id (AWS IoT Core's limit, [`attempt_at`]), and the fleet-wide `--ramp-up`
 //! pacer (`crate::ratelimit`).
+//!
+//! It also reads what the server is silently saying. IoT Core refuses by closing the connection:
+//! right after CONNECT when the policy does not allow iot:Connect for the client id, right after
+//! a PUBLISH when it does not allow iot:Publish on the topic, and within seconds of connecting,
+//! again and again, when another connection uses the same client id. A flapping network closes
+//! connections too, but for many devices at once: only session ends that the rest of the fleet
+//! did not share count, and only when they repeat. Policy refusals stop the device with the
+//! diagnosis; a suspected take-over is named and the device keeps trying every `--backoff-max`.
 
 use std::time::Duration;
 
@@ -15,10 +23,9 @@ use crate::cause::{Cause, Kind};
 
 /// AWS IoT Core accepts one CONNECT per second per client id.
 pub const MIN_ATTEMPT_SPACING: Duration = Duration::from_secs(1);
-/// A session the server closes within this long after CONNACK counts as a short session.
+/// A session the server closes within this long after CONNACK counts as a short session; one
+/// that lasted longer is healthy and resets the backoff.
 pub const SHORT_SESSION: Duration = Duration::from_secs(10);
-/// This many short sessions in a row: another connection is taking over our client id.
-pub const TAKEOVER_SESSIONS: u32 = 3;
 
 /// The earliest moment of the next attempt: when the backoff says, and never sooner than
 /// [`MIN_ATTEMPT_SPACING`] after the previous attempt.
@@ -35,7 +42,7 @@ pub fn attempt_at(retry_at: Option<Instant>, last_attempt: Option<Instant>, now:
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,
-    max: Duration,
+    pub max: Duration,
     failures: u32,
 }
 
@@ -67,78 +74,204 @@ impl Backoff {
     }
 }
 
-/// Watches for another connection taking over our client id: the server closing our sessions
-/// again and again within seconds of connecting.
-#[derive(Debug, Clone, Default)]
-pub struct TakeoverWatch {
-    short_sessions: u32,
+/// How far the device had got in a session when it ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stage {
+    /// The attempt never got a CONNACK (for a closed connection: CONNECT was the last thing sent).
+    AfterConnect,
+    /// Connected, wrote PUBLISH, and the server closed the connection within
+    /// [`PUBLISH_CLOSE_WINDOW`] of the first one without acknowledging any.
+    AfterPublish,
+    /// Connected for `lasted`; `acked` when the server acknowledged a publish in the session.
+    Connected { lasted: Duration, acked: bool },
 }
 
-impl TakeoverWatch {
-    /// An established session ended for `kind` after `lasted`; true when that makes
-    /// [`TAKEOVER_SESSIONS`] short sessions in a row.
-    pub fn on_drop(&mut self, kind: Kind, lasted: Duration) -> bool {
-        if kind == Kind::ClosedByServer && lasted < SHORT_SESSION {
-            self.short_sessions += 1;
-        } else {
-            self.short_sessions = 0;
-        }
-        self.short_sessions >= TAKEOVER_SESSIONS
-    }
+/// A closed connection this soon after the session's first PUBLISH, with no PUBACK, is the
+/// server refusing the publish (IoT Core closes at once when the policy denies iot:Publish).
+pub const PUBLISH_CLOSE_WINDOW: Duration = Duration::from_secs(2);
+/// Drops of other devices within this long of ours make ours part of a network or broker event.
+pub const CORRELATION_WINDOW: Duration = Duration::from_secs(1);
+/// This many uncorrelated refusals of the same kind in a row make a diagnosis.
+pub const REPEATS: u32 = 3;
 
-    pub fn short_sessions(&self) -> u32 {
-        self.short_sessions
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionEnd {
+    pub at: Instant,
+    pub cause: Cause,
+    pub stage: Stage,
+}
+
+/// What the whole fleet did around a moment.
+pub trait Neighbours {
+    /// Connection drops of every device (this one's included) within [`CORRELATION_WINDOW`] of `at`.
+    fn drops_around(&self, at: Instant) -> u64;
+    /// How many devices the fleet has.
+    fn fleet_size(&self) -> usize;
+    /// How far apart two drops may be and still fall in one [`Neighbours::drops_around`] count
+    /// (the window, plus the rounding of how drops are kept).
+    fn reach(&self) -> Duration {
+        CORRELATION_WINDOW
     }
+}
+
+/// Whether two moments are at most `reach` apart.
+fn within(a: Instant, b: Instant, reach: Duration) -> bool {
+    a.max(b).duration_since(a.min(b)) <= reach
+}
+
+/// A drop is this device's own when at most one in this many other devices dropped around it.
+const SOLO_SHARE: usize = 50;
+
+/// What repeated uncorrelated session ends point to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Suspect {
+    ConnectRefused,
+    PublishRefused,
+    Takeover,
 }
 
 /// What a device does after a failed attempt or a lost connection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
-    /// Try again after this wait.
-    RetryAfter(Duration),
+    /// Try again after `wait`; `suspicion` is newly named (log it, count it) and does not stop
+    /// the device.
+    RetryAfter {
+        wait: Duration,
+        suspicion: Option<Cause>,
+    },
     /// Stop for good, for this cause.
     GiveUp(Cause),
 }
 
 /// The reconnect policy of one device.
+///
+/// A session end is judged one end later (when it is [`Policy::after`]'s `pending`), so every
+/// device's drop from the same moment has been recorded by then: a network cut that drops the
+/// whole fleet is never mistaken for a refusal aimed at one device.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub backoff: Backoff,
-    pub takeover: TakeoverWatch,
+    pending: Option<SessionEnd>,
+    /// When this device's last few sessions ended (its own share of the fleet's drops).
+    own_ends: std::collections::VecDeque<Instant>,
+    streak: Option<(Suspect, u32)>,
+    takeover_named: bool,
 }
 
 impl Policy {
     pub fn new(min: Duration, max: Duration) -> Policy {
         Policy {
             backoff: Backoff::new(min, max),
-            takeover: TakeoverWatch::default(),
+            pending: None,
+            own_ends: std::collections::VecDeque::new(),
+            streak: None,
+            takeover_named: false,
         }
     }
 
-    /// Decides after `cause`: `session` is how long the connection had lasted when it was lost,
-    /// or None when the attempt itself failed.
-    pub fn after(&mut self, id: &str, cause: &Cause, session: Option<Duration>, rng: &mut impl Rng) -> Next {
-        if cause.permanent() {
-            return Next::GiveUp(cause.clone());
+    /// Decides after `end`. `id` and `topic` name the client and the topic in diagnoses.
+    pub fn after(
+        &mut self,
+        end: SessionEnd,
+        who: (&str, &str),
+        neighbours: &impl Neighbours,
+        rng: &mut impl Rng,
+    ) -> Next {
+        if end.cause.permanent() {
+            return Next::GiveUp(end.cause);
         }
-        if let Some(lasted) = session
-            && self.takeover.on_drop(cause.kind, lasted)
+        let healthy = match end.stage {
+            Stage::Connected { lasted, acked } => lasted >= SHORT_SESSION || (acked && !self.takeover_named),
+            _ => false,
+        };
+        if self.own_ends.len() == 8 {
+            self.own_ends.pop_front();
+        }
+        self.own_ends.push_back(end.at);
+        if let Some(prev) = self.pending.replace(end) {
+            self.judge(&prev, neighbours);
+        }
+        // The backoff starts over after a session that worked (it lasted, or the server
+        // acknowledged a publish); the streak is judged from the session ends themselves.
+        if healthy {
+            self.backoff.reset();
+        }
+        if matches!(self.pending.as_ref().map(|e| e.stage), Some(Stage::Connected { lasted, .. }) if lasted >= SHORT_SESSION)
         {
-            return Next::GiveUp(Cause::new(
-                Kind::ClientIdInUse,
-                format!(
-                    "client id {id} is in use by another connection: the broker closed {} sessions in a row \
-                     within seconds of connecting (or a policy closes it: check iot:Connect/iot:Publish)",
-                    self.takeover.short_sessions()
-                ),
-            ));
+            self.takeover_named = false;
         }
-        Next::RetryAfter(self.backoff.next(rng))
+        let (id, topic) = who;
+        match self.streak {
+            Some((Suspect::ConnectRefused, n)) if n >= REPEATS => Next::GiveUp(Cause::new(
+                Kind::ConnectNotAllowed,
+                format!(
+                    "the server closes the connection right after each CONNECT, without CONNACK: the policy \
+                     probably does not allow iot:Connect for client id {id}"
+                ),
+            )),
+            Some((Suspect::PublishRefused, n)) if n >= REPEATS => Next::GiveUp(Cause::new(
+                Kind::PublishNotAllowed,
+                format!(
+                    "the server closes the connection after each PUBLISH to '{topic}': the policy probably \
+                     does not allow iot:Publish on topic/{topic}"
+                ),
+            )),
+            Some((Suspect::Takeover, n)) if n >= REPEATS => {
+                let suspicion = (!self.takeover_named).then(|| {
+                    Cause::new(
+                        Kind::ClientIdInUse,
+                        format!(
+                            "client id {id} is probably in use by another connection: the server closed {n} \
+                             sessions in a row within seconds while the rest of the fleet stayed connected; \
+                             retrying every --backoff-max"
+                        ),
+                    )
+                });
+                self.takeover_named = true;
+                let max = self.backoff.max;
+                Next::RetryAfter {
+                    wait: max / 2 + (max / 2).mul_f64(rng.random::<f64>()),
+                    suspicion,
+                }
+            }
+            _ => Next::RetryAfter {
+                wait: self.backoff.next(rng),
+                suspicion: None,
+            },
+        }
     }
 
-    /// A connection succeeded.
-    pub fn connected(&mut self) {
-        self.backoff.reset();
+    /// Whether the rest of the fleet stayed connected around `at`.
+    fn alone_at(&self, at: Instant, neighbours: &impl Neighbours) -> bool {
+        let reach = neighbours.reach();
+        let own = self.own_ends.iter().filter(|t| within(**t, at, reach)).count() as u64;
+        let others = neighbours.drops_around(at).saturating_sub(own);
+        others <= (neighbours.fleet_size() / SOLO_SHARE) as u64
+    }
+
+    /// Judges an earlier session end now that the fleet's drops around it are known.
+    fn judge(&mut self, end: &SessionEnd, neighbours: &impl Neighbours) {
+        // A refusal has a signature of its own (closed before CONNACK; closed right after a
+        // PUBLISH that was never acknowledged) and a policy refuses the whole fleet at once, so
+        // those count whatever the others did. A short session has no signature: it counts only
+        // when the rest of the fleet stayed connected.
+        let suspect = match end.stage {
+            _ if end.cause.kind != Kind::ClosedByServer => None,
+            Stage::AfterConnect => Some(Suspect::ConnectRefused),
+            Stage::AfterPublish => Some(Suspect::PublishRefused),
+            Stage::Connected { lasted, .. }
+                if lasted < SHORT_SESSION && self.alone_at(end.at, neighbours) =>
+            {
+                Some(Suspect::Takeover)
+            }
+            Stage::Connected { .. } => None,
+        };
+        self.streak = match (suspect, self.streak) {
+            (None, _) => None,
+            (Some(s), Some((t, n))) if s == t => Some((s, n + 1)),
+            (Some(s), _) => Some((s, 1)),
+        };
     }
 }
 
@@ -193,53 +326,199 @@ mod tests {
         assert_eq!(attempt_at(Some(later), Some(t0), t0), later);
     }
 
-    #[test]
-    fn three_short_sessions_in_a_row_mean_a_takeover() {
+    /// A fleet of 200 as a test sees it: this device's own session ends, and the moments when
+    /// 100 other devices dropped too.
+    struct Fleet {
+        own: Vec<Instant>,
+        shared: Vec<Instant>,
+    }
+
+    impl Neighbours for Fleet {
+        fn drops_around(&self, at: Instant) -> u64 {
+            let near = |t: &&Instant| within(**t, at, CORRELATION_WINDOW);
+            let own = self.own.iter().filter(near).count() as u64;
+            own + 100 * self.shared.iter().filter(near).count() as u64
+        }
+        fn fleet_size(&self) -> usize {
+            200
+        }
+    }
+
+    fn end(at: Instant, stage: Stage) -> SessionEnd {
+        SessionEnd {
+            at,
+            cause: closed(),
+            stage,
+        }
+    }
+
+    /// Feeds `ends` one a second apart; returns every decision.
+    fn run(stages: &[Stage], shared: &[usize]) -> Vec<Next> {
+        let t0 = Instant::now();
+        let at = |i: usize| t0 + secs(i as u64);
+        let fleet = Fleet {
+            own: (0..stages.len()).map(at).collect(),
+            shared: shared.iter().map(|&i| at(i)).collect(),
+        };
         let mut p = Policy::new(secs(1), secs(30));
         let mut r = rng();
-        let short = Some(secs(2));
-        assert!(matches!(
-            p.after("f1", &closed(), short, &mut r),
-            Next::RetryAfter(_)
-        ));
-        assert!(matches!(
-            p.after("f1", &closed(), short, &mut r),
-            Next::RetryAfter(_)
-        ));
-        match p.after("f1", &closed(), short, &mut r) {
+        stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| p.after(end(at(i), *s), ("freezer7", "freezers"), &fleet, &mut r))
+            .collect()
+    }
+
+    fn short() -> Stage {
+        Stage::Connected {
+            lasted: secs(2),
+            acked: true,
+        }
+    }
+
+    fn gave_up(n: &Next) -> Option<Kind> {
+        match n {
+            Next::GiveUp(c) => Some(c.kind),
+            Next::RetryAfter { .. } => None,
+        }
+    }
+
+    #[test]
+    fn closes_after_each_publish_mean_the_policy_refuses_the_topic() {
+        let decisions = run(&[Stage::AfterPublish; 4], &[]);
+        assert_eq!(decisions[..3].iter().filter_map(gave_up).count(), 0);
+        match &decisions[3] {
             Next::GiveUp(c) => {
-                assert_eq!(c.kind, Kind::ClientIdInUse);
-                assert!(c.detail.contains("client id f1 is in use"), "{}", c.detail);
+                assert_eq!(c.kind, Kind::PublishNotAllowed);
+                assert!(
+                    c.detail.contains("after each PUBLISH to 'freezers'"),
+                    "{}",
+                    c.detail
+                );
+                assert!(c.detail.contains("iot:Publish on topic/freezers"), "{}", c.detail);
             }
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
-    fn a_long_session_or_another_cause_resets_the_takeover_watch() {
-        let mut w = TakeoverWatch::default();
-        assert!(!w.on_drop(Kind::ClosedByServer, secs(1)));
-        assert!(!w.on_drop(Kind::ClosedByServer, secs(1)));
-        assert!(!w.on_drop(Kind::ClosedByServer, secs(60)));
-        assert!(!w.on_drop(Kind::ClosedByServer, secs(1)));
-        assert!(!w.on_drop(Kind::Timeout, secs(1)));
-        assert_eq!(w.short_sessions(), 0);
+    fn closes_after_each_connect_mean_the_policy_refuses_the_client_id() {
+        let decisions = run(&[Stage::AfterConnect; 4], &[]);
+        assert_eq!(gave_up(&decisions[3]), Some(Kind::ConnectNotAllowed));
+        let Next::GiveUp(c) = &decisions[3] else {
+            unreachable!()
+        };
+        assert!(
+            c.detail.contains("iot:Connect for client id freezer7"),
+            "{}",
+            c.detail
+        );
     }
 
     #[test]
-    fn permanent_causes_give_up_at_once_and_failed_attempts_never_count_as_takeover() {
+    fn short_sessions_alone_are_a_suspected_takeover_named_once_and_never_a_give_up() {
+        let decisions = run(&[short(); 8], &[]);
+        assert!(decisions.iter().all(|n| gave_up(n).is_none()));
+        let named: Vec<&Cause> = decisions
+            .iter()
+            .filter_map(|n| match n {
+                Next::RetryAfter { suspicion, .. } => suspicion.as_ref(),
+                Next::GiveUp(_) => None,
+            })
+            .collect();
+        assert_eq!(named.len(), 1, "{decisions:?}");
+        assert_eq!(named[0].kind, Kind::ClientIdInUse);
+        assert!(named[0].detail.contains("client id freezer7 is probably in use"));
+        // Once suspected, the device waits between half and all of --backoff-max.
+        let Next::RetryAfter { wait, .. } = &decisions[7] else {
+            unreachable!()
+        };
+        assert!(*wait >= secs(15) && *wait <= secs(30), "{wait:?}");
+    }
+
+    #[test]
+    fn short_sessions_shared_with_the_fleet_are_a_network_event_and_never_a_suspicion() {
+        let all: Vec<usize> = (0..10).collect();
+        let decisions = run(&[short(); 10], &all);
+        assert!(
+            decisions
+                .iter()
+                .all(|n| matches!(n, Next::RetryAfter { suspicion: None, .. })),
+            "{decisions:?}"
+        );
+    }
+
+    #[test]
+    fn a_policy_that_refuses_the_whole_fleet_at_once_is_still_named() {
+        let all: Vec<usize> = (0..4).collect();
+        assert_eq!(
+            gave_up(&run(&[Stage::AfterPublish; 4], &all)[3]),
+            Some(Kind::PublishNotAllowed)
+        );
+        assert_eq!(
+            gave_up(&run(&[Stage::AfterConnect; 4], &all)[3]),
+            Some(Kind::ConnectNotAllowed)
+        );
+    }
+
+    #[test]
+    fn another_kind_of_end_in_between_breaks_a_streak() {
+        let t0 = Instant::now();
+        let fleet = Fleet {
+            own: vec![],
+            shared: vec![],
+        };
         let mut p = Policy::new(secs(1), secs(30));
         let mut r = rng();
-        let untrusted = Cause::new(Kind::ServerNotTrusted, "x".into());
-        assert_eq!(
-            p.after("f1", &untrusted, None, &mut r),
-            Next::GiveUp(untrusted.clone())
-        );
-        for _ in 0..5 {
-            assert!(matches!(
-                p.after("f1", &closed(), None, &mut r),
-                Next::RetryAfter(_)
-            ));
+        let mut gave = 0;
+        for i in 0..8u64 {
+            let cause = if i % 3 == 2 {
+                Cause::new(Kind::Refused, "refused".into())
+            } else {
+                closed()
+            };
+            let e = SessionEnd {
+                at: t0 + secs(i),
+                cause,
+                stage: Stage::AfterConnect,
+            };
+            gave += gave_up(&p.after(e, ("f", "t"), &fleet, &mut r)).is_some() as u32;
         }
+        assert_eq!(gave, 0);
+    }
+
+    #[test]
+    fn a_long_session_resets_the_backoff_and_the_streak() {
+        let long = Stage::Connected {
+            lasted: secs(60),
+            acked: true,
+        };
+        let stages = [short(), short(), long, short(), short(), short()];
+        let decisions = run(&stages, &[]);
+        assert!(
+            decisions
+                .iter()
+                .all(|n| matches!(n, Next::RetryAfter { suspicion: None, .. })),
+            "{decisions:?}"
+        );
+    }
+
+    #[test]
+    fn permanent_causes_give_up_at_once() {
+        let mut p = Policy::new(secs(1), secs(30));
+        let untrusted = Cause::new(Kind::ServerNotTrusted, "x".into());
+        let e = SessionEnd {
+            at: Instant::now(),
+            cause: untrusted.clone(),
+            stage: Stage::AfterConnect,
+        };
+        let fleet = Fleet {
+            own: vec![],
+            shared: vec![],
+        };
+        assert_eq!(
+            p.after(e, ("f1", "t"), &fleet, &mut rng()),
+            Next::GiveUp(untrusted)
+        );
     }
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod standin;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -680,6 +682,20 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.mode.store(OPEN, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Cuts one connection (the `pick`-th modulo the open ones), as a lossy link or a NAT
+    /// timeout would; new connections are still accepted.
+    pub fn kill_one(&self, pick: usize) {
+        let mut conns = self.conns.lock().unwrap();
+        let pairs = conns.len() / 2;
+        if pairs == 0 {
+            return;
+        }
+        let i = (pick % pairs) * 2;
+        for s in conns.drain(i..i + 2) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 

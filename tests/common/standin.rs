@@ -1,0 +1,141 @@
+//! A stand-in MQTT server for faults a real broker cannot make: it speaks just enough MQTT 3.1.1
+//! over mutual TLS (packets parsed and written by rumqttc's own codec) to refuse the way AWS
+//! IoT Core refuses a denied policy — by closing the connection, with no reason given.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rumqttc::{ConnAck, ConnectReturnCode, Packet};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::Pki;
+
+/// When the stand-in closes the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refuse {
+    /// Right after CONNECT, without CONNACK (iot:Connect denied).
+    AfterConnect,
+    /// After CONNACK, right after the first PUBLISH, without PUBACK (iot:Publish denied).
+    AfterPublish,
+}
+
+pub struct RefusingServer {
+    pub port: u16,
+    connects: Arc<Mutex<Vec<(String, Instant)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RefusingServer {
+    pub fn start(pki: &Pki, refuse: Refuse) -> RefusingServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tls = Arc::new(server_config(pki));
+        let connects = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, halt) = (connects.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                while !halt.load(Ordering::SeqCst) {
+                    let Ok(Ok((tcp, _))) =
+                        tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
+                    else {
+                        continue;
+                    };
+                    let (acceptor, log) = (acceptor.clone(), log.clone());
+                    tokio::spawn(async move {
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            serve(stream, refuse, &log).await;
+                        }
+                    });
+                }
+            });
+        });
+        RefusingServer { port, connects, stop }
+    }
+
+    /// Every CONNECT received: (client id, when).
+    pub fn connects(&self) -> Vec<(String, Instant)> {
+        self.connects.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RefusingServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One connection: reads packets until it is time to close.
+async fn serve(
+    mut stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    refuse: Refuse,
+    log: &Mutex<Vec<(String, Instant)>>,
+) {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        let packet = loop {
+            match Packet::read(&mut buf, 1 << 20) {
+                Ok(p) => break p,
+                Err(rumqttc::Error::InsufficientBytes(_)) => {}
+                Err(_) => return,
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        let reply = match packet {
+            Packet::Connect(c) => {
+                log.lock().unwrap().push((c.client_id.clone(), Instant::now()));
+                if refuse == Refuse::AfterConnect {
+                    return;
+                }
+                Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))
+            }
+            Packet::Publish(_) if refuse == Refuse::AfterPublish => return,
+            Packet::PingReq => Packet::PingResp,
+            _ => continue,
+        };
+        let mut out = BytesMut::new();
+        reply.write(&mut out, 1 << 20).unwrap();
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The test PKI's server certificate, client certificates required (signed by its CA).
+fn server_config(pki: &Pki) -> rustls::ServerConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let read = |name: &str| std::fs::read(pki.path().join(name)).unwrap();
+    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&read("server.pem"))
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(&read("server.key")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(&read("ca.pem")) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .unwrap();
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap()
+}
