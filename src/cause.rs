@@ -33,6 +33,7 @@ pub enum Kind {
     ServerCertInvalid,
     TlsVersion,
     HandshakeFailure,
+    AlpnRefused,
     ClientCertRejected,
     TlsOther,
     ClientIdInUse,
@@ -49,6 +50,8 @@ pub enum Blame {
     Ca,
     /// The host, port or server (`--endpoint`).
     Endpoint,
+    /// The ALPN protocol offered (`--alpn`).
+    Alpn,
     /// The device's own certificate.
     Device,
 }
@@ -75,6 +78,7 @@ impl Kind {
             Kind::ServerCertInvalid => "server certificate invalid",
             Kind::TlsVersion => "TLS version",
             Kind::HandshakeFailure => "TLS handshake failure",
+            Kind::AlpnRefused => "ALPN protocol refused",
             Kind::ClientCertRejected => "client certificate rejected",
             Kind::TlsOther => "TLS error",
             Kind::ClientIdInUse => "client id in use",
@@ -102,6 +106,7 @@ impl Kind {
                 | Kind::ServerCertInvalid
                 | Kind::TlsVersion
                 | Kind::HandshakeFailure
+                | Kind::AlpnRefused
                 | Kind::ClientCertRejected
                 | Kind::TlsOther
                 | Kind::ConnectNotAllowed
@@ -113,6 +118,7 @@ impl Kind {
         match self {
             Kind::ServerNotTrusted | Kind::ServerCertExpired | Kind::ServerCertInvalid => Blame::Ca,
             Kind::ClientCertRejected => Blame::Device,
+            Kind::AlpnRefused => Blame::Alpn,
             _ => Blame::Endpoint,
         }
     }
@@ -279,6 +285,13 @@ pub fn from_rustls(e: &rustls::Error, addr: &str) -> Cause {
             format!(
                 "{addr} offers only TLS older than 1.2 (TLS 1.0/1.1); freezer-fleet requires TLS 1.2 or newer \
                  and will not downgrade"
+            ),
+        ),
+        E::AlertReceived(AlertDescription::NoApplicationProtocol) => (
+            Kind::AlpnRefused,
+            format!(
+                "{addr} accepts none of the ALPN protocols offered (no_application_protocol): AWS IoT \
+                 Core takes MQTT with a client certificate on 443 with x-amzn-mqtt-ca; check --alpn"
             ),
         ),
         E::AlertReceived(AlertDescription::HandshakeFailure) => (

@@ -28,6 +28,12 @@ Examples:
   # Events on demand only: press Enter to inject one
   freezer-fleet run --config config/aws-iot.toml --interval 0
 
+  # Through a firewall that allows only 443 (ALPN x-amzn-mqtt-ca is offered there)
+  freezer-fleet run --config config/aws-iot.toml --port 443
+
+  # Straight to the IoT rule freezer_rule with Basic Ingest
+  freezer-fleet run --config config/aws-iot.toml --basic-ingest freezer_rule
+
 Console while running (stdin):
   Enter          one event now from the next device in turn
   <device id>    one event now from that device (e.g. freezer3)
@@ -324,6 +330,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
     pub bind: Option<Vec<String>>,
 
+    /// TLS ALPN protocol to offer [default: x-amzn-mqtt-ca on port 443, as IoT Core needs for MQTT there; none elsewhere].
+    #[arg(long, value_name = "PROTO")]
+    pub alpn: Option<String>,
+
+    /// Publish to IoT Core's Basic Ingest topic $aws/rules/RULE/<topic>: straight to the rule, no message-broker cost (nothing can subscribe to it).
+    #[arg(long, value_name = "RULE")]
+    pub basic_ingest: Option<String>,
+
     /// Enforce a service's documented limits [default: aws-iot for *.amazonaws.com endpoints, else none].
     #[arg(long, value_enum, value_name = "PROFILE")]
     pub profile: Option<Profile>,
@@ -360,6 +374,8 @@ impl RunArgs {
             report: self.report,
             profile: self.profile,
             bind: self.bind,
+            alpn: self.alpn,
+            basic_ingest: self.basic_ingest,
         };
         (layer, self.config)
     }

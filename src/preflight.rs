@@ -65,12 +65,34 @@ pub async fn check(cfg: &FleetConfig) -> Result<()> {
         Ok(Err(e)) => return tls_failure(e, &addr, device),
         Ok(Ok(s)) => s,
     };
+    check_alpn(&tls, device, &addr);
     // A TLS 1.3 server judges our certificate after the handshake: give it a moment to object.
     let mut byte = [0u8; 1];
     if let Ok(Err(e)) = timeout(VERDICT_WAIT, tls.read(&mut byte)).await {
         return tls_failure(e, &addr, device);
     }
     Ok(())
+}
+
+/// IoT Core on 443 routes by ALPN: a server that did not select the protocol we offered will
+/// not take MQTT there. Other brokers ignore ALPN and work anyway, so this is a warning.
+fn check_alpn(tls: &tokio_rustls::client::TlsStream<TcpStream>, device: &DeviceConfig, addr: &str) {
+    let Some(offered) = device.tls.alpn_protocols.first() else {
+        return;
+    };
+    let offered = String::from_utf8_lossy(offered);
+    match tls.get_ref().1.alpn_protocol() {
+        Some(p) if p == offered.as_bytes() => {}
+        other => {
+            let chosen = other.map_or("none".to_string(), |p| {
+                format!("'{}'", String::from_utf8_lossy(p))
+            });
+            tracing::warn!(
+                "pre-flight check of {addr}: ALPN '{offered}' was offered but the server selected {chosen}; \
+                 AWS IoT Core needs x-amzn-mqtt-ca for MQTT on 443 (--alpn sets another)"
+            );
+        }
+    }
 }
 
 fn tls_failure(e: std::io::Error, addr: &str, device: &DeviceConfig) -> Result<()> {
@@ -86,6 +108,7 @@ fn tls_failure(e: std::io::Error, addr: &str, device: &DeviceConfig) -> Result<(
     match c.kind.blames() {
         Blame::Ca => Err(input!("--ca: {}", c.detail)),
         Blame::Endpoint => Err(input!("--endpoint: {}", c.detail)),
+        Blame::Alpn => Err(input!("--alpn: {}", c.detail)),
         Blame::Device => Err(input!(
             "device {} ({}): {}",
             device.id,

@@ -81,6 +81,8 @@ pub struct Settings {
     pub endpoint: String,
     pub port: u16,
     pub topic: String,
+    /// The ALPN protocol offered, if any.
+    pub alpn: Option<String>,
     pub qos: u8,
     pub devices: usize,
     pub interval_ms: Option<f64>,
@@ -107,6 +109,7 @@ impl Settings {
             endpoint: cfg.endpoint.clone(),
             port: cfg.port,
             topic: cfg.topic.clone(),
+            alpn: cfg.alpn.first().map(|a| String::from_utf8_lossy(a).into_owned()),
             qos: cfg.qos as u8,
             devices: cfg.devices.len(),
             interval_ms: match cfg.schedule {
@@ -306,6 +309,7 @@ mod tests {
             endpoint: "localhost".into(),
             port: 8883,
             topic: "freezers".into(),
+            alpn: None,
             qos: 1,
             devices: 7,
             interval_ms: Some(500.0),

@@ -466,6 +466,43 @@ refused!(
     ["--ramp-up", "never connect"]
 );
 
+// Other ways into IoT Core.
+refused!(
+    basic_ingest_rule_with_a_dash,
+    |f| f.fleet(&["--basic-ingest", "freezer-rule"]),
+    [
+        "--basic-ingest",
+        "'freezer-rule' is not an IoT rule name",
+        "letters, digits or _"
+    ]
+);
+refused!(
+    empty_alpn,
+    |f| f.fleet(&["--alpn", ""]),
+    ["--alpn", "is not an ALPN protocol name"]
+);
+refused!(
+    watching_a_basic_ingest_topic_on_iot_core,
+    |_f| [
+        "watch",
+        "--endpoint",
+        "abc123-ats.iot.eu-west-1.amazonaws.com",
+        "--topic",
+        "$aws/rules/freezer_rule/freezers",
+        "--cert",
+        "c",
+        "--key",
+        "k"
+    ]
+    .map(String::from)
+    .into(),
+    [
+        "--topic $aws/rules/freezer_rule/freezers",
+        "nothing can subscribe",
+        "AWS IoT Core"
+    ]
+);
+
 // The config file.
 refused!(
     config_persistent_session_not_a_bool,

@@ -118,7 +118,7 @@ fn watcher_config(dir: &Path, port: u16, topic: &str) -> Result<WatchConfig> {
     Ok(WatchConfig {
         host: "localhost".into(),
         port,
-        tls: identity::client_config(&files, roots)?,
+        tls: identity::client_config(&files, roots, &[])?,
         client_id: "watcher1".into(),
         topic: topic.to_string(),
         json: false,

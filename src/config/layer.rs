@@ -46,6 +46,8 @@ pub struct Layer {
     pub report: Option<PathBuf>,
     pub profile: Option<Profile>,
     pub bind: Option<Vec<String>>,
+    pub alpn: Option<String>,
+    pub basic_ingest: Option<String>,
 }
 
 /// `rate`: a number, or "max" (a config file may write either; a flag is always text).

@@ -82,7 +82,10 @@ pub struct Seed {
 pub struct FleetConfig {
     pub endpoint: String,
     pub port: u16,
+    /// The topic as published (with the Basic Ingest prefix, if any).
     pub topic: String,
+    /// The ALPN protocol offered (empty: none).
+    pub alpn: Vec<Vec<u8>>,
     pub qos: QoS,
     pub duration: Option<Duration>,
     pub seed: Seed,
@@ -126,6 +129,10 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     let endpoint = s::endpoint(m.pick(|l| l.endpoint.take(), "--endpoint"))?;
     let port = s::port(m.pick(|l| l.port.take(), "--port"))?;
     let topic = s::topic(m.pick(|l| l.topic.take(), "--topic"))?;
+    let basic_ingest = s::basic_ingest(m.pick(|l| l.basic_ingest.take(), "--basic-ingest"))?;
+    let alpn = m.pick(|l| l.alpn.take(), "--alpn");
+    s::check_alpn(&alpn)?;
+    let alpn = s::alpn(alpn, port);
     let qos = s::qos(m.pick(|l| l.qos.take(), "--qos"))?;
     let interval = m.duration(|l| l.interval.take(), "--interval")?;
     let duration = s::run_duration(m.duration(|l| l.duration.take(), "--duration")?)?;
@@ -153,7 +160,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     let roots = identity::load_roots(&TrustSource::from_flag(
         m.path(|l| l.ca.take(), "--ca").map(|c| c.value),
     ))?;
-    let devices = identity::devices::load(identity_source(&mut m, requested)?, roots)?;
+    let devices = identity::devices::load(identity_source(&mut m, requested)?, roots, &alpn)?;
 
     let rate = s::rate(m.pick(|l| l.rate.take().map(layer::RateValue::text), "--rate"))?;
     let schedule = s::schedule(interval, rate, devices.len());
@@ -181,7 +188,9 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     Ok(FleetConfig {
         endpoint,
         port,
-        topic,
+        // The Basic Ingest prefix is exempt from the topic limits above, as IoT Core does.
+        topic: format!("{}{topic}", basic_ingest.as_deref().unwrap_or_default()),
+        alpn,
         qos,
         duration,
         seed,

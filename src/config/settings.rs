@@ -203,6 +203,49 @@ pub fn payload_bytes(v: In<usize>) -> Result<Option<usize>> {
     }
 }
 
+/// ALPN `x-amzn-mqtt-ca`: what AWS IoT Core needs to take MQTT with a client certificate on 443.
+pub const IOT_MQTT_ALPN: &str = "x-amzn-mqtt-ca";
+
+/// The ALPN protocol to offer: `--alpn`, else `x-amzn-mqtt-ca` on port 443, else none.
+pub fn alpn(v: In<String>, port: u16) -> Vec<Vec<u8>> {
+    match v {
+        Some(a) => vec![a.value.into_bytes()],
+        None if port == 443 => vec![IOT_MQTT_ALPN.as_bytes().to_vec()],
+        None => vec![],
+    }
+}
+
+/// Checks `--alpn` (1 to 255 printable ASCII bytes, as TLS allows).
+pub fn check_alpn(v: &In<String>) -> Result<()> {
+    if let Some(a) = v
+        && (a.value.is_empty() || a.value.len() > 255 || !a.value.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(input!(
+            "{}: '{}' is not an ALPN protocol name; give 1 to 255 printable characters, e.g. x-amzn-mqtt-ca",
+            a.origin,
+            a.value
+        ));
+    }
+    Ok(())
+}
+
+/// `--basic-ingest RULE`: the topic prefix `$aws/rules/RULE/` (IoT rule names are letters,
+/// digits and `_`, at most 128).
+pub fn basic_ingest(v: In<String>) -> Result<Option<String>> {
+    let Some(r) = v else { return Ok(None) };
+    let ok = !r.value.is_empty()
+        && r.value.len() <= 128
+        && r.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !ok {
+        return Err(input!(
+            "{}: '{}' is not an IoT rule name; rule names are 1 to 128 letters, digits or _ (e.g. freezer_rule)",
+            r.origin,
+            r.value
+        ));
+    }
+    Ok(Some(format!("$aws/rules/{}/", r.value)))
+}
+
 /// `--bind` addresses, parsed (that they belong to this machine is checked later, by binding).
 pub fn bind_addrs(v: In<Vec<String>>) -> Result<Sourced<Vec<IpAddr>>> {
     let Some(b) = v else {
@@ -334,6 +377,28 @@ mod tests {
     fn payload_sizes_stay_within_bounds() {
         assert_eq!(payload_bytes(f(1024, "--payload-bytes")).unwrap(), Some(1024));
         assert!(err(payload_bytes(f(10, "--payload-bytes"))).contains("is outside 256.."));
+    }
+
+    #[test]
+    fn port_443_offers_iot_cores_mqtt_alpn_unless_told_otherwise() {
+        assert_eq!(alpn(None, 443), vec![b"x-amzn-mqtt-ca".to_vec()]);
+        assert_eq!(alpn(None, 8883), Vec::<Vec<u8>>::new());
+        assert_eq!(alpn(f("mqtt".into(), "--alpn"), 443), vec![b"mqtt".to_vec()]);
+        assert!(check_alpn(&f("x-amzn-mqtt-ca".into(), "--alpn")).is_ok());
+        assert!(err(check_alpn(&f("two words".into(), "--alpn"))).contains("is not an ALPN protocol name"));
+    }
+
+    #[test]
+    fn basic_ingest_takes_an_iot_rule_name() {
+        let prefix = basic_ingest(f("freezer_rule".into(), "--basic-ingest")).unwrap();
+        assert_eq!(prefix.as_deref(), Some("$aws/rules/freezer_rule/"));
+        assert_eq!(basic_ingest(None).unwrap(), None);
+        for bad in ["", "freezer-rule", "a/b", &"r".repeat(129)] {
+            assert!(
+                basic_ingest(f(bad.to_string(), "--basic-ingest")).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

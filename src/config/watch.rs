@@ -44,13 +44,15 @@ impl WatchConfig {
     pub fn resolve(f: WatchFlags) -> Result<WatchConfig> {
         validate::endpoint(&f.endpoint, "--endpoint")?;
         validate::topic_filter(&f.topic, "--topic")?;
+        basic_ingest_note(&f.endpoint, &f.topic)?;
         let duration = f
             .duration
             .as_deref()
             .map(|d| validate::parse_duration(d, "--duration"))
             .transpose()?;
         let roots = identity::load_roots(&TrustSource::from_flag(f.ca.clone()))?;
-        let tls = identity::client_config(&watch_identity(&f)?, roots)?;
+        let alpn = super::settings::alpn(None, f.port);
+        let tls = identity::client_config(&watch_identity(&f)?, roots, &alpn)?;
         Ok(WatchConfig {
             host: f.endpoint,
             port: f.port,
@@ -63,6 +65,21 @@ impl WatchConfig {
             duration,
         })
     }
+}
+
+/// Nothing can subscribe to a Basic Ingest topic on IoT Core: its messages go straight to the
+/// rule. Refused for an AWS endpoint; elsewhere (a local broker) only a note.
+fn basic_ingest_note(endpoint: &str, filter: &str) -> Result<()> {
+    if !filter.starts_with("$aws/rules/") {
+        return Ok(());
+    }
+    let why = "Basic Ingest topics ($aws/rules/...) skip the message broker: nothing can subscribe to \
+               them on AWS IoT Core; watch the rule's destination instead (e.g. the Kinesis stream)";
+    if super::Profile::for_endpoint(endpoint) == super::Profile::AwsIot {
+        return Err(input!("--topic {filter}: {why}"));
+    }
+    tracing::warn!("--topic {filter}: {why}; this endpoint is not IoT Core, so watching anyway");
+    Ok(())
 }
 
 /// The identity the watcher connects with.

@@ -34,7 +34,7 @@ pub enum Identity {
 }
 
 /// Loads and checks every identity; warns once about private keys others can read.
-pub fn load(identity: Identity, roots: Arc<RootCertStore>) -> Result<Vec<DeviceConfig>> {
+pub fn load(identity: Identity, roots: Arc<RootCertStore>, alpn: &[Vec<u8>]) -> Result<Vec<DeviceConfig>> {
     match identity {
         Identity::Folder {
             dir,
@@ -58,7 +58,7 @@ pub fn load(identity: Identity, roots: Arc<RootCertStore>) -> Result<Vec<DeviceC
                 .map(|CertFolder { id, files }| {
                     Ok(DeviceConfig {
                         id: id.clone(),
-                        tls: client_config(files, roots.clone())?,
+                        tls: client_config(files, roots.clone(), alpn)?,
                         cert_file: files.cert.clone(),
                     })
                 })
@@ -67,7 +67,7 @@ pub fn load(identity: Identity, roots: Arc<RootCertStore>) -> Result<Vec<DeviceC
             Ok(devices)
         }
         Identity::Shared { files, ids } => {
-            let tls = client_config(&files, roots)?;
+            let tls = client_config(&files, roots, alpn)?;
             warn_readable_keys(std::iter::once(files.key.as_path()));
             Ok(ids
                 .into_iter()

@@ -118,7 +118,12 @@ pub struct IdentityFiles {
 
 /// Loads and checks one identity and builds the TLS client config for it: TLS 1.2 and 1.3 only,
 /// server name always verified against `roots`, client certificate offered.
-pub fn client_config(files: &IdentityFiles, roots: Arc<RootCertStore>) -> Result<Arc<ClientConfig>> {
+/// `alpn` is offered in the handshake when not empty (IoT Core on port 443 needs `x-amzn-mqtt-ca`).
+pub fn client_config(
+    files: &IdentityFiles,
+    roots: Arc<RootCertStore>,
+    alpn: &[Vec<u8>],
+) -> Result<Arc<ClientConfig>> {
     let chain = load_cert_chain(&files.cert, &files.cert_label)?;
     let key = load_private_key(&files.key, &files.key_label)?;
     let mut config = ClientConfig::builder_with_provider(provider())
@@ -139,6 +144,7 @@ pub fn client_config(files: &IdentityFiles, roots: Arc<RootCertStore>) -> Result
                 files.key.display()
             ),
         })?;
+    config.alpn_protocols = alpn.to_vec();
     // A device talks to one endpoint: a session cache for one server (rustls' default sizes
     // one for 32, ~12 KB per device when every device has its own certificate). Resumption
     // stays on, so reconnects after a cut cost less. Never share a cache between identities:

@@ -240,7 +240,8 @@ impl Mosquitto {
         let state = tempfile::tempdir().unwrap();
         let log = state.path().join("mosquitto.log");
         let acl = state.path().join("acl");
-        write(&acl, "pattern readwrite #\n");
+        // `#` does not match topics that start with `$`: Basic Ingest topics need their own line.
+        write(&acl, "pattern readwrite #\npattern readwrite $aws/rules/#\n");
         let user = if unsafe_is_root() { "user root\n" } else { "" };
         // max_queued_messages 0: a slow subscriber must not lose messages to the broker's queue
         // limit (default 1000), or a test would blame the fleet for the broker's drop.

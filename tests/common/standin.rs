@@ -139,3 +139,95 @@ fn server_config(pki: &Pki) -> rustls::ServerConfig {
         .with_single_cert(certs, key)
         .unwrap()
 }
+
+/// A TLS front that, like AWS IoT Core on port 443, takes MQTT only from clients that offer ALPN
+/// `x-amzn-mqtt-ca` (client certificate required), and passes it on to a real broker over TLS
+/// with the test PKI's `monitor` identity.
+pub struct AlpnGate {
+    pub port: u16,
+    passed: Arc<Mutex<u64>>,
+    stop: Arc<AtomicBool>,
+}
+
+pub const IOT_MQTT_ALPN: &[u8] = b"x-amzn-mqtt-ca";
+
+impl AlpnGate {
+    pub fn start(pki: &Pki, upstream: u16) -> AlpnGate {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut server = server_config(pki);
+        server.alpn_protocols = vec![IOT_MQTT_ALPN.to_vec()];
+        let client = Arc::new(monitor_client_config(pki));
+        let (passed, stop) = (Arc::new(Mutex::new(0)), Arc::new(AtomicBool::new(false)));
+        let (count, halt, server) = (passed.clone(), stop.clone(), Arc::new(server));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let acceptor = tokio_rustls::TlsAcceptor::from(server);
+                let connector = tokio_rustls::TlsConnector::from(client);
+                while !halt.load(Ordering::SeqCst) {
+                    let Ok(Ok((tcp, _))) =
+                        tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
+                    else {
+                        continue;
+                    };
+                    let (acceptor, connector, count) = (acceptor.clone(), connector.clone(), count.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut front) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        if front.get_ref().1.alpn_protocol() != Some(IOT_MQTT_ALPN) {
+                            return; // no ALPN: not MQTT for this port
+                        }
+                        let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                            return;
+                        };
+                        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                        let Ok(mut back) = connector.connect(name, up).await else {
+                            return;
+                        };
+                        *count.lock().unwrap() += 1;
+                        let _ = tokio::io::copy_bidirectional(&mut front, &mut back).await;
+                    });
+                }
+            });
+        });
+        AlpnGate { port, passed, stop }
+    }
+
+    /// Connections that offered the ALPN protocol and were passed on.
+    pub fn passed(&self) -> u64 {
+        *self.passed.lock().unwrap()
+    }
+}
+
+impl Drop for AlpnGate {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A client config with the test PKI's `monitor` certificate.
+fn monitor_client_config(pki: &Pki) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let read = |name: &str| std::fs::read(pki.path().join(name)).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(&read("ca.pem")) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&read("monitor.crt"))
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(&read("monitor.key")).unwrap();
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .unwrap()
+}

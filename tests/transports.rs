@@ -1,0 +1,173 @@
+//! Other ways into IoT Core: MQTT on 443 with ALPN, Basic Ingest. Real mosquitto, real TLS,
+//! the real binary; the ALPN gate is a stand-in for IoT Core's port 443, which mosquitto has no
+//! equivalent of.
+
+mod common;
+
+use std::time::Duration;
+
+use common::standin::AlpnGate;
+use common::*;
+
+#[test]
+fn mqtt_with_alpn_x_amzn_mqtt_ca_passes_a_gate_that_requires_it() {
+    let Setup { pki, broker, sub } = Setup::new(3);
+    let gate = AlpnGate::start(&pki, broker.port);
+    let mut args = certs_args(&pki, gate.port);
+    args.extend(
+        [
+            "--alpn",
+            "x-amzn-mqtt-ca",
+            "--interval",
+            "300ms",
+            "--duration",
+            "3s",
+        ]
+        .map(String::from),
+    );
+    let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !stderr.contains("ALPN"),
+        "the gate selected the protocol: {stderr}"
+    );
+    assert_eq!(report["settings"]["alpn"], "x-amzn-mqtt-ca");
+    assert!(
+        gate.passed() >= 3,
+        "{} connections passed the gate",
+        gate.passed()
+    );
+    let published = num(&report, "/messages/published");
+    assert!(published >= 27, "{report:#}");
+    assert_eq!(
+        sub.wait_for(published as usize, Duration::from_secs(5)).len() as u64,
+        published
+    );
+}
+
+#[test]
+fn another_alpn_protocol_is_refused_by_name_before_the_run() {
+    let pki = Pki::new(1);
+    let broker = Mosquitto::start(&pki);
+    let gate = AlpnGate::start(&pki, broker.port);
+    let mut args = certs_args(&pki, gate.port);
+    args.extend(["--alpn", "mqtt", "--duration", "3s"].map(String::from));
+    let (code, stderr, _) = run_to_end(&strs(&args), Duration::from_secs(30));
+    assert_eq!(code, 2, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("error: --alpn: "), "{stderr}");
+    assert!(
+        stderr.contains("none of the ALPN protocols offered") && stderr.contains("x-amzn-mqtt-ca"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_broker_that_ignores_alpn_is_named_in_a_warning_and_still_used() {
+    let Setup { pki, broker, sub } = Setup::new(1);
+    let mut args = certs_args(&pki, broker.port);
+    args.extend(
+        [
+            "--alpn",
+            "x-amzn-mqtt-ca",
+            "--interval",
+            "200ms",
+            "--duration",
+            "2s",
+        ]
+        .map(String::from),
+    );
+    let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("ALPN 'x-amzn-mqtt-ca' was offered but the server selected none"),
+        "{stderr}"
+    );
+    let published = num(&report, "/messages/published");
+    assert_eq!(
+        sub.wait_for(published as usize, Duration::from_secs(5)).len() as u64,
+        published
+    );
+}
+
+#[test]
+fn basic_ingest_publishes_under_the_rule_prefix_and_the_limits_skip_it() {
+    let pki = Pki::new(2);
+    let broker = Mosquitto::start(&pki);
+    // Seven slashes after the prefix: IoT Core's limit, which the prefix does not count towards.
+    let topic = "plant/a/b/c/d/e/f/freezers";
+    let sub = Subscriber::start(&pki, broker.port, &format!("$aws/rules/freezer_rule/{topic}"));
+    let mut args = certs_args(&pki, broker.port);
+    let flags = [
+        "--basic-ingest",
+        "freezer_rule",
+        "--topic",
+        topic,
+        "--profile",
+        "aws-iot",
+    ];
+    args.extend(flags.map(String::from));
+    args.extend(["--interval", "250ms", "--duration", "2s"].map(String::from));
+    let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        report["settings"]["topic"],
+        format!("$aws/rules/freezer_rule/{topic}")
+    );
+    let published = num(&report, "/messages/published");
+    assert!(published >= 12, "{report:#}");
+    let events = sub.wait_for(published as usize, Duration::from_secs(5));
+    assert_eq!(events.len() as u64, published, "{stderr}");
+    // One more slash is over the limit, prefix or not.
+    let mut args = certs_args(&pki, broker.port);
+    let flags = [
+        "--basic-ingest",
+        "freezer_rule",
+        "--topic",
+        "plant/a/b/c/d/e/f/g/freezers",
+        "--profile",
+        "aws-iot",
+    ];
+    args.extend(flags.map(String::from));
+    let (code, stderr, _) = run_to_end(&strs(&args), Duration::from_secs(30));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("8 slashes"), "{stderr}");
+}
+
+#[test]
+fn a_real_broker_that_denies_the_topic_gets_the_publish_policy_diagnosis() {
+    // mosquitto's ACL here allows `#`, which never matches a topic starting with `$`: a publish
+    // to `$denied/freezers` is refused, and mosquitto (like IoT Core) closes the connection.
+    let pki = Pki::new(2);
+    let broker = Mosquitto::start(&pki);
+    let mut args = certs_args(&pki, broker.port);
+    args.extend(
+        [
+            "--topic",
+            "$denied/freezers",
+            "--interval",
+            "300ms",
+            "--duration",
+            "30s",
+        ]
+        .map(String::from),
+    );
+    let started = std::time::Instant::now();
+    let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(60));
+    assert_eq!(code, 1, "every device gave up: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(25), "{stderr}");
+    assert_eq!(
+        report["device_failures"]["publish not allowed by policy"]["count"], 2,
+        "{report:#}"
+    );
+    assert!(
+        stderr.contains("the server closes the connection after each PUBLISH to '$denied/freezers'"),
+        "{stderr}"
+    );
+    assert!(
+        broker.log_text().contains("Denied PUBLISH"),
+        "{}",
+        broker.log_text()
+    );
+}
