@@ -37,6 +37,7 @@ pub enum Kind {
     ClientCertRejected,
     TlsOther,
     ClientIdInUse,
+    QuotaExceeded,
     ConnectNotAllowed,
     PublishNotAllowed,
     NotConnectedYet,
@@ -82,6 +83,7 @@ impl Kind {
             Kind::ClientCertRejected => "client certificate rejected",
             Kind::TlsOther => "TLS error",
             Kind::ClientIdInUse => "client id in use",
+            Kind::QuotaExceeded => "quota exceeded",
             Kind::ConnectNotAllowed => "connect not allowed by policy",
             Kind::PublishNotAllowed => "publish not allowed by policy",
             Kind::NotConnectedYet => "not connected yet",
@@ -157,6 +159,15 @@ pub fn classify(err: &ConnectionError, addr: &str) -> Cause {
             ),
         );
     }
+    if let ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted) = err {
+        return closed(addr, "connection closed");
+    }
+    from_chain(err, addr)
+}
+
+/// Classifies any connection error by what it wraps (an I/O error, a TLS verdict); for clients
+/// other than rumqttc's 3.1.1 one too.
+pub fn from_chain(err: &(dyn StdError + 'static), addr: &str) -> Cause {
     let mut next: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = next {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
@@ -174,15 +185,10 @@ pub fn classify(err: &ConnectionError, addr: &str) -> Cause {
         }
         next = e.source();
     }
-    match err {
-        ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted) => {
-            closed(addr, "connection closed")
-        }
-        other => Cause::new(Kind::Other, format!("{addr}: {other}")),
-    }
+    Cause::new(Kind::Other, format!("{addr}: {err}"))
 }
 
-fn closed(addr: &str, how: &str) -> Cause {
+pub fn closed(addr: &str, how: &str) -> Cause {
     Cause::new(
         Kind::ClosedByServer,
         format!(

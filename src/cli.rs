@@ -330,6 +330,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
     pub bind: Option<Vec<String>>,
 
+    /// MQTT version: 3.1.1, or 5 (the server's CONNACK/PUBACK/DISCONNECT reason codes by name) [default: 3.1.1].
+    #[arg(long, value_enum, value_name = "3.1.1|5")]
+    pub mqtt_version: Option<crate::config::MqttVersion>,
+
     /// TLS ALPN protocol to offer [default: x-amzn-mqtt-ca on port 443, as IoT Core needs for MQTT there; none elsewhere].
     #[arg(long, value_name = "PROTO")]
     pub alpn: Option<String>,
@@ -376,6 +380,7 @@ impl RunArgs {
             bind: self.bind,
             alpn: self.alpn,
             basic_ingest: self.basic_ingest,
+            mqtt_version: self.mqtt_version,
         };
         (layer, self.config)
     }

@@ -22,8 +22,8 @@ fn main() {
 /// Logs go to stderr; FREEZER_FLEET_LOG (e.g. `debug`, or `info,rumqttd=info` for the embedded
 /// broker's own log, quiet by default) changes the level; NO_COLOR is respected.
 fn init_tracing() {
-    let filter =
-        EnvFilter::try_from_env("FREEZER_FLEET_LOG").unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off"));
+    let filter = EnvFilter::try_from_env("FREEZER_FLEET_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off,rumqttc=error"));
     let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -83,6 +83,7 @@ pub struct Settings {
     pub topic: String,
     /// The ALPN protocol offered, if any.
     pub alpn: Option<String>,
+    pub mqtt_version: crate::config::MqttVersion,
     pub qos: u8,
     pub devices: usize,
     pub interval_ms: Option<f64>,
@@ -110,6 +111,7 @@ impl Settings {
             port: cfg.port,
             topic: cfg.topic.clone(),
             alpn: cfg.alpn.first().map(|a| String::from_utf8_lossy(a).into_owned()),
+            mqtt_version: cfg.mqtt_version,
             qos: cfg.qos as u8,
             devices: cfg.devices.len(),
             interval_ms: match cfg.schedule {
@@ -310,6 +312,7 @@ mod tests {
             port: 8883,
             topic: "freezers".into(),
             alpn: None,
+            mqtt_version: Default::default(),
             qos: 1,
             devices: 7,
             interval_ms: Some(500.0),

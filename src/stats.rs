@@ -122,6 +122,8 @@ pub enum Loss {
     NotAcked,
     /// Never written before shutdown.
     NotSent,
+    /// The server refused it for good (e.g. MQTT 5 PUBACK 0x87).
+    Refused(Kind),
 }
 
 impl Loss {
@@ -132,6 +134,7 @@ impl Loss {
             Loss::GaveUp(kind) => format!("device gave up: {}", kind.key()),
             Loss::NotAcked => "not acknowledged before shutdown".into(),
             Loss::NotSent => "not sent before shutdown".into(),
+            Loss::Refused(kind) => format!("refused by the server: {}", kind.key()),
         }
     }
 }

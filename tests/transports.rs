@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::standin::AlpnGate;
+use common::standin::{AlpnGate, Refuse, RefusingServer};
 use common::*;
 
 #[test]
@@ -170,4 +170,101 @@ fn a_real_broker_that_denies_the_topic_gets_the_publish_policy_diagnosis() {
         "{}",
         broker.log_text()
     );
+}
+
+#[test]
+fn mqtt5_devices_connect_as_protocol_v5_and_deliver_every_event() {
+    let Setup { pki, broker, sub } = Setup::new(3);
+    let mut args = certs_args(&pki, broker.port);
+    args.extend(["--mqtt-version", "5", "--interval", "250ms", "--duration", "2s"].map(String::from));
+    let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("MQTT 5 topic 'freezers'"), "{stderr}");
+    assert_eq!(report["settings"]["mqtt_version"], "5");
+    let log = broker.log_text();
+    for id in ["freezer1", "freezer2", "freezer3"] {
+        assert!(
+            log.lines().any(|l| l.contains(&format!("as {id} (p5,"))),
+            "{id} did not connect with MQTT 5:\n{log}"
+        );
+    }
+    let published = num(&report, "/messages/published");
+    assert_eq!(num(&report, "/messages/acknowledged"), published, "{report:#}");
+    let events = sub.wait_for(published as usize, Duration::from_secs(5));
+    assert_eq!(events.len() as u64, published);
+}
+
+#[test]
+fn mqtt5_puback_0x87_for_a_denied_topic_is_named_by_device() {
+    // The ACL allows only `allowed/#`: a publish to `freezers` is denied, and mosquitto answers
+    // an MQTT 5 client with PUBACK 0x87 and keeps the connection.
+    let pki = Pki::new(2);
+    let broker = Mosquitto::start_with_acl(&pki, "pattern readwrite allowed/#\n");
+    let mut args = certs_args(&pki, broker.port);
+    let flags = ["--mqtt-version", "5", "--interval", "200ms", "--duration", "20s"];
+    args.extend(flags.map(String::from));
+    let started = std::time::Instant::now();
+    let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(40));
+    assert_eq!(code, 1, "every device gave up: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15), "{stderr}");
+    let refused = &report["device_failures"]["publish not allowed by policy"];
+    assert_eq!(refused["count"], 2, "{report:#}");
+    let why = refused["example"].as_str().unwrap();
+    assert!(
+        why.starts_with("PUBACK 0x87 not authorized for each PUBLISH to 'freezers'"),
+        "{why}\n{stderr}\n{}",
+        broker.log_text()
+    );
+    assert!(
+        num(
+            &report,
+            "/errors/refused by the server: publish not allowed by policy"
+        ) >= 6,
+        "{report:#}"
+    );
+    // The server said why: no connection was closed to make it so.
+    assert_eq!(num(&report, "/connects/disconnects"), 0, "{report:#}");
+    assert!(
+        stderr.contains("failed: publish not allowed by policy: 2 device(s) (freezer1, freezer2)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn mqtt5_session_taken_over_is_the_servers_own_word_for_a_duplicate_client_id() {
+    // mosquitto 2.0.11 closes the older connection without DISCONNECT 0x8E; IoT Core sends it.
+    let pki = Pki::new(1);
+    let server = RefusingServer::start(&pki, Refuse::TakenOverV5);
+    let mut args = certs_args(&pki, server.port);
+    let flags = [
+        "--mqtt-version",
+        "5",
+        "--interval",
+        "100ms",
+        "--duration",
+        "5s",
+        "--backoff-max",
+        "2s",
+    ];
+    args.extend(flags.map(String::from));
+    let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(30));
+    assert_eq!(code, 0, "the device kept trying to the end: {stderr}");
+    let named: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("is in use by another connection"))
+        .collect();
+    assert_eq!(named.len(), 1, "named once, at the first DISCONNECT: {stderr}");
+    assert!(
+        named[0].contains("DISCONNECT 0x8E session taken over"),
+        "{stderr}"
+    );
+    let suspected = &report["suspected"]["client id in use"];
+    assert_eq!(
+        suspected["devices"],
+        serde_json::json!(["freezer1"]),
+        "{report:#}"
+    );
+    // After the first, every --backoff-max (1 to 2 s): about 3 to 5 connects in 5 s, not 15.
+    let connects = server.connects().len();
+    assert!((2..=6).contains(&connects), "{connects} connects: {stderr}");
 }

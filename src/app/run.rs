@@ -7,7 +7,7 @@ use anyhow::Result;
 use tokio::sync::mpsc;
 
 use crate::cli::RunArgs;
-use crate::config::{self, FleetConfig};
+use crate::config::{self, FleetConfig, MqttVersion};
 use crate::console::{self, Command, ConsoleLines};
 use crate::device::InjectNote;
 use crate::error::exit;
@@ -16,6 +16,7 @@ use crate::live::{self, LiveView};
 use crate::report::{self, Report, Settings};
 use crate::signals::Signals;
 use crate::transport::mqtt::Mqtt;
+use crate::transport::mqtt5::Mqtt5;
 use crate::{nofile, preflight, stop};
 
 /// How long a device waits for TCP + TLS + CONNACK.
@@ -49,13 +50,31 @@ fn mqtt(cfg: &FleetConfig) -> Mqtt {
     }
 }
 
+/// The MQTT 5 transport for a run's settings.
+fn mqtt5(cfg: &FleetConfig) -> Mqtt5 {
+    Mqtt5 {
+        host: cfg.endpoint.clone(),
+        port: cfg.port,
+        topic: cfg.topic.clone(),
+        qos: cfg.qos,
+        keep_alive: cfg.keep_alive,
+        persistent_session: cfg.persistent_session,
+        max_inflight: cfg.max_inflight,
+        connect_timeout: CONNECT_TIMEOUT,
+        bind: cfg.bind.clone(),
+    }
+}
+
 /// Runs the fleet to the end with the console on `console`; prints the summary and writes the
 /// report.
 pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outcome> {
     nofile::raise_open_files_limit(cfg.devices.len());
     announce(cfg);
     let mut signals = Signals::new()?;
-    let mut fleet = Fleet::start(cfg, mqtt(cfg));
+    let mut fleet = match cfg.mqtt_version {
+        MqttVersion::V311 => Fleet::start(cfg, mqtt(cfg)),
+        MqttVersion::V5 => Fleet::start(cfg, mqtt5(cfg)),
+    };
     let mut front = Front {
         console,
         notes: fleet.take_notes().expect("notes are taken once"),
@@ -130,10 +149,15 @@ fn announce(cfg: &FleetConfig) {
         tracing::info!("seed {seed} (pass --seed {seed} to repeat these readings)");
     }
     tracing::info!(
-        "{} device(s) -> {}:{} topic '{}' QoS {}, {}{}",
+        "{} device(s) -> {}:{} MQTT {} topic '{}' QoS {}, {}{}",
         cfg.devices.len(),
         cfg.endpoint,
         cfg.port,
+        if cfg.mqtt_version == MqttVersion::V5 {
+            "5"
+        } else {
+            "3.1.1"
+        },
         cfg.topic,
         cfg.qos as u8,
         cfg.schedule,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Deserialize;
 
+use super::MqttVersion;
 use super::aws_iot::Profile;
 use super::validate::parse_duration;
 use crate::error::io_cause;
@@ -48,6 +49,7 @@ pub struct Layer {
     pub bind: Option<Vec<String>>,
     pub alpn: Option<String>,
     pub basic_ingest: Option<String>,
+    pub mqtt_version: Option<MqttVersion>,
 }
 
 /// `rate`: a number, or "max" (a config file may write either; a flag is always text).

@@ -71,6 +71,22 @@ impl fmt::Display for Schedule {
     }
 }
 
+/// The MQTT protocol version devices speak.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+pub enum MqttVersion {
+    /// MQTT 3.1.1.
+    #[default]
+    #[value(name = "3.1.1")]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5: the server's reason codes are reported by name; session expiry instead of clean session.
+    #[value(name = "5")]
+    #[serde(rename = "5")]
+    V5,
+}
+
 /// The seed of every random choice, and whether the user gave it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seed {
@@ -86,6 +102,7 @@ pub struct FleetConfig {
     pub topic: String,
     /// The ALPN protocol offered (empty: none).
     pub alpn: Vec<Vec<u8>>,
+    pub mqtt_version: MqttVersion,
     pub qos: QoS,
     pub duration: Option<Duration>,
     pub seed: Seed,
@@ -133,6 +150,9 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     let alpn = m.pick(|l| l.alpn.take(), "--alpn");
     s::check_alpn(&alpn)?;
     let alpn = s::alpn(alpn, port);
+    let mqtt_version = m
+        .pick(|l| l.mqtt_version.take(), "--mqtt-version")
+        .map_or_else(Default::default, |v| v.value);
     let qos = s::qos(m.pick(|l| l.qos.take(), "--qos"))?;
     let interval = m.duration(|l| l.interval.take(), "--interval")?;
     let duration = s::run_duration(m.duration(|l| l.duration.take(), "--duration")?)?;
@@ -191,6 +211,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         // The Basic Ingest prefix is exempt from the topic limits above, as IoT Core does.
         topic: format!("{}{topic}", basic_ingest.as_deref().unwrap_or_default()),
         alpn,
+        mqtt_version,
         qos,
         duration,
         seed,

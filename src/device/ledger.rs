@@ -136,6 +136,23 @@ impl Ledger {
         self.awaiting.remove(&token).map(|q| q.intended.elapsed())
     }
 
+    /// The server refused the payload written as `token`: with `retry` it goes back to the front
+    /// of the outbox (in seq order), otherwise it is forgotten. False when `token` is unknown.
+    pub fn on_refused(&mut self, token: u64, retry: bool) -> bool {
+        let Some(item) = self.awaiting.remove(&token) else {
+            return false;
+        };
+        if retry {
+            let at = self
+                .outbox
+                .iter()
+                .position(|q| q.seq > item.seq)
+                .unwrap_or(self.outbox.len());
+            self.outbox.insert(at, item);
+        }
+        true
+    }
+
     /// The connection was lost: everything handed or awaiting goes back to the front of the
     /// outbox in seq order. Returns how many of the oldest were dropped to respect the cap.
     pub fn take_back_unacked(&mut self) -> u64 {
@@ -262,6 +279,22 @@ mod tests {
         assert_eq!((qos1.unacked(), qos1.unsent()), (1, 0));
         assert_eq!(qos1.clear(), 1);
         assert!(qos1.is_drained());
+    }
+
+    #[test]
+    fn a_refused_event_is_retried_in_seq_order_or_forgotten() {
+        let mut l = ledger(100, 2);
+        for tag in 1..=3 {
+            push(&mut l, tag);
+        }
+        hand_all(&mut l); // 1 and 2
+        l.on_written(1);
+        l.on_written(2);
+        assert!(l.on_refused(1, true), "quota exceeded: retried");
+        assert!(l.on_refused(2, false), "not authorized: forgotten");
+        assert!(!l.on_refused(2, false), "once");
+        assert_eq!(hand_all(&mut l), [1, 3]);
+        assert_eq!(l.owed(), 2);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::ratelimit::Pacer;
 use crate::stats::{Loss, Stats};
 use crate::transport::{Link, LinkEvent, Sender, Transport};
 
+pub mod backoff;
 pub mod drops;
 mod inputs;
 pub mod ledger;
@@ -134,6 +135,8 @@ struct Device {
     timed_taken: u64,
     links: DeviceLinks,
     inject_open: bool,
+    /// A diagnosis that stops the device at the next turn of its loop.
+    stop_with: Option<Cause>,
 }
 
 /// Runs one device until the fleet stops it or it gives up for a permanent cause.
@@ -176,6 +179,7 @@ pub async fn run<T: Transport>(
         timed_taken: 0,
         links,
         inject_open: true,
+        stop_with: None,
     };
     if device.run(&mut tx, &mut link).await {
         device.drain(&mut tx, &mut link).await;
@@ -217,6 +221,12 @@ impl Device {
                 },
                 Some(ev) => self.on_event(ev),
             }
+            if let Some(diagnosis) = self.stop_with.take() {
+                link.close(Duration::from_secs(1), |ev| self.on_event(ev)).await;
+                self.go_offline();
+                self.give_up(&diagnosis);
+                return false;
+            }
             self.hand_off(tx);
         }
         true
@@ -229,7 +239,7 @@ impl Device {
     /// Waits for the next attempt's turn (backoff, one per second per id, the fleet's pacer),
     /// still taking readings meanwhile; false when the fleet is stopping.
     async fn pass_gates(&mut self, retry_at: Option<Instant>) -> bool {
-        let at = reconnect::attempt_at(retry_at, self.last_attempt, Instant::now());
+        let at = backoff::attempt_at(retry_at, self.last_attempt, Instant::now());
         if !self.wait_until(at).await {
             return false;
         }
@@ -283,14 +293,36 @@ impl Device {
                 Some(Written::Resent) => self.stats.messages.resent.inc(),
                 None => {}
             },
+            LinkEvent::Refused { token, cause } => self.on_refused(token, cause),
             LinkEvent::Acked { token } => {
                 if let Some(latency) = self.ledger.on_acked(token) {
+                    self.policy.on_acked();
                     self.session.acked += 1;
                     self.stats.messages.acknowledged.inc();
                     self.stats.record_puback(self.index, latency);
                 }
             }
             LinkEvent::Lost(_) | LinkEvent::Idle => {}
+        }
+    }
+
+    /// The server refused an event: retried when the reason may pass (a quota), counted as
+    /// failed otherwise; repeated refusals stop the device with the diagnosis.
+    fn on_refused(&mut self, token: u64, cause: Cause) {
+        let retry = !cause.permanent();
+        if !self.ledger.on_refused(token, retry) {
+            return;
+        }
+        if retry {
+            self.stats.messages.resent.inc();
+        } else {
+            self.stats.events_failed(1, Loss::Refused(cause.kind));
+        }
+        if self.settings.log_gate.may_log() {
+            tracing::warn!("{}: {}", self.id, cause.detail);
+        }
+        if let Some(diagnosis) = self.policy.on_refused(&cause, &self.settings.topic) {
+            self.stop_with = Some(diagnosis);
         }
     }
 

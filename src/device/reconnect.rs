@@ -1,78 +1,23 @@
-//! When a device tries to connect again, and when it stops trying.
+//! What a device does after a failed attempt or a lost connection: retry (when, see
+//! [`super::backoff`]), stop, or carry on under a suspicion.
 //!
-//! Design: pure state, no I/O and no clock of its own (times are passed in), so every rule is
-//! unit-tested in microseconds. Three gates space the attempts, so a broker hiccup never becomes
-//! a reconnect storm: exponential backoff with full jitter ([`Backoff`]), at most one attempt per
-//! second per client id (AWS IoT Core's limit, [`attempt_at`]), and the fleet-wide `--ramp-up`
-//! pacer (`crate::ratelimit`).
-//!
-//! It also reads what the server is silently saying. IoT Core refuses by closing the connection:
-//! right after CONNECT when the policy does not allow iot:Connect for the client id, right after
-//! a PUBLISH when it does not allow iot:Publish on the topic, and within seconds of connecting,
-//! again and again, when another connection uses the same client id. A flapping network closes
-//! connections too, but for many devices at once: only session ends that the rest of the fleet
-//! did not share count, and only when they repeat. Policy refusals stop the device with the
-//! diagnosis; a suspected take-over is named and the device keeps trying every `--backoff-max`.
+//! Design: pure state, no I/O and no clock of its own, so every rule is unit-tested in
+//! microseconds. It reads what the server is silently saying. IoT Core refuses by closing the
+//! connection: right after CONNECT when the policy does not allow iot:Connect for the client id,
+//! right after a PUBLISH when it does not allow iot:Publish on the topic, and within seconds of
+//! connecting, again and again, when another connection uses the same client id. A flapping
+//! network closes connections too, but for many devices at once: a short session counts only when
+//! the rest of the fleet did not share its end, and every sign counts only when it repeats.
+//! Policy refusals stop the device with the diagnosis; a suspected take-over is named and the
+//! device keeps trying every `--backoff-max`. MQTT 5 servers give their reasons outright.
 
 use std::time::Duration;
 
 use rand::{Rng, RngExt};
 use tokio::time::Instant;
 
+pub use super::backoff::{Backoff, SHORT_SESSION};
 use crate::cause::{Cause, Kind};
-
-/// AWS IoT Core accepts one CONNECT per second per client id.
-pub const MIN_ATTEMPT_SPACING: Duration = Duration::from_secs(1);
-/// A session the server closes within this long after CONNACK counts as a short session; one
-/// that lasted longer is healthy and resets the backoff.
-pub const SHORT_SESSION: Duration = Duration::from_secs(10);
-
-/// The earliest moment of the next attempt: when the backoff says, and never sooner than
-/// [`MIN_ATTEMPT_SPACING`] after the previous attempt.
-pub fn attempt_at(retry_at: Option<Instant>, last_attempt: Option<Instant>, now: Instant) -> Instant {
-    let at = retry_at.unwrap_or(now);
-    match last_attempt {
-        Some(last) => at.max(last + MIN_ATTEMPT_SPACING),
-        None => at,
-    }
-}
-
-/// Exponential backoff with full jitter: the cap doubles with each failure in a row, from `min`
-/// up to `max`, and the wait is drawn uniformly below the cap.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    pub max: Duration,
-    failures: u32,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            min,
-            max,
-            failures: 0,
-        }
-    }
-
-    /// The cap of the next wait, counting one more failure.
-    fn next_cap(&mut self) -> Duration {
-        self.failures = self.failures.saturating_add(1);
-        self.min
-            .saturating_mul(1u32 << self.failures.min(16).saturating_sub(1))
-            .min(self.max)
-    }
-
-    /// The wait before the next attempt.
-    pub fn next(&mut self, rng: &mut impl Rng) -> Duration {
-        self.next_cap().mul_f64(rng.random::<f64>())
-    }
-
-    /// A connection succeeded: start from `min` again.
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
 
 /// How far the device had got in a session when it ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -157,6 +102,8 @@ pub struct Policy {
     own_ends: std::collections::VecDeque<Instant>,
     streak: Option<(Suspect, u32)>,
     takeover_named: bool,
+    /// Publishes the server refused for good in a row (MQTT 5 PUBACK reason codes).
+    refused_in_a_row: u32,
 }
 
 impl Policy {
@@ -167,6 +114,7 @@ impl Policy {
             own_ends: std::collections::VecDeque::new(),
             streak: None,
             takeover_named: false,
+            refused_in_a_row: 0,
         }
     }
 
@@ -189,19 +137,33 @@ impl Policy {
             self.own_ends.pop_front();
         }
         self.own_ends.push_back(end.at);
+        // MQTT 5 says so itself (DISCONNECT 0x8E session taken over): nothing to infer.
+        let told = (end.cause.kind == Kind::ClientIdInUse).then(|| end.cause.clone());
         if let Some(prev) = self.pending.replace(end) {
             self.judge(&prev, neighbours);
+        }
+        if let Some(told) = told {
+            let why = format!(
+                "client id {} is in use by another connection ({})",
+                who.0, told.detail
+            );
+            return self.suspect_takeover(why, rng);
         }
         // The backoff starts over after a session that worked (it lasted, or the server
         // acknowledged a publish); the streak is judged from the session ends themselves.
         if healthy {
             self.backoff.reset();
         }
-        if matches!(self.pending.as_ref().map(|e| e.stage), Some(Stage::Connected { lasted, .. }) if lasted >= SHORT_SESSION)
-        {
+        let lasted =
+            |e: &SessionEnd| matches!(e.stage, Stage::Connected { lasted, .. } if lasted >= SHORT_SESSION);
+        if self.pending.as_ref().is_some_and(lasted) {
             self.takeover_named = false;
         }
-        let (id, topic) = who;
+        self.verdict(who, rng)
+    }
+
+    /// What the current streak of session ends means.
+    fn verdict(&mut self, (id, topic): (&str, &str), rng: &mut impl Rng) -> Next {
         match self.streak {
             Some((Suspect::ConnectRefused, n)) if n >= REPEATS => Next::GiveUp(Cause::new(
                 Kind::ConnectNotAllowed,
@@ -218,27 +180,27 @@ impl Policy {
                 ),
             )),
             Some((Suspect::Takeover, n)) if n >= REPEATS => {
-                let suspicion = (!self.takeover_named).then(|| {
-                    Cause::new(
-                        Kind::ClientIdInUse,
-                        format!(
-                            "client id {id} is probably in use by another connection: the server closed {n} \
-                             sessions in a row within seconds while the rest of the fleet stayed connected; \
-                             retrying every --backoff-max"
-                        ),
-                    )
-                });
-                self.takeover_named = true;
-                let max = self.backoff.max;
-                Next::RetryAfter {
-                    wait: max / 2 + (max / 2).mul_f64(rng.random::<f64>()),
-                    suspicion,
-                }
+                let why = format!(
+                    "client id {id} is probably in use by another connection: the server closed {n} sessions \
+                     in a row within seconds while the rest of the fleet stayed connected; retrying every \
+                     --backoff-max"
+                );
+                self.suspect_takeover(why, rng)
             }
             _ => Next::RetryAfter {
                 wait: self.backoff.next(rng),
                 suspicion: None,
             },
+        }
+    }
+
+    /// A take-over: named once (until a session lasts again), retried every `--backoff-max`.
+    fn suspect_takeover(&mut self, why: String, rng: &mut impl Rng) -> Next {
+        let suspicion = (!self.takeover_named).then(|| Cause::new(Kind::ClientIdInUse, why));
+        self.takeover_named = true;
+        Next::RetryAfter {
+            wait: self.backoff_max_jittered(rng),
+            suspicion,
         }
     }
 
@@ -248,6 +210,35 @@ impl Policy {
         let own = self.own_ends.iter().filter(|t| within(**t, at, reach)).count() as u64;
         let others = neighbours.drops_around(at).saturating_sub(own);
         others <= (neighbours.fleet_size() / SOLO_SHARE) as u64
+    }
+
+    /// Between half and all of `--backoff-max`: how long a suspected device waits.
+    fn backoff_max_jittered(&self, rng: &mut impl Rng) -> Duration {
+        let max = self.backoff.max;
+        max / 2 + (max / 2).mul_f64(rng.random::<f64>())
+    }
+
+    /// The server refused a publish with `cause` (its own reason); returns the diagnosis to stop
+    /// with after [`REPEATS`] permanent refusals in a row.
+    pub fn on_refused(&mut self, cause: &Cause, topic: &str) -> Option<Cause> {
+        if !cause.permanent() {
+            return None;
+        }
+        self.refused_in_a_row += 1;
+        (self.refused_in_a_row >= REPEATS).then(|| {
+            Cause::new(
+                cause.kind,
+                format!(
+                    "{} for each PUBLISH to '{topic}': the policy does not allow iot:Publish on topic/{topic}",
+                    cause.detail
+                ),
+            )
+        })
+    }
+
+    /// The server acknowledged a publish.
+    pub fn on_acked(&mut self) {
+        self.refused_in_a_row = 0;
     }
 
     /// Judges an earlier session end now that the fleet's drops around it are known.
@@ -289,41 +280,6 @@ mod tests {
     }
     fn closed() -> Cause {
         Cause::new(Kind::ClosedByServer, "closed".into())
-    }
-
-    #[test]
-    fn the_cap_doubles_per_failure_and_saturates_at_max() {
-        let mut b = Backoff::new(secs(1), secs(30));
-        let caps: Vec<u64> = (0..7).map(|_| b.next_cap().as_secs()).collect();
-        assert_eq!(caps, [1, 2, 4, 8, 16, 30, 30]);
-        for _ in 0..100 {
-            b.next_cap();
-        }
-        assert_eq!(b.next_cap(), secs(30), "no overflow after many failures");
-        b.reset();
-        assert_eq!(b.next_cap(), secs(1));
-    }
-
-    #[test]
-    fn full_jitter_stays_below_the_cap_and_spreads() {
-        let mut r = rng();
-        let waits: Vec<Duration> = (0..200)
-            .map(|_| {
-                let mut b = Backoff::new(secs(4), secs(4));
-                b.next(&mut r)
-            })
-            .collect();
-        assert!(waits.iter().all(|w| *w <= secs(4)));
-        assert!(waits.iter().any(|w| *w < secs(1)) && waits.iter().any(|w| *w > secs(3)));
-    }
-
-    #[test]
-    fn attempts_for_one_client_id_are_a_second_apart() {
-        let t0 = Instant::now();
-        assert_eq!(attempt_at(None, None, t0), t0);
-        assert_eq!(attempt_at(None, Some(t0), t0), t0 + MIN_ATTEMPT_SPACING);
-        let later = t0 + secs(5);
-        assert_eq!(attempt_at(Some(later), Some(t0), t0), later);
     }
 
     /// A fleet of 200 as a test sees it: this device's own session ends, and the moments when

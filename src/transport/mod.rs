@@ -27,6 +27,7 @@ use crate::cause::Cause;
 use crate::config::DeviceConfig;
 
 pub mod mqtt;
+pub mod mqtt5;
 
 /// What a link reports to its device.
 #[derive(Debug)]
@@ -37,6 +38,9 @@ pub enum LinkEvent {
     Written { token: u64 },
     /// The server acknowledged the payload written with `token`.
     Acked { token: u64 },
+    /// The server answered the payload written with `token` with a refusal (e.g. MQTT 5
+    /// `PUBACK 0x87 not authorized`): it was not accepted.
+    Refused { token: u64, cause: Cause },
     /// The connection failed or dropped. Everything handed but not acknowledged is lost to
     /// this link; the next [`Link::next`] reconnects.
     Lost(Cause),

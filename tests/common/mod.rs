@@ -236,18 +236,36 @@ impl Mosquitto {
     }
 
     pub fn start_on(pki: &Pki, port: u16) -> Mosquitto {
+        // `#` does not match topics that start with `$`: Basic Ingest topics need their own line.
+        // max_queued_messages 0: a slow subscriber must not lose messages to the broker's queue
+        // limit (default 1000), or a test would blame the fleet for the broker's drop.
+        let acl = "pattern readwrite #\npattern readwrite $aws/rules/#\n";
+        Self::start_with(pki, port, acl, "max_queued_messages 0\n")
+    }
+
+    /// Starts on a fresh port with this ACL file content (user name = certificate CN), and the
+    /// default queue limit: with `max_queued_messages 0`, mosquitto 2.0.11 drops the connection
+    /// right after it sends an MQTT 5 PUBACK with a reason code, so the reason rarely arrives.
+    pub fn start_with_acl(pki: &Pki, acl: &str) -> Mosquitto {
+        let mut m = Self::start_with(pki, free_port(), acl, "");
+        assert!(
+            m.child.try_wait().unwrap().is_none(),
+            "mosquitto exited: {}",
+            m.log_text()
+        );
+        m
+    }
+
+    fn start_with(pki: &Pki, port: u16, acl_text: &str, queue: &str) -> Mosquitto {
         require("mosquitto");
         let state = tempfile::tempdir().unwrap();
         let log = state.path().join("mosquitto.log");
         let acl = state.path().join("acl");
-        // `#` does not match topics that start with `$`: Basic Ingest topics need their own line.
-        write(&acl, "pattern readwrite #\npattern readwrite $aws/rules/#\n");
+        write(&acl, acl_text);
         let user = if unsafe_is_root() { "user root\n" } else { "" };
-        // max_queued_messages 0: a slow subscriber must not lose messages to the broker's queue
-        // limit (default 1000), or a test would blame the fleet for the broker's drop.
         let conf = format!(
             "{user}persistence false\nlog_dest file {log}\nlog_type all\nconnection_messages true\n\
-             set_tcp_nodelay true\nmax_queued_messages 0\nmax_inflight_messages 100\nallow_anonymous false\nper_listener_settings false\nacl_file {acl}\n\
+             set_tcp_nodelay true\n{queue}max_inflight_messages 100\nallow_anonymous false\nper_listener_settings false\nacl_file {acl}\n\
              listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
              require_certificate true\nuse_identity_as_username true\ntls_version tlsv1.2\n",
             log = log.display(),

@@ -22,6 +22,10 @@ pub enum Refuse {
     AfterConnect,
     /// After CONNACK, right after the first PUBLISH, without PUBACK (iot:Publish denied).
     AfterPublish,
+    /// MQTT 5: acknowledges everything, then 300 ms after CONNACK sends DISCONNECT 0x8E
+    /// (session taken over) and closes, as IoT Core tells an MQTT 5 client whose client id
+    /// another connection took.
+    TakenOverV5,
 }
 
 pub struct RefusingServer {
@@ -56,7 +60,11 @@ impl RefusingServer {
                     let (acceptor, log) = (acceptor.clone(), log.clone());
                     tokio::spawn(async move {
                         if let Ok(stream) = acceptor.accept(tcp).await {
-                            serve(stream, refuse, &log).await;
+                            if refuse == Refuse::TakenOverV5 {
+                                serve_v5_taken_over(stream, &log).await;
+                            } else {
+                                serve(stream, refuse, &log).await;
+                            }
                         }
                     });
                 }
@@ -112,6 +120,68 @@ async fn serve(
         reply.write(&mut out, 1 << 20).unwrap();
         if stream.write_all(&out).await.is_err() {
             return;
+        }
+    }
+}
+
+/// MQTT 5: CONNACK, PUBACK and PINGRESP as a broker would, then DISCONNECT 0x8E.
+async fn serve_v5_taken_over(
+    mut stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    log: &Mutex<Vec<(String, Instant)>>,
+) {
+    use rumqttc::v5::mqttbytes::v5::{
+        ConnAck as ConnAck5, ConnectReturnCode as Code5, Disconnect, DisconnectReasonCode, Packet as P5,
+        PingResp, PubAck, PubAckReason,
+    };
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut taken_at: Option<tokio::time::Instant> = None;
+    loop {
+        let packet = match P5::read(&mut buf, None) {
+            Ok(p) => Some(p),
+            Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => None,
+            Err(_) => return,
+        };
+        let reply = match packet {
+            Some(P5::Connect(c, _, _)) => {
+                log.lock().unwrap().push((c.client_id.clone(), Instant::now()));
+                taken_at = Some(tokio::time::Instant::now() + Duration::from_millis(300));
+                Some(P5::ConnAck(ConnAck5 {
+                    session_present: false,
+                    code: Code5::Success,
+                    properties: None,
+                }))
+            }
+            Some(P5::Publish(p)) if p.pkid > 0 => Some(P5::PubAck(PubAck {
+                pkid: p.pkid,
+                reason: PubAckReason::Success,
+                properties: None,
+            })),
+            Some(P5::PingReq(_)) => Some(P5::PingResp(PingResp)),
+            Some(_) => None,
+            None => {
+                let deadline =
+                    taken_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+                tokio::select! {
+                    n = stream.read_buf(&mut buf) => match n {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => continue,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => {
+                        let mut out = BytesMut::new();
+                        P5::Disconnect(Disconnect::new(DisconnectReasonCode::SessionTakenOver)).write(&mut out, None).unwrap();
+                        let _ = stream.write_all(&out).await;
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
+                }
+            }
+        };
+        if let Some(reply) = reply {
+            let mut out = BytesMut::new();
+            reply.write(&mut out, None).unwrap();
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
         }
     }
 }

@@ -275,15 +275,24 @@ impl Disconnect {
             let properties_len_len = len_len(properties_len);
             length += properties_len_len + properties_len;
         } else {
-            length += 1;
+            // freezer-fleet patch: the reason code and the zero property length that `write`
+            // puts after it (the published code counted only the reason code).
+            length += 1 + 1;
         }
 
         length
     }
 
+    /// A normal disconnection without properties is sent as two bytes (`E0 00`).
+    fn is_short(&self) -> bool {
+        self.reason_code == DisconnectReasonCode::NormalDisconnection && self.properties.is_none()
+    }
+
     pub fn size(&self) -> usize {
         let len = self.len();
-        if len == 2 {
+        // freezer-fleet patch: tell the short form by its content, not by a length of 2, which
+        // a reason code with an empty property length also has.
+        if self.is_short() {
             return len;
         }
 
@@ -312,6 +321,15 @@ impl Disconnect {
 
         let reason_code = read_u8(&mut bytes)?;
 
+        // freezer-fleet patch: a Remaining Length of 1 (a reason code and no property length)
+        // is valid MQTT 5 (3.14.2.2.1); the published code failed to read it.
+        if fixed_header.remaining_len == 1 {
+            return Ok(Self {
+                reason_code: reason_code.try_into()?,
+                properties: None,
+            });
+        }
+
         let disconnect = Self {
             reason_code: reason_code.try_into()?,
             properties: DisconnectProperties::extract(&mut bytes)?,
@@ -325,7 +343,7 @@ impl Disconnect {
 
         let length = self.len();
 
-        if length == 2 {
+        if self.is_short() {
             buffer.put_u8(0x00);
             return Ok(length);
         }
