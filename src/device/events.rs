@@ -1,0 +1,165 @@
+//! What a device does with what its link reports: connected, written, acknowledged, refused,
+//! lost; and how it stops for good.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::ledger::Written;
+use super::reconnect::{Next, SessionEnd, Stage};
+use super::{Conn, Device, reconnect};
+use crate::cause::Cause;
+use crate::stats::Loss;
+use crate::transport::LinkEvent;
+
+impl Device {
+    pub(super) fn on_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Connected => self.on_connected(),
+            LinkEvent::Written { token } => match self.on_written(token) {
+                Some(Written::First { lag }) => {
+                    self.stats.messages.published.inc();
+                    self.stats.record_lag(self.index, lag);
+                }
+                Some(Written::Resent) => self.stats.messages.resent.inc(),
+                None => {}
+            },
+            LinkEvent::Refused { token, cause } => self.on_refused(token, cause),
+            LinkEvent::Acked { token } => {
+                if let Some(latency) = self.ledger.on_acked(token) {
+                    self.policy.on_acked();
+                    self.session.acked += 1;
+                    self.stats.messages.acknowledged.inc();
+                    self.stats.record_puback(self.index, latency);
+                }
+            }
+            LinkEvent::Lost(_) | LinkEvent::Idle => {}
+        }
+    }
+
+    /// The server refused an event: retried when the reason may pass (a quota), counted as
+    /// failed otherwise; repeated refusals stop the device with the diagnosis.
+    pub(super) fn on_refused(&mut self, token: u64, cause: Cause) {
+        let retry = !cause.permanent();
+        if !self.ledger.on_refused(token, retry) {
+            return;
+        }
+        if retry {
+            self.stats.messages.resent.inc();
+        } else {
+            self.stats.events_failed(1, Loss::Refused(cause.kind));
+        }
+        if self.settings.log_gate.may_log() {
+            tracing::warn!("{}: {}", self.id, cause.detail);
+        }
+        if let Some(diagnosis) = self.policy.on_refused(&cause, &self.settings.topic) {
+            self.stop_with = Some(diagnosis);
+        }
+    }
+
+    pub(super) fn on_written(&mut self, token: u64) -> Option<Written> {
+        self.session.written += 1;
+        self.session.first_write.get_or_insert_with(Instant::now);
+        self.ledger.on_written(token)
+    }
+
+    pub(super) fn on_connected(&mut self) {
+        if let Some(started) = self.last_attempt {
+            self.stats.record_connect(self.index, started.elapsed());
+        }
+        self.stats.connects.ok.inc();
+        self.conn = Conn::Online {
+            since: Instant::now(),
+        };
+        self.stats.devices.online.inc();
+        if self.ever_connected {
+            self.stats.connects.reconnects.inc();
+            tracing::debug!(device = %self.id, "reconnected");
+        } else {
+            self.ever_connected = true;
+            self.stats.devices.connected.inc();
+            tracing::debug!(device = %self.id, "connected");
+        }
+    }
+
+    /// Marks the connection down; returns how long it had lasted, if it was up.
+    pub(super) fn go_offline(&mut self) -> Option<Duration> {
+        let Conn::Online { since } = self.conn else {
+            return None;
+        };
+        self.conn = Conn::Connecting;
+        self.stats.devices.online.dec();
+        Some(since.elapsed())
+    }
+
+    /// How far the session got before `lost`.
+    pub(super) fn stage(&self, lasted: Option<Duration>) -> Stage {
+        let Some(lasted) = lasted else {
+            return Stage::AfterConnect;
+        };
+        let s = self.session;
+        match s.first_write {
+            Some(first) if s.acked == 0 && first.elapsed() < reconnect::PUBLISH_CLOSE_WINDOW => {
+                Stage::AfterPublish
+            }
+            _ => Stage::Connected {
+                lasted,
+                acked: s.acked > 0,
+            },
+        }
+    }
+
+    /// A connection failed or dropped. Takes back everything unacknowledged, in seq order, and
+    /// returns when to retry, or None when the device gave up.
+    pub(super) fn after_lost(&mut self, cause: Cause) -> Option<Instant> {
+        let lasted = self.go_offline();
+        let online = lasted.is_some();
+        if online {
+            self.stats.connects.disconnects.inc();
+        } else {
+            self.stats.connect_failed(cause.kind);
+        }
+        let dropped = self.ledger.take_back_unacked();
+        self.stats.events_dropped(dropped);
+        let now = Instant::now();
+        self.settings.drops.record(now);
+        let end = SessionEnd {
+            at: now,
+            stage: self.stage(lasted),
+            cause: cause.clone(),
+        };
+        let who = (self.id.as_str(), self.settings.topic.as_str());
+        match self.policy.after(end, who, &*self.settings, &mut self.rng) {
+            Next::GiveUp(why) => {
+                self.give_up(&why);
+                None
+            }
+            Next::RetryAfter { wait, suspicion } => {
+                if let Some(suspicion) = suspicion {
+                    self.stats.device_suspected(&self.id, &suspicion);
+                    tracing::warn!("{}: {}", self.id, suspicion.detail);
+                } else if self.settings.log_gate.may_log() {
+                    let what = if online {
+                        "connection lost"
+                    } else {
+                        "cannot connect"
+                    };
+                    let secs = wait.as_secs_f64();
+                    tracing::warn!("{}: {what}: {}; retrying in {secs:.1} s", self.id, cause.detail);
+                }
+                self.last_cause = Some(cause);
+                Some(now + wait)
+            }
+        }
+    }
+
+    /// Stops this device for good and counts why.
+    pub(super) fn give_up(&mut self, cause: &Cause) {
+        self.stats.device_failed(&self.id, cause);
+        if self.settings.log_gate.may_log() {
+            tracing::error!("{}: giving up: {}", self.id, cause.detail);
+        }
+        let owed = self.ledger.clear();
+        self.stats.events_failed(owed, Loss::GaveUp(cause.kind));
+    }
+}
