@@ -38,6 +38,7 @@ pub enum Kind {
     TlsOther,
     ClientIdInUse,
     QuotaExceeded,
+    RequestRefused,
     ConnectNotAllowed,
     PublishNotAllowed,
     NotConnectedYet,
@@ -84,6 +85,7 @@ impl Kind {
             Kind::TlsOther => "TLS error",
             Kind::ClientIdInUse => "client id in use",
             Kind::QuotaExceeded => "quota exceeded",
+            Kind::RequestRefused => "refused by the server",
             Kind::ConnectNotAllowed => "connect not allowed by policy",
             Kind::PublishNotAllowed => "publish not allowed by policy",
             Kind::NotConnectedYet => "not connected yet",
@@ -111,6 +113,7 @@ impl Kind {
                 | Kind::AlpnRefused
                 | Kind::ClientCertRejected
                 | Kind::TlsOther
+                | Kind::RequestRefused
                 | Kind::ConnectNotAllowed
                 | Kind::PublishNotAllowed
         )

@@ -330,6 +330,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
     pub bind: Option<Vec<String>>,
 
+    /// How devices reach the endpoint: mqtt (port 8883), or https (IoT Core's HTTPS publish, port 8443) [default: mqtt].
+    #[arg(long, value_enum, value_name = "mqtt|https")]
+    pub transport: Option<crate::config::TransportKind>,
+
     /// MQTT version: 3.1.1, or 5 (the server's CONNACK/PUBACK/DISCONNECT reason codes by name) [default: 3.1.1].
     #[arg(long, value_enum, value_name = "3.1.1|5")]
     pub mqtt_version: Option<crate::config::MqttVersion>,
@@ -381,6 +385,7 @@ impl RunArgs {
             alpn: self.alpn,
             basic_ingest: self.basic_ingest,
             mqtt_version: self.mqtt_version,
+            transport: self.transport,
         };
         (layer, self.config)
     }

@@ -17,7 +17,8 @@
 //! - [`freezer`]: what a device sends: the seeded freezer model and the event JSON.
 //! - [`device`]: what a device sends when: one task per device with its pure delivery ledger
 //!   (`device::ledger`) and reconnect policy (`device::reconnect`).
-//! - [`transport`]: how events are sent, behind one seam; [`transport::mqtt`] today.
+//! - [`transport`]: how events are sent, behind one seam: [`transport::mqtt`] (3.1.1),
+//!   [`transport::mqtt5`], [`transport::https`] (IoT Core's HTTPS publish).
 //! - [`fleet`]: starts the devices, runs until the caller's stop future, drains, returns data.
 //! - [`console`]: stdin commands (Enter injects one event); [`live`]: the terminal's one writer
 //!   and the status line; [`nofile`]: the open-files limit; [`signals`] and [`stop`]: when to stop.

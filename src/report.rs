@@ -83,6 +83,7 @@ pub struct Settings {
     pub topic: String,
     /// The ALPN protocol offered, if any.
     pub alpn: Option<String>,
+    pub transport: crate::config::TransportKind,
     pub mqtt_version: crate::config::MqttVersion,
     pub qos: u8,
     pub devices: usize,
@@ -111,6 +112,7 @@ impl Settings {
             port: cfg.port,
             topic: cfg.topic.clone(),
             alpn: cfg.alpn.first().map(|a| String::from_utf8_lossy(a).into_owned()),
+            transport: cfg.transport,
             mqtt_version: cfg.mqtt_version,
             qos: cfg.qos as u8,
             devices: cfg.devices.len(),
@@ -312,6 +314,7 @@ mod tests {
             port: 8883,
             topic: "freezers".into(),
             alpn: None,
+            transport: Default::default(),
             mqtt_version: Default::default(),
             qos: 1,
             devices: 7,

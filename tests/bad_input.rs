@@ -482,6 +482,11 @@ refused!(
     ["--alpn", "is not an ALPN protocol name"]
 );
 refused!(
+    mqtt_version_with_https,
+    |f| f.fleet(&["--transport", "https", "--mqtt-version", "5"]),
+    ["--mqtt-version", "applies to --transport mqtt only"]
+);
+refused!(
     watching_a_basic_ingest_topic_on_iot_core,
     |_f| [
         "watch",

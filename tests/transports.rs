@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::standin::{AlpnGate, Refuse, RefusingServer};
+use common::standin::{AlpnGate, Answer, HttpsServer, Refuse, RefusingServer};
 use common::*;
 
 #[test]
@@ -267,4 +267,111 @@ fn mqtt5_session_taken_over_is_the_servers_own_word_for_a_duplicate_client_id() 
     // After the first, every --backoff-max (1 to 2 s): about 3 to 5 connects in 5 s, not 15.
     let connects = server.connects().len();
     assert!((2..=6).contains(&connects), "{connects} connects: {stderr}");
+}
+
+/// The events an HTTPS stand-in received, by device, in arrival order.
+fn https_events(server: &HttpsServer) -> Vec<serde_json::Value> {
+    server
+        .requests()
+        .iter()
+        .map(|(target, body)| {
+            assert_eq!(target, "/topics/freezers?qos=1");
+            serde_json::from_slice(body).expect("each body is one event")
+        })
+        .collect()
+}
+
+#[test]
+fn https_publish_posts_every_event_once_in_order_over_one_kept_alive_connection_per_device() {
+    let pki = Pki::new(3);
+    let server = HttpsServer::start(&pki, Answer::Ok);
+    let mut args = certs_args(&pki, server.port);
+    args.extend(["--transport", "https", "--interval", "200ms", "--duration", "3s"].map(String::from));
+    let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("HTTPS topic 'freezers'"), "{stderr}");
+    assert_eq!(report["settings"]["transport"], "https");
+    let events = https_events(&server);
+    let acked = num(&report, "/messages/acknowledged");
+    assert!(acked >= 36, "{report:#}");
+    assert_eq!(events.len() as u64, acked, "every event once");
+    for (id, seqs) in seqs_by_device(&events) {
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "{id}: in seq order, no gap"
+        );
+    }
+    // One connection per device, kept alive between events, plus the pre-flight check's.
+    assert_eq!(server.connections(), 3 + 1, "{stderr}");
+    assert!(
+        num(&report, "/latency_ms/puback/count") >= acked,
+        "request latency recorded: {report:#}"
+    );
+}
+
+#[test]
+fn https_403_is_named_a_policy_refusal_by_device() {
+    let pki = Pki::new(2);
+    let server = HttpsServer::start(&pki, Answer::Status(403));
+    let mut args = certs_args(&pki, server.port);
+    args.extend(["--transport", "https", "--interval", "200ms", "--duration", "20s"].map(String::from));
+    let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(40));
+    assert_eq!(code, 1, "every device gave up: {stderr}");
+    let refused = &report["device_failures"]["publish not allowed by policy"];
+    assert_eq!(refused["count"], 2, "{report:#}");
+    let why = refused["example"].as_str().unwrap();
+    assert!(
+        why.starts_with("HTTP 403 Forbidden: the policy does not allow iot:Publish on topic/freezers"),
+        "{why}"
+    );
+    assert_eq!(
+        server.requests().len(),
+        6,
+        "three refusals per device, then it stops"
+    );
+}
+
+#[test]
+fn https_429_is_retried_with_backoff_and_nothing_is_lost() {
+    let pki = Pki::new(2);
+    let server = HttpsServer::start(&pki, Answer::ThrottleFirst(4));
+    let mut args = certs_args(&pki, server.port);
+    let flags = [
+        "--transport",
+        "https",
+        "--interval",
+        "250ms",
+        "--duration",
+        "4s",
+        "--backoff-min",
+        "100ms",
+    ];
+    args.extend(flags.map(String::from));
+    let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(num(&report, "/messages/failed"), 0, "{report:#}");
+    assert_eq!(num(&report, "/messages/dropped"), 0, "{report:#}");
+    assert!(num(&report, "/messages/resent") >= 4, "{report:#}");
+    let requests = server.requests().len() as u64;
+    let taken = num(&report, "/messages/taken");
+    assert_eq!(
+        requests,
+        taken + 4,
+        "every event delivered, the 4 throttled ones twice"
+    );
+    let delivered: std::collections::BTreeSet<(String, u64)> = https_events(&server)[4..]
+        .iter()
+        .map(|e| {
+            (
+                e["device_id"].as_str().unwrap().to_string(),
+                e["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        delivered.len() as u64,
+        taken,
+        "each event delivered once after the throttling"
+    );
 }

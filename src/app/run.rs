@@ -7,7 +7,7 @@ use anyhow::Result;
 use tokio::sync::mpsc;
 
 use crate::cli::RunArgs;
-use crate::config::{self, FleetConfig, MqttVersion};
+use crate::config::{self, FleetConfig, MqttVersion, TransportKind};
 use crate::console::{self, Command, ConsoleLines};
 use crate::device::InjectNote;
 use crate::error::exit;
@@ -15,6 +15,7 @@ use crate::fleet::{Fleet, Injectors, Outcome, StopReason, Target};
 use crate::live::{self, LiveView};
 use crate::report::{self, Report, Settings};
 use crate::signals::Signals;
+use crate::transport::https::Https;
 use crate::transport::mqtt::Mqtt;
 use crate::transport::mqtt5::Mqtt5;
 use crate::{nofile, preflight, stop};
@@ -50,6 +51,17 @@ fn mqtt(cfg: &FleetConfig) -> Mqtt {
     }
 }
 
+/// IoT Core's HTTPS publish for a run's settings.
+fn https(cfg: &FleetConfig) -> Https {
+    Https {
+        host: cfg.endpoint.clone(),
+        port: cfg.port,
+        topic: cfg.topic.clone(),
+        qos: cfg.qos as u8,
+        request_timeout: CONNECT_TIMEOUT,
+    }
+}
+
 /// The MQTT 5 transport for a run's settings.
 fn mqtt5(cfg: &FleetConfig) -> Mqtt5 {
     Mqtt5 {
@@ -71,9 +83,10 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
     nofile::raise_open_files_limit(cfg.devices.len());
     announce(cfg);
     let mut signals = Signals::new()?;
-    let mut fleet = match cfg.mqtt_version {
-        MqttVersion::V311 => Fleet::start(cfg, mqtt(cfg)),
-        MqttVersion::V5 => Fleet::start(cfg, mqtt5(cfg)),
+    let mut fleet = match (cfg.transport, cfg.mqtt_version) {
+        (TransportKind::Https, _) => Fleet::start(cfg, https(cfg)),
+        (TransportKind::Mqtt, MqttVersion::V311) => Fleet::start(cfg, mqtt(cfg)),
+        (TransportKind::Mqtt, MqttVersion::V5) => Fleet::start(cfg, mqtt5(cfg)),
     };
     let mut front = Front {
         console,
@@ -149,14 +162,14 @@ fn announce(cfg: &FleetConfig) {
         tracing::info!("seed {seed} (pass --seed {seed} to repeat these readings)");
     }
     tracing::info!(
-        "{} device(s) -> {}:{} MQTT {} topic '{}' QoS {}, {}{}",
+        "{} device(s) -> {}:{} {} topic '{}' QoS {}, {}{}",
         cfg.devices.len(),
         cfg.endpoint,
         cfg.port,
-        if cfg.mqtt_version == MqttVersion::V5 {
-            "5"
-        } else {
-            "3.1.1"
+        match (cfg.transport, cfg.mqtt_version) {
+            (TransportKind::Https, _) => "HTTPS",
+            (TransportKind::Mqtt, MqttVersion::V5) => "MQTT 5",
+            (TransportKind::Mqtt, MqttVersion::V311) => "MQTT 3.1.1",
         },
         cfg.topic,
         cfg.qos as u8,

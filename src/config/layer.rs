@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Deserialize;
 
-use super::MqttVersion;
 use super::aws_iot::Profile;
 use super::validate::parse_duration;
+use super::{MqttVersion, TransportKind};
 use crate::error::io_cause;
 use crate::input;
 
@@ -50,6 +50,7 @@ pub struct Layer {
     pub alpn: Option<String>,
     pub basic_ingest: Option<String>,
     pub mqtt_version: Option<MqttVersion>,
+    pub transport: Option<TransportKind>,
 }
 
 /// `rate`: a number, or "max" (a config file may write either; a flag is always text).

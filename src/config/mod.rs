@@ -71,6 +71,20 @@ impl fmt::Display for Schedule {
     }
 }
 
+/// How devices reach the endpoint.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    /// MQTT over mutual TLS, one connection per device (port 8883; 443 with ALPN x-amzn-mqtt-ca).
+    #[default]
+    Mqtt,
+    /// IoT Core's HTTPS publish: a POST per event over each device's own keep-alive mutual-TLS
+    /// connection (port 8443; 443 with ALPN x-amzn-http-ca).
+    Https,
+}
+
 /// The MQTT protocol version devices speak.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize, serde::Serialize,
@@ -102,6 +116,7 @@ pub struct FleetConfig {
     pub topic: String,
     /// The ALPN protocol offered (empty: none).
     pub alpn: Vec<Vec<u8>>,
+    pub transport: TransportKind,
     pub mqtt_version: MqttVersion,
     pub qos: QoS,
     pub duration: Option<Duration>,
@@ -144,15 +159,16 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     use settings as s;
 
     let endpoint = s::endpoint(m.pick(|l| l.endpoint.take(), "--endpoint"))?;
-    let port = s::port(m.pick(|l| l.port.take(), "--port"))?;
+    let transport = m
+        .pick(|l| l.transport.take(), "--transport")
+        .map_or_else(Default::default, |t| t.value);
+    let port = s::port(m.pick(|l| l.port.take(), "--port"), transport)?;
     let topic = s::topic(m.pick(|l| l.topic.take(), "--topic"))?;
     let basic_ingest = s::basic_ingest(m.pick(|l| l.basic_ingest.take(), "--basic-ingest"))?;
     let alpn = m.pick(|l| l.alpn.take(), "--alpn");
     s::check_alpn(&alpn)?;
-    let alpn = s::alpn(alpn, port);
-    let mqtt_version = m
-        .pick(|l| l.mqtt_version.take(), "--mqtt-version")
-        .map_or_else(Default::default, |v| v.value);
+    let alpn = s::alpn(alpn, port, transport);
+    let mqtt_version = s::mqtt_version(m.pick(|l| l.mqtt_version.take(), "--mqtt-version"), transport)?;
     let qos = s::qos(m.pick(|l| l.qos.take(), "--qos"))?;
     let interval = m.duration(|l| l.interval.take(), "--interval")?;
     let duration = s::run_duration(m.duration(|l| l.duration.take(), "--duration")?)?;
@@ -211,6 +227,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         // The Basic Ingest prefix is exempt from the topic limits above, as IoT Core does.
         topic: format!("{}{topic}", basic_ingest.as_deref().unwrap_or_default()),
         alpn,
+        transport,
         mqtt_version,
         qos,
         duration,

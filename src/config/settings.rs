@@ -10,10 +10,12 @@ use rumqttc::QoS;
 
 use super::aws_iot::KEEP_ALIVE_RANGE;
 use super::layer::Sourced;
-use super::{Schedule, Seed, validate};
+use super::{MqttVersion, Schedule, Seed, TransportKind, validate};
 use crate::input;
 
 pub const DEFAULT_PORT: u16 = 8883;
+/// IoT Core's HTTPS publish port.
+pub const DEFAULT_HTTPS_PORT: u16 = 8443;
 pub const DEFAULT_TOPIC: &str = "freezers";
 pub const DEFAULT_ID_PREFIX: &str = "freezer";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -45,8 +47,25 @@ pub fn nonzero<T: Copy + PartialEq + From<u8>>(v: In<T>, why: &str) -> Result<In
     }
 }
 
-pub fn port(v: In<u16>) -> Result<u16> {
-    Ok(nonzero(v, "port 0 is not a port; AWS IoT Core uses 8883")?.map_or(DEFAULT_PORT, |p| p.value))
+/// `--port`, by default the transport's IoT Core port (8883 for MQTT, 8443 for HTTPS).
+pub fn port(v: In<u16>, transport: TransportKind) -> Result<u16> {
+    let default = match transport {
+        TransportKind::Mqtt => DEFAULT_PORT,
+        TransportKind::Https => DEFAULT_HTTPS_PORT,
+    };
+    let why = "port 0 is not a port; AWS IoT Core uses 8883 (MQTT) and 8443 (HTTPS)";
+    Ok(nonzero(v, why)?.map_or(default, |p| p.value))
+}
+
+/// `--mqtt-version`, which only MQTT has.
+pub fn mqtt_version(v: In<MqttVersion>, transport: TransportKind) -> Result<MqttVersion> {
+    match v {
+        Some(v) if transport != TransportKind::Mqtt => Err(input!(
+            "{}: the MQTT version applies to --transport mqtt only; leave it out with --transport https",
+            v.origin
+        )),
+        v => Ok(v.map_or_else(Default::default, |v| v.value)),
+    }
 }
 
 pub fn topic(v: In<String>) -> Result<String> {
@@ -206,11 +225,18 @@ pub fn payload_bytes(v: In<usize>) -> Result<Option<usize>> {
 /// ALPN `x-amzn-mqtt-ca`: what AWS IoT Core needs to take MQTT with a client certificate on 443.
 pub const IOT_MQTT_ALPN: &str = "x-amzn-mqtt-ca";
 
-/// The ALPN protocol to offer: `--alpn`, else `x-amzn-mqtt-ca` on port 443, else none.
-pub fn alpn(v: In<String>, port: u16) -> Vec<Vec<u8>> {
+/// ALPN `x-amzn-http-ca`: the same for HTTPS publish on 443.
+pub const IOT_HTTP_ALPN: &str = "x-amzn-http-ca";
+
+/// The ALPN protocol to offer: `--alpn`, else IoT Core's for the transport on port 443, else none.
+pub fn alpn(v: In<String>, port: u16, transport: TransportKind) -> Vec<Vec<u8>> {
+    let on_443 = match transport {
+        TransportKind::Mqtt => IOT_MQTT_ALPN,
+        TransportKind::Https => IOT_HTTP_ALPN,
+    };
     match v {
         Some(a) => vec![a.value.into_bytes()],
-        None if port == 443 => vec![IOT_MQTT_ALPN.as_bytes().to_vec()],
+        None if port == 443 => vec![on_443.as_bytes().to_vec()],
         None => vec![],
     }
 }
@@ -323,7 +349,7 @@ mod tests {
 
     #[test]
     fn zero_is_refused_wherever_it_means_nothing() {
-        assert!(err(port(f(0, "--port"))).contains("port 0 is not a port"));
+        assert!(err(port(f(0, "--port"), TransportKind::Mqtt)).contains("port 0 is not a port"));
         assert!(err(offline_queue(f(0, "--offline-queue"))).contains("at least 1"));
         assert!(err(max_inflight(f(0, "--max-inflight"))).contains("would send nothing"));
         assert!(err(run_duration(f(Duration::ZERO, "--duration"))).contains("0 s does nothing"));
@@ -381,9 +407,20 @@ mod tests {
 
     #[test]
     fn port_443_offers_iot_cores_mqtt_alpn_unless_told_otherwise() {
-        assert_eq!(alpn(None, 443), vec![b"x-amzn-mqtt-ca".to_vec()]);
-        assert_eq!(alpn(None, 8883), Vec::<Vec<u8>>::new());
-        assert_eq!(alpn(f("mqtt".into(), "--alpn"), 443), vec![b"mqtt".to_vec()]);
+        let mqtt = TransportKind::Mqtt;
+        assert_eq!(alpn(None, 443, mqtt), vec![b"x-amzn-mqtt-ca".to_vec()]);
+        assert_eq!(
+            alpn(None, 443, TransportKind::Https),
+            vec![b"x-amzn-http-ca".to_vec()]
+        );
+        assert_eq!(alpn(None, 8883, mqtt), Vec::<Vec<u8>>::new());
+        assert_eq!(
+            alpn(f("mqtt".into(), "--alpn"), 443, mqtt),
+            vec![b"mqtt".to_vec()]
+        );
+        assert_eq!(port(None, TransportKind::Https).unwrap(), 8443);
+        assert_eq!(port(None, mqtt).unwrap(), 8883);
+        assert!(mqtt_version(f(MqttVersion::V5, "--mqtt-version"), TransportKind::Https).is_err());
         assert!(check_alpn(&f("x-amzn-mqtt-ca".into(), "--alpn")).is_ok());
         assert!(err(check_alpn(&f("two words".into(), "--alpn"))).contains("is not an ALPN protocol name"));
     }

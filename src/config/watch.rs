@@ -51,7 +51,7 @@ impl WatchConfig {
             .map(|d| validate::parse_duration(d, "--duration"))
             .transpose()?;
         let roots = identity::load_roots(&TrustSource::from_flag(f.ca.clone()))?;
-        let alpn = super::settings::alpn(None, f.port);
+        let alpn = super::settings::alpn(None, f.port, super::TransportKind::Mqtt);
         let tls = identity::client_config(&watch_identity(&f)?, roots, &alpn)?;
         Ok(WatchConfig {
             host: f.endpoint,

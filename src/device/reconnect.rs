@@ -221,7 +221,8 @@ impl Policy {
     /// The server refused a publish with `cause` (its own reason); returns the diagnosis to stop
     /// with after [`REPEATS`] permanent refusals in a row.
     pub fn on_refused(&mut self, cause: &Cause, topic: &str) -> Option<Cause> {
-        if !cause.permanent() {
+        // Only a refusal of the topic itself says something about the policy.
+        if cause.kind != Kind::PublishNotAllowed {
             return None;
         }
         self.refused_in_a_row += 1;

@@ -26,6 +26,7 @@ use std::time::Duration;
 use crate::cause::Cause;
 use crate::config::DeviceConfig;
 
+pub mod https;
 pub mod mqtt;
 pub mod mqtt5;
 

@@ -301,3 +301,123 @@ fn monitor_client_config(pki: &Pki) -> rustls::ClientConfig {
         .with_client_auth_cert(certs, key)
         .unwrap()
 }
+
+/// How the HTTPS stand-in answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// 200 to everything.
+    Ok,
+    /// This status to everything.
+    Status(u16),
+    /// 429 to the first N requests, then 200.
+    ThrottleFirst(u64),
+}
+
+/// Every request received: (path and query, body).
+type RequestLog = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A stand-in for IoT Core's HTTPS publish endpoint: mutual TLS (client certificates signed by
+/// the test CA), HTTP/1.1 with keep-alive, every request recorded.
+pub struct HttpsServer {
+    pub port: u16,
+    requests: RequestLog,
+    connections: Arc<Mutex<u64>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HttpsServer {
+    pub fn start(pki: &Pki, answer: Answer) -> HttpsServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tls = Arc::new(server_config(pki));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(Mutex::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, conns, halt) = (requests.clone(), connections.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                while !halt.load(Ordering::SeqCst) {
+                    let Ok(Ok((tcp, _))) =
+                        tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
+                    else {
+                        continue;
+                    };
+                    let (acceptor, log, conns) = (acceptor.clone(), log.clone(), conns.clone());
+                    tokio::spawn(async move {
+                        let Ok(stream) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        *conns.lock().unwrap() += 1;
+                        let service =
+                            hyper::service::service_fn(move |req| answer_one(req, answer, log.clone()));
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, service)
+                            .await;
+                    });
+                }
+            });
+        });
+        HttpsServer {
+            port,
+            requests,
+            connections,
+            stop,
+        }
+    }
+
+    /// Every request: (path and query, body).
+    pub fn requests(&self) -> Vec<(String, Vec<u8>)> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// TLS connections accepted (a fleet's pre-flight check makes one too).
+    pub fn connections(&self) -> u64 {
+        *self.connections.lock().unwrap()
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn answer_one(
+    req: hyper::Request<hyper::body::Incoming>,
+    answer: Answer,
+    log: RequestLog,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    let n = {
+        let mut log = log.lock().unwrap();
+        log.push((target, body));
+        log.len() as u64
+    };
+    let status = match answer {
+        Answer::Ok => 200,
+        Answer::Status(s) => s,
+        Answer::ThrottleFirst(k) if n <= k => 429,
+        Answer::ThrottleFirst(_) => 200,
+    };
+    let body = http_body_util::Full::new(bytes::Bytes::from_static(b"{\"message\":\"OK\"}"));
+    Ok(hyper::Response::builder().status(status).body(body).unwrap())
+}
