@@ -330,9 +330,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
     pub bind: Option<Vec<String>>,
 
-    /// How devices reach the endpoint: mqtt (port 8883), or https (IoT Core's HTTPS publish, port 8443) [default: mqtt].
-    #[arg(long, value_enum, value_name = "mqtt|https")]
+    /// How devices reach the endpoint: mqtt (port 8883), https (IoT Core's HTTPS publish, port 8443), or mqtt-ws (MQTT over WebSockets signed with AWS credentials, port 443) [default: mqtt].
+    #[arg(long, value_enum, value_name = "mqtt|https|mqtt-ws")]
     pub transport: Option<crate::config::TransportKind>,
+
+    /// AWS region to sign for (mqtt-ws) [default: AWS_REGION, the profile's, or the endpoint's].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// AWS profile of ~/.aws/config and ~/.aws/credentials (mqtt-ws) [default: AWS_PROFILE, or default].
+    #[arg(long, value_name = "PROFILE")]
+    pub aws_profile: Option<String>,
 
     /// MQTT version: 3.1.1, or 5 (the server's CONNACK/PUBACK/DISCONNECT reason codes by name) [default: 3.1.1].
     #[arg(long, value_enum, value_name = "3.1.1|5")]
@@ -386,6 +394,8 @@ impl RunArgs {
             basic_ingest: self.basic_ingest,
             mqtt_version: self.mqtt_version,
             transport: self.transport,
+            region: self.region,
+            aws_profile: self.aws_profile,
         };
         (layer, self.config)
     }

@@ -40,6 +40,7 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub mod app;
+mod aws;
 mod cause;
 pub mod cli;
 mod config;

@@ -482,9 +482,14 @@ refused!(
     ["--alpn", "is not an ALPN protocol name"]
 );
 refused!(
+    certificates_with_mqtt_over_websockets,
+    |f| f.fleet(&["--transport", "mqtt-ws"]),
+    ["--certs", "signs with AWS credentials, not a device certificate"]
+);
+refused!(
     mqtt_version_with_https,
     |f| f.fleet(&["--transport", "https", "--mqtt-version", "5"]),
-    ["--mqtt-version", "applies to --transport mqtt only"]
+    ["--mqtt-version", "applies to MQTT only", "--transport https"]
 );
 refused!(
     watching_a_basic_ingest_topic_on_iot_core,

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::standin::{AlpnGate, Answer, HttpsServer, Refuse, RefusingServer};
+use common::standin::{AlpnGate, Answer, HttpsServer, Refuse, RefusingServer, WsGate};
 use common::*;
 
 #[test]
@@ -373,5 +373,130 @@ fn https_429_is_retried_with_backoff_and_nothing_is_lost() {
         delivered.len() as u64,
         taken,
         "each event delivered once after the throttling"
+    );
+}
+
+/// Dummy AWS credentials for the stand-in, and nothing else from this machine's AWS setup.
+fn aws_env(dir: &std::path::Path, token: Option<&str>) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "AWS_ACCESS_KEY_ID".to_string(),
+            "AKIDFREEZERFLEETTEST".to_string(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".into(),
+            "testsecretkey/notreal+abcdefghijklmnopqrst".into(),
+        ),
+        ("AWS_CONFIG_FILE".into(), dir.join("config").display().to_string()),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE".into(),
+            dir.join("credentials").display().to_string(),
+        ),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ];
+    if let Some(t) = token {
+        env.push(("AWS_SESSION_TOKEN".into(), t.into()));
+    }
+    env
+}
+
+#[test]
+fn mqtt_over_websockets_signs_every_connection_with_sigv4_and_delivers_every_event() {
+    let Setup { pki, broker, sub } = Setup::new(3);
+    let gate = WsGate::start(&pki, broker.port);
+    let args = [
+        "run",
+        "--transport",
+        "mqtt-ws",
+        "--endpoint",
+        "localhost",
+        "--port",
+        &gate.port.to_string(),
+        "--ca",
+        &pki.ca_pem().display().to_string(),
+        "--devices",
+        "3",
+        "--region",
+        "eu-west-1",
+        "--interval",
+        "250ms",
+        "--duration",
+        "3s",
+        "--report",
+        "-",
+    ];
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let token = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQ";
+    let mut fleet = Fleet::spawn_with_env(&strs(&args), &aws_env(pki.path(), Some(token)));
+    fleet.close_stdin();
+    let (code, stderr, stdout) = fleet.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("over WebSockets"), "{stderr}");
+    let report = report_of(&stdout, &stderr);
+    let published = num(&report, "/messages/published");
+    assert!(published >= 30, "{report:#}");
+    assert_eq!(num(&report, "/messages/acknowledged"), published, "{report:#}");
+    assert_eq!(
+        sub.wait_for(published as usize, Duration::from_secs(5)).len() as u64,
+        published
+    );
+    let urls = gate.urls();
+    assert_eq!(urls.len(), 3, "one signed upgrade per device: {urls:?}");
+    for url in &urls {
+        assert!(url.starts_with("/mqtt?"), "{url}");
+        for param in [
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256",
+            "X-Amz-Credential=AKIDFREEZERFLEETTEST%2F",
+            "X-Amz-Date=",
+            "X-Amz-SignedHeaders=host",
+            "X-Amz-Signature=",
+            "X-Amz-Security-Token=",
+        ] {
+            assert!(url.contains(param), "{param} missing in {url}");
+        }
+        assert!(
+            url.contains("%2Feu-west-1%2Fiotdevicegateway%2Faws4_request"),
+            "{url}"
+        );
+    }
+    for secret in ["testsecretkey", token] {
+        assert!(
+            !stderr.contains(secret) && !stdout.contains(secret),
+            "a secret was printed"
+        );
+    }
+}
+
+#[test]
+fn mqtt_over_websockets_without_credentials_names_where_it_looked() {
+    let pki = Pki::new(1);
+    let gate = WsGate::start(&pki, 1);
+    let args = [
+        "run",
+        "--transport",
+        "mqtt-ws",
+        "--endpoint",
+        "localhost",
+        "--port",
+        &gate.port.to_string(),
+        "--ca",
+        &pki.ca_pem().display().to_string(),
+        "--region",
+        "eu-west-1",
+        "--duration",
+        "2s",
+    ];
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let mut env = aws_env(pki.path(), None);
+    env.retain(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET"));
+    let mut fleet = Fleet::spawn_with_env(&strs(&args), &env);
+    fleet.close_stdin();
+    let (code, stderr, _) = fleet.finish(Duration::from_secs(30));
+    assert_eq!(code, 2, "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("no AWS credentials found") && errors[0].contains("~/.aws/credentials"),
+        "{stderr}"
     );
 }

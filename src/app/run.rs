@@ -16,7 +16,7 @@ use crate::live::{self, LiveView};
 use crate::report::{self, Report, Settings};
 use crate::signals::Signals;
 use crate::transport::https::Https;
-use crate::transport::mqtt::Mqtt;
+use crate::transport::mqtt::{Mqtt, WsSigner};
 use crate::transport::mqtt5::Mqtt5;
 use crate::{nofile, preflight, stop};
 
@@ -36,7 +36,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
 }
 
 /// The MQTT transport for a run's settings.
-fn mqtt(cfg: &FleetConfig) -> Mqtt {
+fn mqtt(cfg: &FleetConfig, websocket: Option<WsSigner>) -> Mqtt {
     Mqtt {
         host: cfg.endpoint.clone(),
         port: cfg.port,
@@ -48,7 +48,24 @@ fn mqtt(cfg: &FleetConfig) -> Mqtt {
         payload_bytes: cfg.payload_bytes,
         connect_timeout: CONNECT_TIMEOUT,
         bind: cfg.bind.clone(),
+        websocket,
     }
+}
+
+/// With `--transport mqtt-ws`: AWS credentials and the region from the standard chain, to sign
+/// every WebSocket connection with.
+async fn websocket_signer(cfg: &FleetConfig) -> Result<Option<WsSigner>> {
+    if cfg.transport != TransportKind::MqttWs {
+        return Ok(None);
+    }
+    let (credentials, region) = crate::aws::credentials::load(&cfg.aws).await?;
+    tracing::info!("signing WebSocket connections for region {region} (SigV4, service iotdevicegateway)");
+    Ok(Some(WsSigner {
+        host: cfg.endpoint.clone(),
+        port: cfg.port,
+        region,
+        credentials,
+    }))
 }
 
 /// IoT Core's HTTPS publish for a run's settings.
@@ -63,7 +80,7 @@ fn https(cfg: &FleetConfig) -> Https {
 }
 
 /// The MQTT 5 transport for a run's settings.
-fn mqtt5(cfg: &FleetConfig) -> Mqtt5 {
+fn mqtt5(cfg: &FleetConfig, websocket: Option<WsSigner>) -> Mqtt5 {
     Mqtt5 {
         host: cfg.endpoint.clone(),
         port: cfg.port,
@@ -74,6 +91,7 @@ fn mqtt5(cfg: &FleetConfig) -> Mqtt5 {
         max_inflight: cfg.max_inflight,
         connect_timeout: CONNECT_TIMEOUT,
         bind: cfg.bind.clone(),
+        websocket,
     }
 }
 
@@ -83,10 +101,11 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
     nofile::raise_open_files_limit(cfg.devices.len());
     announce(cfg);
     let mut signals = Signals::new()?;
+    let signer = websocket_signer(cfg).await?;
     let mut fleet = match (cfg.transport, cfg.mqtt_version) {
         (TransportKind::Https, _) => Fleet::start(cfg, https(cfg)),
-        (TransportKind::Mqtt, MqttVersion::V311) => Fleet::start(cfg, mqtt(cfg)),
-        (TransportKind::Mqtt, MqttVersion::V5) => Fleet::start(cfg, mqtt5(cfg)),
+        (_, MqttVersion::V311) => Fleet::start(cfg, mqtt(cfg, signer)),
+        (_, MqttVersion::V5) => Fleet::start(cfg, mqtt5(cfg, signer)),
     };
     let mut front = Front {
         console,
@@ -170,6 +189,8 @@ fn announce(cfg: &FleetConfig) {
             (TransportKind::Https, _) => "HTTPS",
             (TransportKind::Mqtt, MqttVersion::V5) => "MQTT 5",
             (TransportKind::Mqtt, MqttVersion::V311) => "MQTT 3.1.1",
+            (TransportKind::MqttWs, MqttVersion::V5) => "MQTT 5 over WebSockets",
+            (TransportKind::MqttWs, MqttVersion::V311) => "MQTT 3.1.1 over WebSockets",
         },
         cfg.topic,
         cfg.qos as u8,

@@ -51,6 +51,8 @@ pub struct Layer {
     pub basic_ingest: Option<String>,
     pub mqtt_version: Option<MqttVersion>,
     pub transport: Option<TransportKind>,
+    pub region: Option<String>,
+    pub aws_profile: Option<String>,
 }
 
 /// `rate`: a number, or "max" (a config file may write either; a flag is always text).

@@ -83,6 +83,9 @@ pub enum TransportKind {
     /// IoT Core's HTTPS publish: a POST per event over each device's own keep-alive mutual-TLS
     /// connection (port 8443; 443 with ALPN x-amzn-http-ca).
     Https,
+    /// MQTT over WebSockets (wss://ENDPOINT:443/mqtt), signed with AWS credentials (SigV4), no
+    /// client certificate.
+    MqttWs,
 }
 
 /// The MQTT protocol version devices speak.
@@ -117,6 +120,8 @@ pub struct FleetConfig {
     /// The ALPN protocol offered (empty: none).
     pub alpn: Vec<Vec<u8>>,
     pub transport: TransportKind,
+    /// Where to find AWS credentials and the region (`--transport mqtt-ws`).
+    pub aws: crate::aws::credentials::Source,
     pub mqtt_version: MqttVersion,
     pub qos: QoS,
     pub duration: Option<Duration>,
@@ -196,7 +201,16 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     let roots = identity::load_roots(&TrustSource::from_flag(
         m.path(|l| l.ca.take(), "--ca").map(|c| c.value),
     ))?;
-    let devices = identity::devices::load(identity_source(&mut m, requested)?, roots, &alpn)?;
+    let identity = match transport {
+        TransportKind::MqttWs => signed_identity(&mut m, requested)?,
+        _ => identity_source(&mut m, requested)?,
+    };
+    let devices = identity::devices::load(identity, roots, &alpn)?;
+    let aws = crate::aws::credentials::Source {
+        region: m.pick(|l| l.region.take(), "--region").map(|r| r.value),
+        fallback_region: crate::aws::credentials::region_of_iot_endpoint(&endpoint),
+        profile: m.pick(|l| l.aws_profile.take(), "--aws-profile").map(|p| p.value),
+    };
 
     let rate = s::rate(m.pick(|l| l.rate.take().map(layer::RateValue::text), "--rate"))?;
     let schedule = s::schedule(interval, rate, devices.len());
@@ -228,6 +242,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         topic: format!("{}{topic}", basic_ingest.as_deref().unwrap_or_default()),
         alpn,
         transport,
+        aws,
         mqtt_version,
         qos,
         duration,
@@ -250,6 +265,34 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     })
 }
 
+/// Devices that sign with AWS credentials: ids from `--devices` and `--id-prefix`, no certificate.
+fn signed_identity(m: &mut layer::Merger, requested: Option<Sourced<usize>>) -> Result<identity::Identity> {
+    let certificate = [
+        m.path(|l| l.certs.take(), "--certs"),
+        m.path(|l| l.cert.take(), "--cert"),
+        m.path(|l| l.key.take(), "--key"),
+    ];
+    if let Some(c) = certificate.into_iter().flatten().next() {
+        return Err(input!(
+            "{}: --transport mqtt-ws signs with AWS credentials, not a device certificate; leave it out \
+             (or use --transport mqtt for certificates)",
+            c.origin
+        ));
+    }
+    Ok(identity::Identity::Unsigned {
+        ids: ids(m, requested.map_or(1, |d| d.value))?,
+    })
+}
+
+/// Device ids PREFIX1..PREFIXN (`--id-prefix`, default freezer).
+fn ids(m: &mut layer::Merger, n: usize) -> Result<Vec<String>> {
+    let prefix = match m.pick(|l| l.id_prefix.take(), "--id-prefix") {
+        Some(p) => validate::id_prefix(&p.value, &p.origin).map(|()| p.value)?,
+        None => settings::DEFAULT_ID_PREFIX.to_string(),
+    };
+    Ok((1..=n).map(|i| format!("{prefix}{i}")).collect())
+}
+
 /// The identity choice: one folder per device (`--certs`), or one shared pair (`--cert/--key`).
 fn identity_source(m: &mut layer::Merger, requested: Option<Sourced<usize>>) -> Result<identity::Identity> {
     let certs = m.path(|l| l.certs.take(), "--certs");
@@ -262,11 +305,7 @@ fn identity_source(m: &mut layer::Merger, requested: Option<Sourced<usize>>) -> 
             requested: requested.map(|r| (r.value, r.origin)),
         }),
         (None, Some(cert), Some(key)) => {
-            let prefix = match m.pick(|l| l.id_prefix.take(), "--id-prefix") {
-                Some(p) => validate::id_prefix(&p.value, &p.origin).map(|()| p.value)?,
-                None => settings::DEFAULT_ID_PREFIX.to_string(),
-            };
-            let n = requested.map_or(1, |d| d.value);
+            let ids = ids(m, requested.map_or(1, |d| d.value))?;
             Ok(identity::Identity::Shared {
                 files: IdentityFiles {
                     cert: cert.value,
@@ -274,7 +313,7 @@ fn identity_source(m: &mut layer::Merger, requested: Option<Sourced<usize>>) -> 
                     cert_label: cert.origin,
                     key_label: key.origin,
                 },
-                ids: (1..=n).map(|i| format!("{prefix}{i}")).collect(),
+                ids,
             })
         }
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(input!(

@@ -52,6 +52,7 @@ pub fn port(v: In<u16>, transport: TransportKind) -> Result<u16> {
     let default = match transport {
         TransportKind::Mqtt => DEFAULT_PORT,
         TransportKind::Https => DEFAULT_HTTPS_PORT,
+        TransportKind::MqttWs => 443,
     };
     let why = "port 0 is not a port; AWS IoT Core uses 8883 (MQTT) and 8443 (HTTPS)";
     Ok(nonzero(v, why)?.map_or(default, |p| p.value))
@@ -60,8 +61,8 @@ pub fn port(v: In<u16>, transport: TransportKind) -> Result<u16> {
 /// `--mqtt-version`, which only MQTT has.
 pub fn mqtt_version(v: In<MqttVersion>, transport: TransportKind) -> Result<MqttVersion> {
     match v {
-        Some(v) if transport != TransportKind::Mqtt => Err(input!(
-            "{}: the MQTT version applies to --transport mqtt only; leave it out with --transport https",
+        Some(v) if transport == TransportKind::Https => Err(input!(
+            "{}: the MQTT version applies to MQTT only; leave it out with --transport https",
             v.origin
         )),
         v => Ok(v.map_or_else(Default::default, |v| v.value)),
@@ -231,13 +232,15 @@ pub const IOT_HTTP_ALPN: &str = "x-amzn-http-ca";
 /// The ALPN protocol to offer: `--alpn`, else IoT Core's for the transport on port 443, else none.
 pub fn alpn(v: In<String>, port: u16, transport: TransportKind) -> Vec<Vec<u8>> {
     let on_443 = match transport {
-        TransportKind::Mqtt => IOT_MQTT_ALPN,
-        TransportKind::Https => IOT_HTTP_ALPN,
+        TransportKind::Mqtt => Some(IOT_MQTT_ALPN),
+        TransportKind::Https => Some(IOT_HTTP_ALPN),
+        // WebSockets are an HTTP/1.1 upgrade: IoT Core needs no ALPN for them.
+        TransportKind::MqttWs => None,
     };
-    match v {
-        Some(a) => vec![a.value.into_bytes()],
-        None if port == 443 => vec![on_443.as_bytes().to_vec()],
-        None => vec![],
+    match (v, on_443) {
+        (Some(a), _) => vec![a.value.into_bytes()],
+        (None, Some(alpn)) if port == 443 => vec![alpn.as_bytes().to_vec()],
+        _ => vec![],
     }
 }
 

@@ -31,6 +31,8 @@ pub enum Identity {
     },
     /// `--cert/--key`: one certificate shared by devices with these ids.
     Shared { files: IdentityFiles, ids: Vec<String> },
+    /// No certificate: devices that authenticate another way (AWS credentials over WebSockets).
+    Unsigned { ids: Vec<String> },
 }
 
 /// Loads and checks every identity; warns once about private keys others can read.
@@ -65,6 +67,17 @@ pub fn load(identity: Identity, roots: Arc<RootCertStore>, alpn: &[Vec<u8>]) -> 
                 .collect::<Result<Vec<_>>>()?;
             warn_readable_keys(folders.iter().map(|f| f.files.key.as_path()));
             Ok(devices)
+        }
+        Identity::Unsigned { ids } => {
+            let tls = super::server_only_config(roots, alpn)?;
+            Ok(ids
+                .into_iter()
+                .map(|id| DeviceConfig {
+                    id,
+                    tls: tls.clone(),
+                    cert_file: PathBuf::new(),
+                })
+                .collect())
         }
         Identity::Shared { files, ids } => {
             let tls = client_config(&files, roots, alpn)?;

@@ -153,6 +153,19 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// A TLS client config without a client certificate (TLS 1.2+, server name verified against
+/// `roots`), for devices that authenticate another way.
+pub fn server_only_config(roots: Arc<RootCertStore>, alpn: &[Vec<u8>]) -> Result<Arc<ClientConfig>> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.to_vec();
+    config.resumption = rustls::client::Resumption::in_memory_sessions(8);
+    Ok(Arc::new(config))
+}
+
 /// Reads a PEM certificate chain (leaf first) and checks the leaf's validity period.
 pub fn load_cert_chain(path: &Path, label: &str) -> Result<Vec<CertificateDer<'static>>> {
     let bytes = read_file(path, label)?;

@@ -41,12 +41,53 @@ pub struct ClientSpec {
     pub max_outgoing: usize,
     pub connect_timeout: Duration,
     pub bind: Option<IpAddr>,
+    /// MQTT over WebSockets signed with AWS credentials, instead of MQTT over TLS.
+    pub websocket: Option<WsSigner>,
+}
+
+/// Signs every WebSocket connection attempt of MQTT over WebSockets with SigV4: a fresh
+/// presigned `wss://HOST:PORT/mqtt?X-Amz-…` URL each time, so a long run never uses an expired
+/// one. No client certificate: the AWS credentials are the identity.
+#[derive(Clone)]
+pub struct WsSigner {
+    pub host: String,
+    pub port: u16,
+    pub region: String,
+    pub credentials: aws_credential_types::Credentials,
+}
+
+impl WsSigner {
+    /// The URL without a signature (where the connection goes).
+    pub fn base_url(&self) -> String {
+        format!("wss://{}:{}/mqtt", self.host, self.port)
+    }
+
+    /// The upgrade request with a freshly presigned URL.
+    pub(super) async fn sign(self, mut request: http::Request<()>) -> http::Request<()> {
+        let signed = crate::aws::sigv4::iot_websocket_url(
+            &self.host,
+            self.port,
+            &self.region,
+            &self.credentials,
+            std::time::SystemTime::now(),
+        );
+        match signed.map(|url| url.parse::<http::Uri>()) {
+            Ok(Ok(uri)) => *request.uri_mut() = uri,
+            // The server will refuse the unsigned request, and the device reports it.
+            _ => tracing::error!("could not sign the WebSocket URL for {}", self.host),
+        }
+        request
+    }
 }
 
 /// An MQTT client over TLS with rustls (TCP_NODELAY on: without it small TLS records meet
 /// delayed ACKs, ~50 ms per round trip on loopback).
 pub fn client(spec: &ClientSpec) -> (AsyncClient, EventLoop) {
-    let mut options = MqttOptions::new(spec.id.clone(), spec.host.clone(), spec.port);
+    let host = spec
+        .websocket
+        .as_ref()
+        .map_or_else(|| spec.host.clone(), WsSigner::base_url);
+    let mut options = MqttOptions::new(spec.id.clone(), host, spec.port);
     options
         .set_keep_alive(spec.keep_alive)
         .set_clean_session(spec.clean_session)
@@ -55,6 +96,10 @@ pub fn client(spec: &ClientSpec) -> (AsyncClient, EventLoop) {
         .set_request_channel_capacity(spec.inflight as usize + 4)
         .set_max_packet_size(spec.max_incoming, spec.max_outgoing)
         .set_transport(Net::tls_with_config(TlsConfiguration::Rustls(spec.tls.clone())));
+    if let Some(signer) = spec.websocket.clone() {
+        options.set_transport(Net::wss_with_config(TlsConfiguration::Rustls(spec.tls.clone())));
+        options.set_request_modifier(move |request| signer.clone().sign(request));
+    }
     let (client, mut eventloop) = AsyncClient::new(options, spec.inflight as usize + 4);
     // rumqttc pre-sizes its event queue for 100 events of 144 bytes (~14 KB per device); it
     // rarely holds more than a few, so let it grow on demand instead.
@@ -103,6 +148,8 @@ pub struct Mqtt {
     pub connect_timeout: Duration,
     /// Local source addresses, round-robin by device index (`--bind`).
     pub bind: Vec<IpAddr>,
+    /// MQTT over WebSockets signed with AWS credentials (`--transport mqtt-ws`).
+    pub websocket: Option<WsSigner>,
 }
 
 impl Transport for Mqtt {
@@ -125,6 +172,7 @@ impl Transport for Mqtt {
                 .max(MAX_PACKET),
             connect_timeout: self.connect_timeout,
             bind: (!self.bind.is_empty()).then(|| self.bind[index % self.bind.len()]),
+            websocket: self.websocket.clone(),
         };
         let (client, eventloop) = client(&spec);
         let sender = MqttSender {

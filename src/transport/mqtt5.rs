@@ -17,7 +17,7 @@ use rumqttc::v5::mqttbytes::v5::{
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, StateError};
 use rumqttc::{Outgoing, QoS, TlsConfiguration, Transport as Net};
 
-use super::mqtt::MAX_PACKET;
+use super::mqtt::{MAX_PACKET, WsSigner};
 use super::{Link, LinkEvent, Sender, Transport};
 use crate::cause::{self, Cause, Kind};
 use crate::config::DeviceConfig;
@@ -37,6 +37,8 @@ pub struct Mqtt5 {
     pub max_inflight: u16,
     pub connect_timeout: Duration,
     pub bind: Vec<IpAddr>,
+    /// MQTT 5 over WebSockets signed with AWS credentials (`--transport mqtt-ws`).
+    pub websocket: Option<WsSigner>,
 }
 
 impl Transport for Mqtt5 {
@@ -44,7 +46,11 @@ impl Transport for Mqtt5 {
     type Link = Mqtt5Link;
 
     fn open(&self, device: &DeviceConfig, index: usize) -> (Mqtt5Sender, Mqtt5Link) {
-        let mut options = MqttOptions::new(device.id.clone(), self.host.clone(), self.port);
+        let host = self
+            .websocket
+            .as_ref()
+            .map_or_else(|| self.host.clone(), WsSigner::base_url);
+        let mut options = MqttOptions::new(device.id.clone(), host, self.port);
         options
             .set_keep_alive(self.keep_alive)
             .set_clean_start(!self.persistent_session)
@@ -54,6 +60,10 @@ impl Transport for Mqtt5 {
             .set_max_packet_size(Some(MAX_PACKET as u32))
             .set_connection_timeout(self.connect_timeout.as_secs().max(1))
             .set_transport(Net::tls_with_config(TlsConfiguration::Rustls(device.tls.clone())));
+        if let Some(signer) = self.websocket.clone() {
+            options.set_transport(Net::wss_with_config(TlsConfiguration::Rustls(device.tls.clone())));
+            options.set_request_modifier(move |request| signer.clone().sign(request));
+        }
         let mut net = options.network_options();
         net.set_tcp_nodelay(true);
         net.set_bind_addr((!self.bind.is_empty()).then(|| self.bind[index % self.bind.len()]));

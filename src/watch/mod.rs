@@ -53,6 +53,7 @@ pub async fn run(
         max_outgoing: MAX_MESSAGE,
         connect_timeout: Duration::from_secs(10),
         bind: None,
+        websocket: None,
     };
     let (client, mut eventloop) = mqtt::client(&spec);
     let addr = format!("{}:{}", cfg.host, cfg.port);

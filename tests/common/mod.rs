@@ -470,8 +470,19 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn spawn(args: &[&str]) -> Fleet {
-        let mut child = Command::new(BIN)
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// The same, with these environment variables set (and every AWS_* variable of the test's
+    /// own environment removed, so nothing of this machine's AWS setup leaks in).
+    pub fn spawn_with_env(args: &[&str], env: &[(String, String)]) -> Fleet {
+        let mut command = Command::new(BIN);
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+            command.env_remove(key);
+        }
+        let mut child = command
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("NO_COLOR", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

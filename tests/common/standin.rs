@@ -421,3 +421,135 @@ async fn answer_one(
     let body = http_body_util::Full::new(bytes::Bytes::from_static(b"{\"message\":\"OK\"}"));
     Ok(hyper::Response::builder().status(status).body(body).unwrap())
 }
+
+/// A stand-in for AWS IoT Core's MQTT-over-WebSockets endpoint: TLS with the test PKI's server
+/// certificate (no client certificate), a WebSocket upgrade whose request URL is recorded (where
+/// the SigV4 signature travels), then MQTT passed on to a real broker over TLS with the test
+/// PKI's `monitor` identity.
+pub struct WsGate {
+    pub port: u16,
+    urls: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl WsGate {
+    pub fn start(pki: &Pki, upstream: u16) -> WsGate {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = Arc::new(server_config_without_client_auth(pki));
+        let client = Arc::new(monitor_client_config(pki));
+        let (urls, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)));
+        let (log, halt) = (urls.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let acceptor = tokio_rustls::TlsAcceptor::from(server);
+                let connector = tokio_rustls::TlsConnector::from(client);
+                while !halt.load(Ordering::SeqCst) {
+                    let Ok(Ok((tcp, _))) =
+                        tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
+                    else {
+                        continue;
+                    };
+                    let (acceptor, connector, log) = (acceptor.clone(), connector.clone(), log.clone());
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        bridge(tls, connector, upstream, log).await;
+                    });
+                }
+            });
+        });
+        WsGate { port, urls, stop }
+    }
+
+    /// The URL (path and query) of every WebSocket upgrade request.
+    pub fn urls(&self) -> Vec<String> {
+        self.urls.lock().unwrap().clone()
+    }
+}
+
+impl Drop for WsGate {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Accepts the WebSocket (subprotocol `mqtt`), then copies binary frames to and from the broker.
+async fn bridge(
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    connector: tokio_rustls::TlsConnector,
+    upstream: u16,
+    log: Arc<Mutex<Vec<String>>>,
+) {
+    use async_tungstenite::tungstenite::Message;
+    use async_tungstenite::tungstenite::handshake::server::{Request, Response};
+    use futures_util::{SinkExt, StreamExt};
+    // The closure's type is tungstenite's: its error variant is large by their design.
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &Request, mut resp: Response| {
+        log.lock().unwrap().push(req.uri().to_string());
+        resp.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+        Ok(resp)
+    };
+    let Ok(ws) = async_tungstenite::tokio::accept_hdr_async(tls, callback).await else {
+        return;
+    };
+    let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+        return;
+    };
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let Ok(back) = connector.connect(name, up).await else {
+        return;
+    };
+    let (mut back_read, mut back_write) = tokio::io::split(back);
+    let (mut ws_write, mut ws_read) = ws.split();
+    let to_broker = async {
+        while let Some(Ok(message)) = ws_read.next().await {
+            if let Message::Binary(bytes) = message
+                && back_write.write_all(&bytes).await.is_err()
+            {
+                break;
+            }
+        }
+    };
+    let to_client = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = back_read.read(&mut buf).await {
+            if ws_write
+                .send(Message::Binary(buf[..n].to_vec().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = to_broker => {}
+        _ = to_client => {}
+    }
+}
+
+/// The test PKI's server certificate, no client certificate asked for.
+fn server_config_without_client_auth(pki: &Pki) -> rustls::ServerConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let read = |name: &str| std::fs::read(pki.path().join(name)).unwrap();
+    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&read("server.pem"))
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(&read("server.key")).unwrap();
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap()
+}
