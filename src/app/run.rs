@@ -42,8 +42,8 @@ fn mqtt(cfg: &FleetConfig, websocket: Option<WsSigner>) -> Mqtt {
         port: cfg.port,
         topic: cfg.topic.clone(),
         qos: cfg.qos,
-        keep_alive: cfg.keep_alive,
-        persistent_session: cfg.persistent_session,
+        keep_alive: cfg.link.keep_alive,
+        persistent_session: cfg.link.persistent_session,
         max_inflight: cfg.max_inflight,
         payload_bytes: cfg.payload_bytes,
         connect_timeout: CONNECT_TIMEOUT,
@@ -86,8 +86,8 @@ fn mqtt5(cfg: &FleetConfig, websocket: Option<WsSigner>) -> Mqtt5 {
         port: cfg.port,
         topic: cfg.topic.clone(),
         qos: cfg.qos,
-        keep_alive: cfg.keep_alive,
-        persistent_session: cfg.persistent_session,
+        keep_alive: cfg.link.keep_alive,
+        persistent_session: cfg.link.persistent_session,
         max_inflight: cfg.max_inflight,
         connect_timeout: CONNECT_TIMEOUT,
         bind: cfg.bind.clone(),
@@ -195,7 +195,8 @@ fn announce(cfg: &FleetConfig) {
         cfg.topic,
         cfg.qos as u8,
         cfg.schedule,
-        cfg.ramp_up
+        cfg.link
+            .ramp_up
             .map(|r| format!(", connecting at most {r}/s"))
             .unwrap_or_default()
     );

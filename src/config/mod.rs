@@ -111,6 +111,47 @@ pub struct Seed {
     pub given: bool,
 }
 
+/// How devices keep, pace and re-make their connections.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    pub keep_alive: Duration,
+    pub drain_timeout: Duration,
+    /// Connection attempts per second, fleet-wide.
+    pub ramp_up: Option<u32>,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub offline_queue: usize,
+    pub persistent_session: bool,
+}
+
+impl LinkSettings {
+    /// Reads the link settings (`--keep-alive` … `--persistent-session`).
+    fn resolve(m: &mut layer::Merger) -> Result<LinkSettings> {
+        use settings as s;
+        let keep_alive = s::keep_alive(m.duration(|l| l.keep_alive.take(), "--keep-alive")?)?;
+        let drain_timeout = m
+            .duration(|l| l.drain_timeout.take(), "--drain-timeout")?
+            .map_or(settings::DEFAULT_DRAIN_TIMEOUT, |d| d.value);
+        let ramp_why = "0 connections per second would never connect; give e.g. 100";
+        let ramp_up = s::nonzero(m.pick(|l| l.ramp_up.take(), "--ramp-up"), ramp_why)?.map(|r| r.value);
+        let (backoff_min, backoff_max) = s::backoff(
+            m.duration(|l| l.backoff_min.take(), "--backoff-min")?,
+            m.duration(|l| l.backoff_max.take(), "--backoff-max")?,
+        )?;
+        Ok(LinkSettings {
+            keep_alive,
+            drain_timeout,
+            ramp_up,
+            backoff_min,
+            backoff_max,
+            offline_queue: s::offline_queue(m.pick(|l| l.offline_queue.take(), "--offline-queue"))?,
+            persistent_session: m
+                .pick(|l| l.persistent_session.take(), "--persistent-session")
+                .is_some_and(|p| p.value),
+        })
+    }
+}
+
 /// Everything a run needs, validated.
 pub struct FleetConfig {
     pub endpoint: String,
@@ -126,14 +167,8 @@ pub struct FleetConfig {
     pub qos: QoS,
     pub duration: Option<Duration>,
     pub seed: Seed,
-    pub keep_alive: Duration,
-    pub drain_timeout: Duration,
-    /// Connection attempts per second, fleet-wide.
-    pub ramp_up: Option<u32>,
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    pub offline_queue: usize,
-    pub persistent_session: bool,
+    /// How connections are kept, paced and re-made.
+    pub link: LinkSettings,
     pub schedule: Schedule,
     /// Events per device, then stop.
     pub count: Option<u64>,
@@ -177,20 +212,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     let qos = s::qos(m.pick(|l| l.qos.take(), "--qos"))?;
     let interval = m.duration(|l| l.interval.take(), "--interval")?;
     let duration = s::run_duration(m.duration(|l| l.duration.take(), "--duration")?)?;
-    let keep_alive = s::keep_alive(m.duration(|l| l.keep_alive.take(), "--keep-alive")?)?;
-    let drain_timeout = m
-        .duration(|l| l.drain_timeout.take(), "--drain-timeout")?
-        .map_or(settings::DEFAULT_DRAIN_TIMEOUT, |d| d.value);
-    let ramp_why = "0 connections per second would never connect; give e.g. 100";
-    let ramp_up = s::nonzero(m.pick(|l| l.ramp_up.take(), "--ramp-up"), ramp_why)?.map(|r| r.value);
-    let (backoff_min, backoff_max) = s::backoff(
-        m.duration(|l| l.backoff_min.take(), "--backoff-min")?,
-        m.duration(|l| l.backoff_max.take(), "--backoff-max")?,
-    )?;
-    let offline_queue = s::offline_queue(m.pick(|l| l.offline_queue.take(), "--offline-queue"))?;
-    let persistent_session = m
-        .pick(|l| l.persistent_session.take(), "--persistent-session")
-        .is_some_and(|p| p.value);
+    let mut link = LinkSettings::resolve(&mut m)?;
     let seed = s::seed(m.pick(|l| l.seed.take(), "--seed"));
     let requested = s::nonzero(
         m.pick(|l| l.devices.take(), "--devices"),
@@ -206,11 +228,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         _ => identity_source(&mut m, requested)?,
     };
     let devices = identity::devices::load(identity, roots, &alpn)?;
-    let aws = crate::aws::credentials::Source {
-        region: m.pick(|l| l.region.take(), "--region").map(|r| r.value),
-        fallback_region: crate::aws::credentials::region_of_iot_endpoint(&endpoint),
-        profile: m.pick(|l| l.aws_profile.take(), "--aws-profile").map(|p| p.value),
-    };
+    let aws = aws_source(&mut m, &endpoint);
 
     let rate = s::rate(m.pick(|l| l.rate.take().map(layer::RateValue::text), "--rate"))?;
     let schedule = s::schedule(interval, rate, devices.len());
@@ -231,10 +249,9 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
             ids: devices.iter().map(|d| d.id.as_str()),
         })?;
     }
-    let ramp_up = match profile {
-        Profile::AwsIot => Some(aws_iot::ramp_up(ramp_up)),
-        Profile::None => ramp_up,
-    };
+    if profile == Profile::AwsIot {
+        link.ramp_up = Some(aws_iot::ramp_up(link.ramp_up));
+    }
     Ok(FleetConfig {
         endpoint,
         port,
@@ -247,13 +264,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         qos,
         duration,
         seed,
-        keep_alive,
-        drain_timeout,
-        ramp_up,
-        backoff_min,
-        backoff_max,
-        offline_queue,
-        persistent_session,
+        link,
         schedule,
         count,
         payload_bytes,
@@ -263,6 +274,15 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         bind,
         devices,
     })
+}
+
+/// Where AWS credentials and the region come from (`--region`, `--aws-profile`, the endpoint).
+fn aws_source(m: &mut layer::Merger, endpoint: &str) -> crate::aws::credentials::Source {
+    crate::aws::credentials::Source {
+        region: m.pick(|l| l.region.take(), "--region").map(|r| r.value),
+        fallback_region: crate::aws::credentials::region_of_iot_endpoint(endpoint),
+        profile: m.pick(|l| l.aws_profile.take(), "--aws-profile").map(|p| p.value),
+    }
 }
 
 /// Devices that sign with AWS credentials: ids from `--devices` and `--id-prefix`, no certificate.
