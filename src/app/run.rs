@@ -79,22 +79,6 @@ fn https(cfg: &FleetConfig) -> Https {
     }
 }
 
-/// The MQTT 5 transport for a run's settings.
-fn mqtt5(cfg: &FleetConfig, websocket: Option<WsSigner>) -> Mqtt5 {
-    Mqtt5 {
-        host: cfg.endpoint.clone(),
-        port: cfg.port,
-        topic: cfg.topic.clone(),
-        qos: cfg.qos,
-        keep_alive: cfg.link.keep_alive,
-        persistent_session: cfg.link.persistent_session,
-        max_inflight: cfg.max_inflight,
-        connect_timeout: CONNECT_TIMEOUT,
-        bind: cfg.bind.clone(),
-        websocket,
-    }
-}
-
 /// Runs the fleet to the end with the console on `console`; prints the summary and writes the
 /// report.
 pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outcome> {
@@ -105,7 +89,7 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
     let mut fleet = match (cfg.transport, cfg.mqtt_version) {
         (TransportKind::Https, _) => Fleet::start(cfg, https(cfg)),
         (_, MqttVersion::V311) => Fleet::start(cfg, mqtt(cfg, signer)),
-        (_, MqttVersion::V5) => Fleet::start(cfg, mqtt5(cfg, signer)),
+        (_, MqttVersion::V5) => Fleet::start(cfg, Mqtt5(mqtt(cfg, signer))),
     };
     let mut front = Front {
         console,

@@ -7,7 +7,6 @@
 //! pre-sized event queue is released, and rumqttc's own copy of unacknowledged publishes is
 //! dropped after a lost connection (the device re-sends from its ledger).
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::QoS as QoS5;
@@ -17,7 +16,7 @@ use rumqttc::v5::mqttbytes::v5::{
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, StateError};
 use rumqttc::{Outgoing, QoS, TlsConfiguration, Transport as Net};
 
-use super::mqtt::{MAX_PACKET, WsSigner};
+use super::mqtt::{MAX_PACKET, Mqtt, WsSigner};
 use super::{Link, LinkEvent, Sender, Transport};
 use crate::cause::{self, Cause, Kind};
 use crate::config::DeviceConfig;
@@ -25,21 +24,10 @@ use crate::config::DeviceConfig;
 /// How long IoT Core keeps a persistent session (its maximum is one hour by default).
 const SESSION_EXPIRY_S: u32 = 3600;
 
-/// The settings every device's MQTT 5 connection shares.
+/// MQTT 5 with the same settings as the 3.1.1 transport (`--payload-bytes` aside: MQTT 5
+/// servers announce their own maximum packet size).
 #[derive(Clone)]
-pub struct Mqtt5 {
-    pub host: String,
-    pub port: u16,
-    pub topic: String,
-    pub qos: QoS,
-    pub keep_alive: Duration,
-    pub persistent_session: bool,
-    pub max_inflight: u16,
-    pub connect_timeout: Duration,
-    pub bind: Vec<IpAddr>,
-    /// MQTT 5 over WebSockets signed with AWS credentials (`--transport mqtt-ws`).
-    pub websocket: Option<WsSigner>,
-}
+pub struct Mqtt5(pub Mqtt);
 
 impl Transport for Mqtt5 {
     type Sender = Mqtt5Sender;
@@ -47,37 +35,38 @@ impl Transport for Mqtt5 {
 
     fn open(&self, device: &DeviceConfig, index: usize) -> (Mqtt5Sender, Mqtt5Link) {
         let host = self
+            .0
             .websocket
             .as_ref()
-            .map_or_else(|| self.host.clone(), WsSigner::base_url);
-        let mut options = MqttOptions::new(device.id.clone(), host, self.port);
+            .map_or_else(|| self.0.host.clone(), WsSigner::base_url);
+        let mut options = MqttOptions::new(device.id.clone(), host, self.0.port);
         options
-            .set_keep_alive(self.keep_alive)
-            .set_clean_start(!self.persistent_session)
-            .set_session_expiry_interval(self.persistent_session.then_some(SESSION_EXPIRY_S))
-            .set_outgoing_inflight_upper_limit(self.max_inflight)
-            .set_request_channel_capacity(self.max_inflight as usize + 4)
+            .set_keep_alive(self.0.keep_alive)
+            .set_clean_start(!self.0.persistent_session)
+            .set_session_expiry_interval(self.0.persistent_session.then_some(SESSION_EXPIRY_S))
+            .set_outgoing_inflight_upper_limit(self.0.max_inflight)
+            .set_request_channel_capacity(self.0.max_inflight as usize + 4)
             .set_max_packet_size(Some(MAX_PACKET as u32))
-            .set_connection_timeout(self.connect_timeout.as_secs().max(1))
+            .set_connection_timeout(self.0.connect_timeout.as_secs().max(1))
             .set_transport(Net::tls_with_config(TlsConfiguration::Rustls(device.tls.clone())));
-        if let Some(signer) = self.websocket.clone() {
+        if let Some(signer) = self.0.websocket.clone() {
             options.set_transport(Net::wss_with_config(TlsConfiguration::Rustls(device.tls.clone())));
             options.set_request_modifier(move |request| signer.clone().sign(request));
         }
         let mut net = options.network_options();
         net.set_tcp_nodelay(true);
-        net.set_bind_addr((!self.bind.is_empty()).then(|| self.bind[index % self.bind.len()]));
+        net.set_bind_addr((!self.0.bind.is_empty()).then(|| self.0.bind[index % self.0.bind.len()]));
         options.set_network_options(net);
-        let (client, mut eventloop) = AsyncClient::new(options, self.max_inflight as usize + 4);
+        let (client, mut eventloop) = AsyncClient::new(options, self.0.max_inflight as usize + 4);
         eventloop.state.events = std::collections::VecDeque::new();
-        let qos = match self.qos {
+        let qos = match self.0.qos {
             QoS::AtMostOnce => QoS5::AtMostOnce,
             QoS::AtLeastOnce => QoS5::AtLeastOnce,
             QoS::ExactlyOnce => QoS5::ExactlyOnce,
         };
         let sender = Mqtt5Sender {
             client: client.clone(),
-            topic: self.topic.clone(),
+            topic: self.0.topic.clone(),
             qos,
         };
         let link = Mqtt5Link {
@@ -89,7 +78,7 @@ impl Transport for Mqtt5 {
     }
 
     fn target(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        format!("{}:{}", self.0.host, self.0.port)
     }
 }
 

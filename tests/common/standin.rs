@@ -15,6 +15,46 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Pki;
 
+/// A TLS connection a stand-in serves.
+pub type Tls = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// Serves TLS on a free loopback port, on a thread of its own, until `stop` is set: each
+/// connection's handshake, then `handle` on a task of its own. Returns the port.
+fn serve_tls<F, Fut>(config: rustls::ServerConfig, stop: Arc<AtomicBool>, handle: F) -> u16
+where
+    F: Fn(Tls) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let handle = Arc::new(handle);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                let Ok(Ok((tcp, _))) =
+                    tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
+                else {
+                    continue;
+                };
+                let (acceptor, handle) = (acceptor.clone(), handle.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        handle(tls).await;
+                    }
+                });
+            }
+        });
+    });
+    port
+}
+
 /// When the stand-in closes the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refuse {
@@ -36,39 +76,18 @@ pub struct RefusingServer {
 
 impl RefusingServer {
     pub fn start(pki: &Pki, refuse: Refuse) -> RefusingServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let tls = Arc::new(server_config(pki));
         let connects = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (log, halt) = (connects.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-                while !halt.load(Ordering::SeqCst) {
-                    let Ok(Ok((tcp, _))) =
-                        tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
-                    else {
-                        continue;
-                    };
-                    let (acceptor, log) = (acceptor.clone(), log.clone());
-                    tokio::spawn(async move {
-                        if let Ok(stream) = acceptor.accept(tcp).await {
-                            if refuse == Refuse::TakenOverV5 {
-                                serve_v5_taken_over(stream, &log).await;
-                            } else {
-                                serve(stream, refuse, &log).await;
-                            }
-                        }
-                    });
+        let log = connects.clone();
+        let port = serve_tls(server_config(pki), stop.clone(), move |tls| {
+            let log = log.clone();
+            async move {
+                if refuse == Refuse::TakenOverV5 {
+                    serve_v5_taken_over(tls, &log).await;
+                } else {
+                    serve(tls, refuse, &log).await;
                 }
-            });
+            }
         });
         RefusingServer { port, connects, stop }
     }
@@ -86,11 +105,7 @@ impl Drop for RefusingServer {
 }
 
 /// One connection: reads packets until it is time to close.
-async fn serve(
-    mut stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    refuse: Refuse,
-    log: &Mutex<Vec<(String, Instant)>>,
-) {
+async fn serve(mut stream: Tls, refuse: Refuse, log: &Mutex<Vec<(String, Instant)>>) {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         let packet = loop {
@@ -125,10 +140,7 @@ async fn serve(
 }
 
 /// MQTT 5: CONNACK, PUBACK and PINGRESP as a broker would, then DISCONNECT 0x8E.
-async fn serve_v5_taken_over(
-    mut stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    log: &Mutex<Vec<(String, Instant)>>,
-) {
+async fn serve_v5_taken_over(mut stream: Tls, log: &Mutex<Vec<(String, Instant)>>) {
     use rumqttc::v5::mqttbytes::v5::{
         ConnAck as ConnAck5, ConnectReturnCode as Code5, Disconnect, DisconnectReasonCode, Packet as P5,
         PingResp, PubAck, PubAckReason,
@@ -223,49 +235,23 @@ pub const IOT_MQTT_ALPN: &[u8] = b"x-amzn-mqtt-ca";
 
 impl AlpnGate {
     pub fn start(pki: &Pki, upstream: u16) -> AlpnGate {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let mut server = server_config(pki);
         server.alpn_protocols = vec![IOT_MQTT_ALPN.to_vec()];
-        let client = Arc::new(monitor_client_config(pki));
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(monitor_client_config(pki)));
         let (passed, stop) = (Arc::new(Mutex::new(0)), Arc::new(AtomicBool::new(false)));
-        let (count, halt, server) = (passed.clone(), stop.clone(), Arc::new(server));
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let acceptor = tokio_rustls::TlsAcceptor::from(server);
-                let connector = tokio_rustls::TlsConnector::from(client);
-                while !halt.load(Ordering::SeqCst) {
-                    let Ok(Ok((tcp, _))) =
-                        tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
-                    else {
-                        continue;
-                    };
-                    let (acceptor, connector, count) = (acceptor.clone(), connector.clone(), count.clone());
-                    tokio::spawn(async move {
-                        let Ok(mut front) = acceptor.accept(tcp).await else {
-                            return;
-                        };
-                        if front.get_ref().1.alpn_protocol() != Some(IOT_MQTT_ALPN) {
-                            return; // no ALPN: not MQTT for this port
-                        }
-                        let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
-                            return;
-                        };
-                        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-                        let Ok(mut back) = connector.connect(name, up).await else {
-                            return;
-                        };
-                        *count.lock().unwrap() += 1;
-                        let _ = tokio::io::copy_bidirectional(&mut front, &mut back).await;
-                    });
+        let count = passed.clone();
+        let port = serve_tls(server, stop.clone(), move |mut front| {
+            let (connector, count) = (connector.clone(), count.clone());
+            async move {
+                if front.get_ref().1.alpn_protocol() != Some(IOT_MQTT_ALPN) {
+                    return; // no ALPN: not MQTT for this port
                 }
-            });
+                let Some(mut back) = upstream_tls(&connector, upstream).await else {
+                    return;
+                };
+                *count.lock().unwrap() += 1;
+                let _ = tokio::io::copy_bidirectional(&mut front, &mut back).await;
+            }
         });
         AlpnGate { port, passed, stop }
     }
@@ -280,6 +266,16 @@ impl Drop for AlpnGate {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
+}
+
+/// A TLS connection to the real broker on `port`, as the test PKI's `monitor`.
+async fn upstream_tls(
+    connector: &tokio_rustls::TlsConnector,
+    port: u16,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.ok()
 }
 
 /// A client config with the test PKI's `monitor` certificate.
@@ -327,43 +323,20 @@ pub struct HttpsServer {
 
 impl HttpsServer {
     pub fn start(pki: &Pki, answer: Answer) -> HttpsServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let tls = Arc::new(server_config(pki));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(Mutex::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (log, conns, halt) = (requests.clone(), connections.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-                while !halt.load(Ordering::SeqCst) {
-                    let Ok(Ok((tcp, _))) =
-                        tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
-                    else {
-                        continue;
-                    };
-                    let (acceptor, log, conns) = (acceptor.clone(), log.clone(), conns.clone());
-                    tokio::spawn(async move {
-                        let Ok(stream) = acceptor.accept(tcp).await else {
-                            return;
-                        };
-                        *conns.lock().unwrap() += 1;
-                        let service =
-                            hyper::service::service_fn(move |req| answer_one(req, answer, log.clone()));
-                        let io = hyper_util::rt::TokioIo::new(stream);
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, service)
-                            .await;
-                    });
-                }
-            });
+        let (log, conns) = (requests.clone(), connections.clone());
+        let port = serve_tls(server_config(pki), stop.clone(), move |tls| {
+            *conns.lock().unwrap() += 1;
+            let log = log.clone();
+            async move {
+                let service = hyper::service::service_fn(move |req| answer_one(req, answer, log.clone()));
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            }
         });
         HttpsServer {
             port,
@@ -434,37 +407,11 @@ pub struct WsGate {
 
 impl WsGate {
     pub fn start(pki: &Pki, upstream: u16) -> WsGate {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = Arc::new(server_config_without_client_auth(pki));
-        let client = Arc::new(monitor_client_config(pki));
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(monitor_client_config(pki)));
         let (urls, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)));
-        let (log, halt) = (urls.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let acceptor = tokio_rustls::TlsAcceptor::from(server);
-                let connector = tokio_rustls::TlsConnector::from(client);
-                while !halt.load(Ordering::SeqCst) {
-                    let Ok(Ok((tcp, _))) =
-                        tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
-                    else {
-                        continue;
-                    };
-                    let (acceptor, connector, log) = (acceptor.clone(), connector.clone(), log.clone());
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(tcp).await else {
-                            return;
-                        };
-                        bridge(tls, connector, upstream, log).await;
-                    });
-                }
-            });
+        let log = urls.clone();
+        let port = serve_tls(server_config_without_client_auth(pki), stop.clone(), move |tls| {
+            bridge(tls, connector.clone(), upstream, log.clone())
         });
         WsGate { port, urls, stop }
     }
@@ -483,7 +430,7 @@ impl Drop for WsGate {
 
 /// Accepts the WebSocket (subprotocol `mqtt`), then copies binary frames to and from the broker.
 async fn bridge(
-    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    tls: Tls,
     connector: tokio_rustls::TlsConnector,
     upstream: u16,
     log: Arc<Mutex<Vec<String>>>,
