@@ -200,26 +200,37 @@ async fn serve_v5_taken_over(mut stream: Tls, log: &Mutex<Vec<(String, Instant)>
 
 /// The test PKI's server certificate, client certificates required (signed by its CA).
 fn server_config(pki: &Pki) -> rustls::ServerConfig {
+    server_config_with(pki, true)
+}
+
+/// The test PKI's server certificate, no client certificate asked for.
+fn server_config_without_client_auth(pki: &Pki) -> rustls::ServerConfig {
+    server_config_with(pki, false)
+}
+
+fn server_config_with(pki: &Pki, client_auth: bool) -> rustls::ServerConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let read = |name: &str| std::fs::read(pki.path().join(name)).unwrap();
     let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&read("server.pem"))
         .map(|c| c.unwrap())
         .collect();
     let key = PrivateKeyDer::from_pem_slice(&read("server.key")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(&read("ca.pem")) {
-        roots.add(ca.unwrap()).unwrap();
-    }
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if client_auth {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(&read("ca.pem")) {
+            roots.add(ca.unwrap()).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
             .unwrap();
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .unwrap()
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    builder.with_single_cert(certs, key).unwrap()
 }
 
 /// A TLS front that, like AWS IoT Core on port 443, takes MQTT only from clients that offer ALPN
@@ -483,20 +494,4 @@ async fn bridge(
         _ = to_broker => {}
         _ = to_client => {}
     }
-}
-
-/// The test PKI's server certificate, no client certificate asked for.
-fn server_config_without_client_auth(pki: &Pki) -> rustls::ServerConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let read = |name: &str| std::fs::read(pki.path().join(name)).unwrap();
-    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&read("server.pem"))
-        .map(|c| c.unwrap())
-        .collect();
-    let key = PrivateKeyDer::from_pem_slice(&read("server.key")).unwrap();
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap()
 }
