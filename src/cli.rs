@@ -109,6 +109,39 @@ pub enum Command {
     /// Subscribe and print what arrives, counting gaps, duplicates, reorderings and latency per device.
     #[command(after_help = WATCH_EXAMPLES)]
     Watch(WatchArgs),
+    /// Merge the JSON reports of a fleet's shards exactly, or show a report's summary.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+const REPORT_EXAMPLES: &str = "\
+Examples:
+  freezer-fleet run --config fleet.toml --shard 0/2 --report shard0.json
+  freezer-fleet run --config fleet.toml --shard 1/2 --report shard1.json
+  freezer-fleet report merge shard0.json shard1.json --out fleet.json
+  freezer-fleet report show fleet.json
+
+Counts are summed and the latency histograms added, so the merged percentiles are those of the
+whole fleet, not an average of the shards' percentiles.";
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Add reports up exactly: counts summed, HDR histograms added, percentiles recomputed.
+    #[command(after_help = REPORT_EXAMPLES)]
+    Merge {
+        /// Reports written with `run --report FILE`.
+        #[arg(value_name = "REPORT", required = true)]
+        files: Vec<PathBuf>,
+        /// Write the merged report here [default: stdout].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Print a report's summary, as the run printed it.
+    #[command(after_help = REPORT_EXAMPLES)]
+    Show {
+        #[arg(value_name = "REPORT")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -334,6 +367,10 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "mqtt|https|mqtt-ws")]
     pub transport: Option<crate::config::TransportKind>,
 
+    /// Run shard I of N: devices I, I+N, I+2N, … of the fleet (ids unchanged) [default: JOB_COMPLETION_INDEX of FREEZER_FLEET_SHARDS when both are set, else the whole fleet].
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+
     /// AWS region to sign for (mqtt-ws) [default: AWS_REGION, the profile's, or the endpoint's].
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
@@ -396,6 +433,7 @@ impl RunArgs {
             transport: self.transport,
             region: self.region,
             aws_profile: self.aws_profile,
+            shard: self.shard,
         };
         (layer, self.config)
     }

@@ -56,7 +56,7 @@ impl Fleet {
             count: cfg.count,
             payload_bytes: cfg.payload_bytes,
             drain_timeout: cfg.link.drain_timeout,
-            fleet_size: n,
+            fleet_size: cfg.fleet_size,
             seed: cfg.seed.value,
             start: started,
             max_inflight: cfg.max_inflight,
@@ -73,7 +73,8 @@ impl Fleet {
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         let mut tasks = JoinSet::new();
         let mut injectors = Injectors::with_capacity(n);
-        for (index, dev) in cfg.devices.iter().cloned().enumerate() {
+        for dev in cfg.devices.iter().cloned() {
+            let index = dev.index;
             let (tx, inject_rx) = mpsc::channel(INJECT_QUEUE);
             injectors.add(dev.id.clone(), tx);
             let links = DeviceLinks {

@@ -6,7 +6,8 @@
 //! This is the one list of modules (README.md points here). Only what `main` needs is public.
 //! Arrows say who may import whom:
 //! `app → fleet → device → transport`, and `config → identity`; nothing imports `app` or `cli`.
-//! - [`app`]: one file per subcommand (run, demo, certs, broker, watch), composed from the rest.
+//! - [`app`]: one file per subcommand (run, demo, certs, broker, watch, report), composed from
+//!   the rest.
 //! - [`cli`]: clap definitions only, converted into config layers.
 //! - [`config`]: flags and the TOML file as layers → pure per-setting functions → one I/O stage →
 //!   a validated [`config::FleetConfig`]; AWS IoT Core's limits (`config::aws_iot`); the
@@ -24,11 +25,13 @@
 //!   and the status line; [`nofile`]: the open-files limit; [`signals`] and [`stop`]: when to stop.
 //! - [`cause`]: connection errors → a typed [`cause::Kind`] and one actionable sentence.
 //! - [`stats`], [`log_gate`] and [`report`]: counters declared once, throttled per-device logs,
-//!   the summary and the JSON report.
+//!   the summary and the JSON report, and the exact merge of reports (`report::merge`).
 //! - [`preflight`]: one TLS handshake with the endpoint before the fleet starts.
 //! - [`ratelimit`]: the fleet-wide pacer of connection attempts (`--ramp-up`).
 //! - [`watch`]: the subscriber that prints events and counts gaps, duplicates, latency.
 //! - [`local`]: the zero-setup parts: a local PKI and the embedded mTLS broker.
+//! - [`shard`]: which part of the fleet this process runs (`--shard I/N`).
+//! - [`aws`]: the AWS credential chain and SigV4 signing, shared by every AWS path.
 //! - [`error`]: input errors (exit 2) versus run failures (exit 1).
 //!
 //! # Adding a transport
@@ -57,6 +60,7 @@ mod nofile;
 mod preflight;
 mod ratelimit;
 mod report;
+mod shard;
 mod signals;
 mod stats;
 mod stop;

@@ -11,12 +11,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cause::{Cause, Kind};
 
 /// How many device ids a cause lists before it just counts.
-const NAMES_PER_CAUSE: usize = 5;
+pub const NAMES_PER_CAUSE: usize = 5;
 /// Latency histograms, sharded by device so devices rarely wait on each other's lock.
 const LATENCY_SHARDS: usize = 4;
 /// Histogram range in microseconds: 1 µs to 1 h, 3 significant digits.
@@ -54,7 +54,8 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct $shared { $( pub $field: Counter, )* }
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(default)]
         pub struct $plain { $( $(#[$fm])* pub $field: u64, )* }
         impl $shared {
             pub fn load(&self) -> $plain {
@@ -173,7 +174,7 @@ pub struct Latency {
     pub lag: Histogram<u64>,
 }
 
-fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds")
 }
 
@@ -197,7 +198,7 @@ impl Latency {
 }
 
 /// Percentiles of one histogram, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quantiles {
     pub count: u64,
     pub p50: f64,
@@ -225,7 +226,7 @@ impl Quantiles {
 }
 
 /// How often a cause occurred, and the first few devices it hit.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CauseCount {
     pub count: u64,
     pub devices: Vec<String>,

@@ -9,6 +9,7 @@ use crate::cli::Command;
 mod broker;
 mod certs;
 mod demo;
+mod report;
 mod run;
 mod watch;
 
@@ -20,6 +21,7 @@ pub fn run(command: Command) -> Result<i32> {
         Command::Broker(args) => broker::run(args),
         Command::Watch(args) => watch::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Report(cmd) => report::run(cmd),
     }
 }
 

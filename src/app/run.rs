@@ -135,7 +135,7 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
 /// The rate the live line compares with: only one asked for with `--rate`.
 fn asked_rate(cfg: &FleetConfig) -> Option<f64> {
     match cfg.schedule {
-        crate::config::Schedule::Rate { per_second, .. } => Some(per_second),
+        crate::config::Schedule::Rate { .. } => cfg.target_rate(),
         _ => None,
     }
 }
@@ -163,6 +163,14 @@ fn announce(cfg: &FleetConfig) {
         tracing::info!("seed {seed}");
     } else {
         tracing::info!("seed {seed} (pass --seed {seed} to repeat these readings)");
+    }
+    if !cfg.shard.is_whole() {
+        tracing::info!(
+            "shard {}: {} of the fleet's {} device(s)",
+            cfg.shard,
+            cfg.devices.len(),
+            cfg.fleet_size
+        );
     }
     tracing::info!(
         "{} device(s) -> {}:{} {} topic '{}' QoS {}, {}{}",

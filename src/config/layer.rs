@@ -53,6 +53,7 @@ pub struct Layer {
     pub transport: Option<TransportKind>,
     pub region: Option<String>,
     pub aws_profile: Option<String>,
+    pub shard: Option<String>,
 }
 
 /// `rate`: a number, or "max" (a config file may write either; a flag is always text).

@@ -53,8 +53,8 @@ impl Schedule {
     /// Fleet-wide publishes per second asked for or implied, for `devices` devices.
     pub fn target_rate(&self, devices: usize) -> Option<f64> {
         match *self {
-            Schedule::Rate { per_second, .. } => Some(per_second),
-            Schedule::Every(i) => Some(devices as f64 / i.as_secs_f64()),
+            // A shard's share of a fleet-wide rate: one event per device every `each`.
+            Schedule::Rate { each: i, .. } | Schedule::Every(i) => Some(devices as f64 / i.as_secs_f64()),
             Schedule::OnDemand | Schedule::Max => None,
         }
     }
@@ -178,7 +178,12 @@ pub struct FleetConfig {
     pub profile: Profile,
     /// Local source addresses, round-robin by device (empty: the system's choice).
     pub bind: Vec<IpAddr>,
+    /// This process's devices (all of them, or its shard's).
     pub devices: Vec<DeviceConfig>,
+    /// Which part of the fleet this process runs.
+    pub shard: crate::shard::Shard,
+    /// How many devices the whole fleet has (every shard's).
+    pub fleet_size: usize,
 }
 
 impl FleetConfig {
@@ -227,11 +232,17 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         TransportKind::MqttWs => signed_identity(&mut m, requested)?,
         _ => identity_source(&mut m, requested)?,
     };
-    let devices = identity::devices::load(identity, roots, &alpn)?;
+    let shard = s::shard(
+        m.pick(|l| l.shard.take(), "--shard"),
+        std::env::var("JOB_COMPLETION_INDEX").ok(),
+        std::env::var("FREEZER_FLEET_SHARDS").ok(),
+    )?;
+    let identity::devices::Loaded { devices, fleet_size } =
+        identity::devices::load(identity, roots, &alpn, shard)?;
     let aws = aws_source(&mut m, &endpoint);
 
     let rate = s::rate(m.pick(|l| l.rate.take().map(layer::RateValue::text), "--rate"))?;
-    let schedule = s::schedule(interval, rate, devices.len());
+    let schedule = s::schedule(interval, rate, fleet_size);
     let count = s::count(m.pick(|l| l.count.take(), "--count"), schedule)?;
     let payload_bytes = s::payload_bytes(m.pick(|l| l.payload_bytes.take(), "--payload-bytes"))?;
     let max_inflight = s::max_inflight(m.pick(|l| l.max_inflight.take(), "--max-inflight"))?;
@@ -273,6 +284,8 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         profile,
         bind,
         devices,
+        shard,
+        fleet_size,
     })
 }
 

@@ -12,6 +12,7 @@ use super::aws_iot::KEEP_ALIVE_RANGE;
 use super::layer::Sourced;
 use super::{MqttVersion, Schedule, Seed, TransportKind, validate};
 use crate::input;
+use crate::shard::Shard;
 
 pub const DEFAULT_PORT: u16 = 8883;
 /// IoT Core's HTTPS publish port.
@@ -275,6 +276,28 @@ pub fn basic_ingest(v: In<String>) -> Result<Option<String>> {
     Ok(Some(format!("$aws/rules/{}/", r.value)))
 }
 
+/// `--shard I/N`, else Kubernetes' `JOB_COMPLETION_INDEX` with `FREEZER_FLEET_SHARDS` (both
+/// given as `(value, variable name)`), else the whole fleet.
+pub fn shard(v: In<String>, job_index: Option<String>, shards: Option<String>) -> Result<Shard> {
+    let (text, origin) = match (v, job_index, shards) {
+        (Some(s), _, _) => (s.value, s.origin),
+        (None, Some(i), Some(n)) => (
+            format!("{i}/{n}"),
+            "JOB_COMPLETION_INDEX / FREEZER_FLEET_SHARDS".to_string(),
+        ),
+        (None, Some(_), None) => {
+            return Err(input!(
+                "JOB_COMPLETION_INDEX is set but FREEZER_FLEET_SHARDS is not: set it to the Job's completions, \
+                 or pass --shard I/N"
+            ));
+        }
+        _ => return Ok(Shard::default()),
+    };
+    Shard::parse(&text).ok_or_else(|| {
+        input!("{origin}: '{text}' is not a shard; give I/N with 0 <= I < N, e.g. --shard 0/4")
+    })
+}
+
 /// `--bind` addresses, parsed (that they belong to this machine is checked later, by binding).
 pub fn bind_addrs(v: In<Vec<String>>) -> Result<Sourced<Vec<IpAddr>>> {
     let Some(b) = v else {
@@ -426,6 +449,20 @@ mod tests {
         assert!(mqtt_version(f(MqttVersion::V5, "--mqtt-version"), TransportKind::Https).is_err());
         assert!(check_alpn(&f("x-amzn-mqtt-ca".into(), "--alpn")).is_ok());
         assert!(err(check_alpn(&f("two words".into(), "--alpn"))).contains("is not an ALPN protocol name"));
+    }
+
+    #[test]
+    fn a_shard_comes_from_the_flag_or_from_kubernetes() {
+        assert_eq!(shard(None, None, None).unwrap(), Shard::default());
+        let s = |i, n| Shard { index: i, count: n };
+        assert_eq!(shard(f("1/2".into(), "--shard"), None, None).unwrap(), s(1, 2));
+        assert_eq!(shard(None, Some("3".into()), Some("5".into())).unwrap(), s(3, 5));
+        assert_eq!(
+            shard(f("0/2".into(), "--shard"), Some("3".into()), Some("5".into())).unwrap(),
+            s(0, 2)
+        );
+        assert!(err(shard(f("2/2".into(), "--shard"), None, None)).contains("'2/2' is not a shard"));
+        assert!(err(shard(None, Some("1".into()), None)).contains("FREEZER_FLEET_SHARDS is not"));
     }
 
     #[test]

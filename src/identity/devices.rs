@@ -10,12 +10,16 @@ use rustls::{ClientConfig, RootCertStore};
 use super::layout::{self, CertFolder};
 use super::{IdentityFiles, client_config};
 use crate::input;
+use crate::shard::Shard;
 
 /// One simulated device, ready to connect.
 #[derive(Clone)]
 pub struct DeviceConfig {
     /// Device id, also the MQTT client id.
     pub id: String,
+    /// Its number in the whole fleet (0-based), whichever shard runs it: readings and timers
+    /// depend on it, so a sharded fleet sends what one process would.
+    pub index: usize,
     pub tls: Arc<ClientConfig>,
     /// The certificate file, to name it in messages.
     pub cert_file: PathBuf,
@@ -35,9 +39,16 @@ pub enum Identity {
     Unsigned { ids: Vec<String> },
 }
 
-/// Loads and checks every identity; warns once about private keys others can read.
-pub fn load(identity: Identity, roots: Arc<RootCertStore>, alpn: &[Vec<u8>]) -> Result<Vec<DeviceConfig>> {
-    match identity {
+/// The devices of this shard, and how many the whole fleet has.
+pub struct Loaded {
+    pub devices: Vec<DeviceConfig>,
+    pub fleet_size: usize,
+}
+
+/// Loads and checks the identities of `shard`'s devices (only theirs are read); warns once
+/// about private keys others can read.
+pub fn load(identity: Identity, roots: Arc<RootCertStore>, alpn: &[Vec<u8>], shard: Shard) -> Result<Loaded> {
+    let (fleet_size, devices) = match identity {
         Identity::Folder {
             dir,
             origin,
@@ -55,43 +66,51 @@ pub fn load(identity: Identity, roots: Arc<RootCertStore>, alpn: &[Vec<u8>]) -> 
                 }
                 folders.truncate(n);
             }
-            let devices = folders
+            let fleet_size = folders.len();
+            let mine: Vec<(usize, CertFolder)> = folders
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| shard.owns(*i))
+                .collect();
+            let devices = mine
                 .iter()
-                .map(|CertFolder { id, files }| {
+                .map(|(index, CertFolder { id, files })| {
                     Ok(DeviceConfig {
                         id: id.clone(),
+                        index: *index,
                         tls: client_config(files, roots.clone(), alpn)?,
                         cert_file: files.cert.clone(),
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            warn_readable_keys(folders.iter().map(|f| f.files.key.as_path()));
-            Ok(devices)
+            warn_readable_keys(mine.iter().map(|(_, f)| f.files.key.as_path()));
+            (fleet_size, devices)
         }
         Identity::Unsigned { ids } => {
             let tls = super::server_only_config(roots, alpn)?;
-            Ok(ids
-                .into_iter()
-                .map(|id| DeviceConfig {
-                    id,
-                    tls: tls.clone(),
-                    cert_file: PathBuf::new(),
-                })
-                .collect())
+            (ids.len(), sharing(ids, shard, &tls, PathBuf::new()))
         }
         Identity::Shared { files, ids } => {
             let tls = client_config(&files, roots, alpn)?;
             warn_readable_keys(std::iter::once(files.key.as_path()));
-            Ok(ids
-                .into_iter()
-                .map(|id| DeviceConfig {
-                    id,
-                    tls: tls.clone(),
-                    cert_file: files.cert.clone(),
-                })
-                .collect())
+            (ids.len(), sharing(ids, shard, &tls, files.cert.clone()))
         }
-    }
+    };
+    Ok(Loaded { devices, fleet_size })
+}
+
+/// Devices of `shard` with one TLS configuration for all.
+fn sharing(ids: Vec<String>, shard: Shard, tls: &Arc<ClientConfig>, cert_file: PathBuf) -> Vec<DeviceConfig> {
+    ids.into_iter()
+        .enumerate()
+        .filter(|(i, _)| shard.owns(*i))
+        .map(|(index, id)| DeviceConfig {
+            id,
+            index,
+            tls: tls.clone(),
+            cert_file: cert_file.clone(),
+        })
+        .collect()
 }
 
 /// Warns (once, with a count) when private key files can be read by group or others.

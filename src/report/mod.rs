@@ -12,14 +12,16 @@ use anyhow::{Context, Result};
 use base64::Engine as _;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+pub mod merge;
 
 use crate::config::{FleetConfig, Profile, Schedule};
 use crate::stats::{
     CauseCount, ConnectCounts, DeviceCounts, Latency, MessageCounts, Quantiles, Snapshot, Timings,
 };
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub devices: Devices,
     pub messages: MessageCounts,
@@ -39,14 +41,14 @@ pub struct Report {
     pub histograms: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Devices {
     pub target: usize,
     #[serde(flatten)]
     pub counts: DeviceCounts,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rate {
     /// Publishes per second asked for (--rate), or implied by --interval; null for on demand / max.
     pub target: Option<f64>,
@@ -54,7 +56,7 @@ pub struct Rate {
     pub achieved: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LatencyMs {
     /// TCP + TLS + CONNACK, per attempt that connected.
     pub connect: Quantiles,
@@ -64,7 +66,7 @@ pub struct LatencyMs {
     pub lag: Quantiles,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Connects {
     pub attempts: u64,
     #[serde(flatten)]
@@ -76,7 +78,7 @@ pub struct Connects {
 }
 
 /// The settings a run used (no file paths, no key material).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     pub endpoint: String,
     pub port: u16,
@@ -102,6 +104,9 @@ pub struct Settings {
     pub keep_alive_s: u64,
     pub seed: u64,
     pub bind: Vec<std::net::IpAddr>,
+    /// `I/N` when this process ran one shard of the fleet; the number of reports a merge joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 impl Settings {
@@ -137,6 +142,7 @@ impl Settings {
             keep_alive_s: cfg.link.keep_alive.as_secs(),
             seed: cfg.seed.value,
             bind: cfg.bind.clone(),
+            shard: (!cfg.shard.is_whole()).then(|| cfg.shard.to_string()),
         }
     }
 }
@@ -192,11 +198,11 @@ impl Report {
     }
 }
 
-fn round2(x: f64) -> f64 {
+pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn encode(h: &Histogram<u64>) -> Option<String> {
+pub(crate) fn encode(h: &Histogram<u64>) -> Option<String> {
     let mut bytes = Vec::new();
     V2DeflateSerializer::new().serialize(h, &mut bytes).ok()?;
     Some(base64::engine::general_purpose::STANDARD.encode(bytes))
@@ -331,6 +337,7 @@ mod tests {
             keep_alive_s: 60,
             seed: 1,
             bind: vec![],
+            shard: None,
         }
     }
 

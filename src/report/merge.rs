@@ -1,0 +1,140 @@
+//! `report merge`: reports of the shards of one fleet (or of several runs side by side) added up
+//! exactly. Counts are summed, and the latency histograms are decoded, added and encoded again,
+//! so the merged percentiles are those of one histogram holding every shard's samples, not an
+//! average of averages.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use base64::Engine as _;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::Deserializer;
+
+use super::{LatencyMs, Report, encode, round2};
+use crate::error::io_cause;
+use crate::input;
+use crate::stats::{self, CauseCount, NAMES_PER_CAUSE, Quantiles};
+
+/// Reads a JSON report written with `--report`.
+pub fn read(path: &Path) -> Result<Report> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| input!("{}: cannot read: {}", path.display(), io_cause(&e, false)))?;
+    serde_json::from_str(&text).map_err(|e| {
+        input!(
+            "{}: not a freezer-fleet report ({e}); give files written with `run --report FILE`",
+            path.display()
+        )
+    })
+}
+
+/// One report of all of `reports`.
+pub fn merge(path_and_reports: Vec<(String, Report)>) -> Result<Report> {
+    let count = path_and_reports.len();
+    let mut parts = path_and_reports.into_iter();
+    let Some((first, mut total)) = parts.next() else {
+        return Err(input!(
+            "report merge: no report given; name two or more report files"
+        ));
+    };
+    let mut histograms = decode_all(&first, &total)?;
+    for (path, r) in parts {
+        add_counts(&mut total, &r);
+        for (name, h) in decode_all(&path, &r)? {
+            let sum = histograms.entry(name).or_insert_with(stats::histogram);
+            sum.add(&h)
+                .map_err(|e| input!("{path}: a histogram cannot be added ({e:?})"))?;
+        }
+    }
+    let q = |name: &str| histograms.get(name).map(Quantiles::of).unwrap_or_default();
+    total.latency_ms = LatencyMs {
+        connect: q("connect"),
+        puback: q("puback"),
+        lag: q("lag"),
+    };
+    total.histograms = histograms
+        .iter()
+        .filter_map(|(k, h)| encode(h).map(|b| (k.clone(), b)))
+        .collect();
+    total.connects.peak_per_second = total.connects.per_second.iter().copied().max().unwrap_or(0);
+    total.settings.shard = Some(format!("merged from {count} reports"));
+    Ok(total)
+}
+
+/// Adds every count of `r` to `total`.
+fn add_counts(total: &mut Report, r: &Report) {
+    let (d, m, c) = (&mut total.devices, &mut total.messages, &mut total.connects);
+    d.target += r.devices.target;
+    d.counts.connected += r.devices.counts.connected;
+    d.counts.failed += r.devices.counts.failed;
+    for (sum, add) in [
+        (&mut m.taken, r.messages.taken),
+        (&mut m.queued_offline, r.messages.queued_offline),
+        (&mut m.published, r.messages.published),
+        (&mut m.acknowledged, r.messages.acknowledged),
+        (&mut m.failed, r.messages.failed),
+        (&mut m.dropped, r.messages.dropped),
+        (&mut m.resent, r.messages.resent),
+        (&mut m.injected, r.messages.injected),
+        (&mut c.attempts, r.connects.attempts),
+        (&mut c.counts.ok, r.connects.counts.ok),
+        (&mut c.counts.disconnects, r.connects.counts.disconnects),
+        (&mut c.counts.reconnects, r.connects.counts.reconnects),
+    ] {
+        *sum += add;
+    }
+    add_map(&mut c.failed, &r.connects.failed);
+    if c.per_second.len() < r.connects.per_second.len() {
+        c.per_second.resize(r.connects.per_second.len(), 0);
+    }
+    for (sum, add) in c.per_second.iter_mut().zip(&r.connects.per_second) {
+        *sum += add;
+    }
+    add_map(&mut total.errors, &r.errors);
+    add_causes(&mut total.device_failures, &r.device_failures);
+    add_causes(&mut total.suspected, &r.suspected);
+    total.rate.achieved = round2(total.rate.achieved + r.rate.achieved);
+    total.rate.target = match (total.rate.target, r.rate.target) {
+        (Some(a), Some(b)) => Some(round2(a + b)),
+        (a, b) => a.or(b),
+    };
+    total.duration_s = total.duration_s.max(r.duration_s);
+    total.settings.devices += r.settings.devices;
+}
+
+fn add_map(total: &mut BTreeMap<String, u64>, add: &BTreeMap<String, u64>) {
+    for (k, v) in add {
+        *total.entry(k.clone()).or_default() += v;
+    }
+}
+
+fn add_causes(total: &mut BTreeMap<String, CauseCount>, add: &BTreeMap<String, CauseCount>) {
+    for (k, c) in add {
+        let t = total.entry(k.clone()).or_default();
+        t.count += c.count;
+        for id in &c.devices {
+            if t.devices.len() < NAMES_PER_CAUSE {
+                t.devices.push(id.clone());
+            }
+        }
+        if t.example.is_empty() {
+            t.example = c.example.clone();
+        }
+    }
+}
+
+/// The histograms of a report, decoded.
+fn decode_all(origin: &str, r: &Report) -> Result<BTreeMap<String, Histogram<u64>>> {
+    r.histograms
+        .iter()
+        .map(|(name, b64)| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| input!("{origin}: histogram '{name}' is not base64"))?;
+            let h: Histogram<u64> = Deserializer::new()
+                .deserialize(&mut bytes.as_slice())
+                .map_err(|e| input!("{origin}: histogram '{name}' cannot be decoded ({e:?})"))?;
+            Ok((name.clone(), h))
+        })
+        .collect()
+}
