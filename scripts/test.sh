@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README.md and .ci/run call exactly this): installs what the tests need on a
-# fresh Debian/Ubuntu machine (mosquitto, its clients, openssl), then checks formatting and lints
+# fresh Debian/Ubuntu machine (mosquitto, its clients, openssl, prometheus), then checks formatting and lints
 # and runs every test against real brokers on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,7 @@ command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

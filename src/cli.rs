@@ -371,6 +371,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
 
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics while running (e.g. 0.0.0.0:9464 in a pod).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
+
     /// AWS region to sign for (mqtt-ws) [default: AWS_REGION, the profile's, or the endpoint's].
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
@@ -434,6 +438,7 @@ impl RunArgs {
             region: self.region,
             aws_profile: self.aws_profile,
             shard: self.shard,
+            metrics: self.metrics,
         };
         (layer, self.config)
     }

@@ -56,6 +56,7 @@ mod identity;
 pub mod live;
 mod local;
 mod log_gate;
+mod metrics;
 mod nofile;
 mod preflight;
 mod ratelimit;

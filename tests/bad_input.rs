@@ -487,6 +487,11 @@ refused!(
     ["--certs", "signs with AWS credentials, not a device certificate"]
 );
 refused!(
+    metrics_address_without_port,
+    |f| f.fleet(&["--metrics", "localhost"]),
+    ["--metrics", "'localhost' is not ADDR:PORT"]
+);
+refused!(
     mqtt_version_with_https,
     |f| f.fleet(&["--transport", "https", "--mqtt-version", "5"]),
     ["--mqtt-version", "applies to MQTT only", "--transport https"]

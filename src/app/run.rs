@@ -86,11 +86,22 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
     announce(cfg);
     let mut signals = Signals::new()?;
     let signer = websocket_signer(cfg).await?;
+    let metrics = match cfg.metrics {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
     let mut fleet = match (cfg.transport, cfg.mqtt_version) {
         (TransportKind::Https, _) => Fleet::start(cfg, https(cfg)),
         (_, MqttVersion::V311) => Fleet::start(cfg, mqtt(cfg, signer)),
         (_, MqttVersion::V5) => Fleet::start(cfg, Mqtt5(mqtt(cfg, signer))),
     };
+    if let Some(listener) = metrics {
+        let labels = vec![
+            ("shard".into(), cfg.shard.to_string()),
+            ("sink".into(), sink_name(cfg).into()),
+        ];
+        crate::metrics::serve(listener, fleet.stats(), cfg.devices.len(), labels);
+    }
     let mut front = Front {
         console,
         notes: fleet.take_notes().expect("notes are taken once"),
@@ -130,6 +141,16 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
         report::write(&report, path)?;
     }
     Ok(outcome)
+}
+
+/// The transport's name, as the `sink` label of metrics.
+fn sink_name(cfg: &FleetConfig) -> &'static str {
+    match (cfg.transport, cfg.mqtt_version) {
+        (TransportKind::Https, _) => "https",
+        (TransportKind::Mqtt, MqttVersion::V311) => "mqtt",
+        (TransportKind::Mqtt, MqttVersion::V5) => "mqtt5",
+        (TransportKind::MqttWs, _) => "mqtt-ws",
+    }
 }
 
 /// The rate the live line compares with: only one asked for with `--rate`.

@@ -54,6 +54,7 @@ pub struct Layer {
     pub region: Option<String>,
     pub aws_profile: Option<String>,
     pub shard: Option<String>,
+    pub metrics: Option<String>,
 }
 
 /// `rate`: a number, or "max" (a config file may write either; a flag is always text).

@@ -184,7 +184,12 @@ pub struct FleetConfig {
     pub shard: crate::shard::Shard,
     /// How many devices the whole fleet has (every shard's).
     pub fleet_size: usize,
+    /// Where to serve Prometheus metrics.
+    pub metrics: Option<IpAddrPort>,
 }
+
+/// A socket address (`--metrics`).
+pub type IpAddrPort = std::net::SocketAddr;
 
 impl FleetConfig {
     /// Fleet-wide publishes per second asked for or implied.
@@ -247,6 +252,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     let payload_bytes = s::payload_bytes(m.pick(|l| l.payload_bytes.take(), "--payload-bytes"))?;
     let max_inflight = s::max_inflight(m.pick(|l| l.max_inflight.take(), "--max-inflight"))?;
     let report = m.path(|l| l.report.take(), "--report").map(|r| r.value);
+    let metrics = s::metrics(m.pick(|l| l.metrics.take(), "--metrics"))?;
     let bind = check_local_addresses(s::bind_addrs(m.pick(|l| l.bind.take(), "--bind"))?)?;
     let profile = m
         .pick(|l| l.profile.take(), "--profile")
@@ -286,6 +292,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         devices,
         shard,
         fleet_size,
+        metrics,
     })
 }
 

@@ -298,6 +298,20 @@ pub fn shard(v: In<String>, job_index: Option<String>, shards: Option<String>) -
     })
 }
 
+/// `--metrics ADDR:PORT`.
+pub fn metrics(v: In<String>) -> Result<Option<std::net::SocketAddr>> {
+    v.map(|m| {
+        m.value.trim().parse().map_err(|_| {
+            input!(
+                "{}: '{}' is not ADDR:PORT; e.g. --metrics 127.0.0.1:9464",
+                m.origin,
+                m.value
+            )
+        })
+    })
+    .transpose()
+}
+
 /// `--bind` addresses, parsed (that they belong to this machine is checked later, by binding).
 pub fn bind_addrs(v: In<Vec<String>>) -> Result<Sourced<Vec<IpAddr>>> {
     let Some(b) = v else {

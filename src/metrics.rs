@@ -1,0 +1,271 @@
+//! Prometheus metrics while running (`--metrics ADDR:PORT`, text format at `/metrics`), read
+//! from the fleet's own counters and HDR histograms at each scrape, so nothing is counted twice.
+//! Labels are `shard` and `sink` (the transport), never a device id (cardinality). Latency
+//! histograms have buckets from 100 µs to 60 s.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Result;
+use hdrhistogram::Histogram;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::input;
+use crate::stats::Stats;
+
+/// Bucket upper bounds in seconds: 100 µs doubling to about 52 s, then 60 s.
+fn bounds() -> Vec<f64> {
+    let mut b: Vec<f64> = (0..20).map(|i| 0.0001 * 2f64.powi(i)).collect();
+    b.push(60.0);
+    b
+}
+
+/// The labels every series carries.
+pub type Labels = Vec<(String, String)>;
+
+#[derive(Debug)]
+struct FleetCollector {
+    stats: Arc<Stats>,
+    devices: usize,
+    labels: Labels,
+}
+
+impl FleetCollector {
+    fn series<'a>(
+        &'a self,
+        enc: &'a mut DescriptorEncoder,
+        name: &'a str,
+        help: &str,
+        kind: MetricType,
+    ) -> Result<MetricEncoder<'a>, std::fmt::Error> {
+        enc.encode_descriptor(name, help, None, kind)
+    }
+}
+
+impl Collector for FleetCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.stats.snapshot();
+        let labels = &self.labels;
+        let gauges = [
+            (
+                "freezer_fleet_devices",
+                "Devices this process runs",
+                self.devices as i64,
+            ),
+            (
+                "freezer_fleet_devices_connected",
+                "Devices connected now",
+                s.devices.online as i64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            self.series(&mut enc, name, help, MetricType::Gauge)?
+                .encode_family(labels)?
+                .encode_gauge(&value)?;
+        }
+        let attempts: u64 = s.connect_attempts_per_second.iter().sum();
+        let m = &s.messages;
+        let counters = [
+            (
+                "freezer_fleet_connection_attempts",
+                "Connection attempts",
+                attempts,
+            ),
+            (
+                "freezer_fleet_events_taken",
+                "Events the freezers produced",
+                m.taken,
+            ),
+            (
+                "freezer_fleet_events_published",
+                "Events written to a connection",
+                m.published,
+            ),
+            (
+                "freezer_fleet_events_acknowledged",
+                "Events the server acknowledged",
+                m.acknowledged,
+            ),
+            ("freezer_fleet_events_failed", "Events never delivered", m.failed),
+            (
+                "freezer_fleet_events_dropped",
+                "Events dropped from a full offline queue",
+                m.dropped,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut series = self.series(&mut enc, name, help, MetricType::Counter)?;
+            series
+                .encode_family(labels)?
+                .encode_counter::<Labels, _, u64>(&value, None)?;
+        }
+        {
+            let help = "Connection attempts that failed, by cause";
+            let mut failures = self.series(
+                &mut enc,
+                "freezer_fleet_connection_failures",
+                help,
+                MetricType::Counter,
+            )?;
+            for (cause, n) in &s.connect_failures {
+                let mut with_cause = labels.clone();
+                with_cause.push(("cause".into(), cause.clone()));
+                failures
+                    .encode_family(&with_cause)?
+                    .encode_counter::<Labels, _, u64>(n, None)?;
+            }
+        }
+        let latency = self.stats.latency();
+        let histograms = [
+            (
+                "freezer_fleet_connect_seconds",
+                "TCP + TLS + CONNACK per connection",
+                &latency.connect,
+            ),
+            (
+                "freezer_fleet_ack_seconds",
+                "Intended send time to acknowledgement",
+                &latency.puback,
+            ),
+            (
+                "freezer_fleet_lag_seconds",
+                "Intended send time to written",
+                &latency.lag,
+            ),
+        ];
+        for (name, help, h) in histograms {
+            let (sum, count, buckets) = buckets(h);
+            let mut series = self.series(&mut enc, name, help, MetricType::Histogram)?;
+            series
+                .encode_family(labels)?
+                .encode_histogram::<Labels>(sum, count, &buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// An HDR histogram in microseconds as Prometheus buckets in seconds (count per bucket).
+fn buckets(h: &Histogram<u64>) -> (f64, u64, Vec<(f64, u64)>) {
+    let bounds = bounds();
+    let mut counts = vec![0u64; bounds.len() + 1];
+    let mut sum = 0.0;
+    for v in h.iter_recorded() {
+        let seconds = h.highest_equivalent(v.value_iterated_to()) as f64 / 1e6;
+        let n = v.count_at_value();
+        sum += seconds * n as f64;
+        let i = bounds.iter().position(|b| seconds <= *b).unwrap_or(bounds.len());
+        counts[i] += n;
+    }
+    let mut out: Vec<(f64, u64)> = bounds.into_iter().zip(counts.iter().copied()).collect();
+    out.push((f64::INFINITY, counts[counts.len() - 1]));
+    (sum, h.len(), out)
+}
+
+/// Binds the metrics address, before the fleet starts, so a bad one is an input error.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| input!("--metrics {addr}: cannot listen there: {e}; pick another address or port"))
+}
+
+/// Serves `/metrics` on `listener` until the process ends.
+pub fn serve(listener: tokio::net::TcpListener, stats: Arc<Stats>, devices: usize, labels: Labels) {
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(FleetCollector {
+        stats,
+        devices,
+        labels,
+    }));
+    let registry = Arc::new(registry);
+    tracing::info!("Prometheus metrics at http://{addr}/metrics");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| respond(req, registry.clone()));
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+}
+
+async fn respond(
+    req: hyper::Request<hyper::body::Incoming>,
+    registry: Arc<Registry>,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    let (status, body) = if req.uri().path() == "/metrics" {
+        let mut text = String::new();
+        match prometheus_client::encoding::text::encode(&mut text, &registry) {
+            Ok(()) => (200, text),
+            Err(_) => (500, "encoding failed\n".to_string()),
+        }
+    } else {
+        (404, "see /metrics\n".to_string())
+    };
+    let response = hyper::Response::builder()
+        .status(status)
+        .header(
+            "Content-Type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("a valid response");
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_text_format_carries_counters_gauges_and_histograms_with_shard_and_sink() {
+        let stats = Arc::new(Stats::default());
+        stats.messages.acknowledged.add(7);
+        stats.record_puback(0, Duration::from_millis(3));
+        stats.record_puback(1, Duration::from_secs(2));
+        let mut registry = Registry::default();
+        let labels = vec![
+            ("shard".to_string(), "0/2".to_string()),
+            ("sink".to_string(), "mqtt".to_string()),
+        ];
+        registry.register_collector(Box::new(FleetCollector {
+            stats,
+            devices: 3,
+            labels,
+        }));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("freezer_fleet_events_acknowledged_total{shard=\"0/2\",sink=\"mqtt\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("freezer_fleet_devices{shard=\"0/2\",sink=\"mqtt\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("freezer_fleet_ack_seconds_count{shard=\"0/2\",sink=\"mqtt\"} 2"),
+            "{text}"
+        );
+        // 3 ms is under the 3.2 ms bucket, 2 s under the 3.2768 s one.
+        assert!(
+            text.contains("freezer_fleet_ack_seconds_bucket{le=\"0.0032\",shard=\"0/2\",sink=\"mqtt\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("freezer_fleet_ack_seconds_bucket{le=\"+Inf\",shard=\"0/2\",sink=\"mqtt\"} 2"),
+            "{text}"
+        );
+    }
+}
