@@ -375,6 +375,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
 
+    /// Start the schedule at this wall-clock time, e.g. 2026-11-28T09:00:00Z, so every shard starts together (devices connect before) [default: now].
+    #[arg(long, value_name = "RFC3339")]
+    pub start_at: Option<String>,
+
     /// AWS region to sign for (mqtt-ws) [default: AWS_REGION, the profile's, or the endpoint's].
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
@@ -439,6 +443,7 @@ impl RunArgs {
             aws_profile: self.aws_profile,
             shard: self.shard,
             metrics: self.metrics,
+            start_at: self.start_at,
         };
         (layer, self.config)
     }

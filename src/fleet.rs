@@ -49,7 +49,12 @@ impl Fleet {
     pub fn start<T: Transport>(cfg: &FleetConfig, transport: T) -> Fleet {
         let n = cfg.devices.len();
         let stats = Arc::new(Stats::default());
-        let started = Instant::now();
+        // With --start-at, the schedule (timers, --duration, the rate's clock) starts then, on
+        // every shard at once; devices connect right away.
+        let wait = cfg
+            .start_at
+            .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok());
+        let started = Instant::now() + wait.unwrap_or_default();
         let settings = Arc::new(DeviceSettings {
             acked: cfg.qos != QoS::AtMostOnce,
             schedule: cfg.schedule,

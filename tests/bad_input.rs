@@ -492,6 +492,11 @@ refused!(
     ["--metrics", "'localhost' is not ADDR:PORT"]
 );
 refused!(
+    start_at_not_a_time,
+    |f| f.fleet(&["--start-at", "tomorrow"]),
+    ["--start-at", "'tomorrow' is not an RFC 3339 time"]
+);
+refused!(
     mqtt_version_with_https,
     |f| f.fleet(&["--transport", "https", "--mqtt-version", "5"]),
     ["--mqtt-version", "applies to MQTT only", "--transport https"]

@@ -160,3 +160,65 @@ fn a_bad_shard_or_a_report_that_is_not_one_is_refused_by_name() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--shard: '2/2' is not a shard"), "{stderr}");
 }
+
+#[test]
+fn start_at_starts_every_shards_schedule_at_one_instant() {
+    const N: usize = 4;
+    let Setup { pki, broker, sub } = Setup::new(N);
+    let start = std::time::SystemTime::now() + Duration::from_secs(3);
+    let start_ms = start.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let at = humantime::format_rfc3339_millis(start).to_string();
+    let mut shards = Vec::new();
+    for i in 0..2 {
+        let mut args = certs_args(&pki, broker.port);
+        let shard = format!("{i}/2");
+        args.extend(
+            [
+                "--shard",
+                &shard,
+                "--start-at",
+                &at,
+                "--interval",
+                "500ms",
+                "--count",
+                "2",
+            ]
+            .map(String::from),
+        );
+        let mut fleet = Fleet::spawn(&strs(&args));
+        fleet.close_stdin();
+        shards.push(fleet);
+    }
+    for fleet in shards {
+        let (code, stderr, _) = fleet.finish(Duration::from_secs(30));
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let events = sub.wait_for(2 * N, Duration::from_secs(5));
+    assert_eq!(events.len(), 2 * N);
+    for e in &events {
+        let ts = e["ts"].as_u64().unwrap();
+        // Timers are spread over one interval from the start: the first events fall in
+        // [start, start + 500 ms), the second ones 500 ms later.
+        assert!(
+            ts + 5 >= start_ms,
+            "{} sent {} ms before --start-at",
+            e["device_id"],
+            start_ms - ts
+        );
+        assert!(
+            ts < start_ms + 1500,
+            "{} sent {} ms after --start-at",
+            e["device_id"],
+            ts - start_ms
+        );
+    }
+    let firsts: Vec<u64> = events
+        .iter()
+        .filter(|e| e["seq"] == 1)
+        .map(|e| e["ts"].as_u64().unwrap())
+        .collect();
+    assert!(
+        firsts.iter().all(|ts| *ts < start_ms + 600),
+        "{firsts:?} vs {start_ms}"
+    );
+}

@@ -55,6 +55,7 @@ pub struct Layer {
     pub aws_profile: Option<String>,
     pub shard: Option<String>,
     pub metrics: Option<String>,
+    pub start_at: Option<String>,
 }
 
 /// `rate`: a number, or "max" (a config file may write either; a flag is always text).

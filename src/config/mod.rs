@@ -186,6 +186,8 @@ pub struct FleetConfig {
     pub fleet_size: usize,
     /// Where to serve Prometheus metrics.
     pub metrics: Option<IpAddrPort>,
+    /// When the schedule starts (`--start-at`), on every shard at once.
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 /// A socket address (`--metrics`).
@@ -253,6 +255,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     let max_inflight = s::max_inflight(m.pick(|l| l.max_inflight.take(), "--max-inflight"))?;
     let report = m.path(|l| l.report.take(), "--report").map(|r| r.value);
     let metrics = s::metrics(m.pick(|l| l.metrics.take(), "--metrics"))?;
+    let start_at = s::start_at(m.pick(|l| l.start_at.take(), "--start-at"))?;
     let bind = check_local_addresses(s::bind_addrs(m.pick(|l| l.bind.take(), "--bind"))?)?;
     let profile = m
         .pick(|l| l.profile.take(), "--profile")
@@ -293,6 +296,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         shard,
         fleet_size,
         metrics,
+        start_at,
     })
 }
 

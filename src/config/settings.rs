@@ -298,6 +298,22 @@ pub fn shard(v: In<String>, job_index: Option<String>, shards: Option<String>) -
     })
 }
 
+/// `--start-at`: an RFC 3339 time (a past one means now, with a warning).
+pub fn start_at(v: In<String>) -> Result<Option<std::time::SystemTime>> {
+    let Some(s) = v else { return Ok(None) };
+    let at = humantime::parse_rfc3339_weak(s.value.trim()).map_err(|_| {
+        input!(
+            "{}: '{}' is not an RFC 3339 time; e.g. 2026-11-28T09:00:00Z (UTC)",
+            s.origin,
+            s.value
+        )
+    })?;
+    if at < std::time::SystemTime::now() {
+        tracing::warn!("{}: {} has passed; starting now", s.origin, s.value);
+    }
+    Ok(Some(at))
+}
+
 /// `--metrics ADDR:PORT`.
 pub fn metrics(v: In<String>) -> Result<Option<std::net::SocketAddr>> {
     v.map(|m| {
@@ -477,6 +493,18 @@ mod tests {
         );
         assert!(err(shard(f("2/2".into(), "--shard"), None, None)).contains("'2/2' is not a shard"));
         assert!(err(shard(None, Some("1".into()), None)).contains("FREEZER_FLEET_SHARDS is not"));
+    }
+
+    #[test]
+    fn start_at_is_an_rfc_3339_time() {
+        let at = start_at(f("2030-01-02T03:04:05Z".into(), "--start-at"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+            1_893_553_445
+        );
+        assert!(err(start_at(f("tomorrow".into(), "--start-at"))).contains("is not an RFC 3339 time"));
     }
 
     #[test]
