@@ -17,6 +17,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# kubernetes-validate checks the manifests in deploy/ offline; it lives in a venv of its own.
+if [ ! -x .venv-tests/bin/kubernetes-validate ]; then
+  echo "installing test dependencies: kubernetes-validate (pip, in .venv-tests)" >&2
+  python3 -m venv .venv-tests
+  .venv-tests/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+fi
 # The packaged mosquitto starts a system-wide broker on port 1883 on some systems; the tests
 # start their own brokers on free loopback ports and do not need or touch it.
 
