@@ -183,7 +183,9 @@ pub async fn run<T: Transport>(
         stop_with: None,
     };
     if device.run(&mut tx, &mut link).await {
-        device.drain(&mut tx, &mut link).await;
+        // Boxed, like every rarely taken path below: each device task holds its future inline,
+        // so only the hot path (the link's next report) should count towards its size.
+        Box::pin(device.drain(&mut tx, &mut link)).await;
     }
 }
 
@@ -192,7 +194,7 @@ impl Device {
     async fn run(&mut self, tx: &mut impl Sender, link: &mut impl Link) -> bool {
         let mut retry_at: Option<Instant> = None;
         while self.links.phase.running() {
-            if !self.online() && !self.pass_gates(retry_at.take()).await {
+            if !self.online() && !Box::pin(self.pass_gates(retry_at.take())).await {
                 break;
             }
             if self.finished() {
@@ -223,7 +225,7 @@ impl Device {
                 Some(ev) => self.on_event(ev),
             }
             if let Some(diagnosis) = self.stop_with.take() {
-                link.close(Duration::from_secs(1), |ev| self.on_event(ev)).await;
+                Box::pin(link.close(Duration::from_secs(1), |ev| self.on_event(ev))).await;
                 self.go_offline();
                 self.give_up(&diagnosis);
                 return false;

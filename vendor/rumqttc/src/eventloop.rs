@@ -150,7 +150,10 @@ impl EventLoop {
         if self.network.is_none() {
             let (network, connack) = match time::timeout(
                 Duration::from_secs(self.network_options.connection_timeout()),
-                connect(&self.mqtt_options, self.network_options.clone()),
+                // freezer-fleet patch: the connect future (TCP, TLS, WebSocket handshakes) is
+                // boxed, so it takes memory only while connecting, not in every idle
+                // connection's poll future.
+                Box::pin(connect(&self.mqtt_options, self.network_options.clone())),
             )
             .await
             {

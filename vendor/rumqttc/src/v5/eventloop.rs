@@ -146,7 +146,8 @@ impl EventLoop {
         if self.network.is_none() {
             let (network, connack) = time::timeout(
                 Duration::from_secs(self.options.connection_timeout()),
-                connect(&mut self.options),
+                // freezer-fleet patch: boxed, as in the 3.1.1 event loop.
+                Box::pin(connect(&mut self.options)),
             )
             .await??;
             // Last session might contain packets which aren't acked. If it's a new session, clear the pending packets.
