@@ -48,6 +48,18 @@ impl FleetCollector {
 impl Collector for FleetCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.stats.snapshot();
+        self.encode_counts(&mut enc, &s)?;
+        self.encode_latency(&mut enc)
+    }
+}
+
+impl FleetCollector {
+    /// Devices, connections and events.
+    fn encode_counts(
+        &self,
+        enc: &mut DescriptorEncoder,
+        s: &crate::stats::Snapshot,
+    ) -> Result<(), std::fmt::Error> {
         let labels = &self.labels;
         let gauges = [
             (
@@ -62,7 +74,7 @@ impl Collector for FleetCollector {
             ),
         ];
         for (name, help, value) in gauges {
-            self.series(&mut enc, name, help, MetricType::Gauge)?
+            self.series(enc, name, help, MetricType::Gauge)?
                 .encode_family(labels)?
                 .encode_gauge(&value)?;
         }
@@ -97,7 +109,7 @@ impl Collector for FleetCollector {
             ),
         ];
         for (name, help, value) in counters {
-            let mut series = self.series(&mut enc, name, help, MetricType::Counter)?;
+            let mut series = self.series(enc, name, help, MetricType::Counter)?;
             series
                 .encode_family(labels)?
                 .encode_counter::<Labels, _, u64>(&value, None)?;
@@ -105,7 +117,7 @@ impl Collector for FleetCollector {
         {
             let help = "Connection attempts that failed, by cause";
             let mut failures = self.series(
-                &mut enc,
+                enc,
                 "freezer_fleet_connection_failures",
                 help,
                 MetricType::Counter,
@@ -118,6 +130,12 @@ impl Collector for FleetCollector {
                     .encode_counter::<Labels, _, u64>(n, None)?;
             }
         }
+        Ok(())
+    }
+
+    /// The latency histograms.
+    fn encode_latency(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let labels = &self.labels;
         let latency = self.stats.latency();
         let histograms = [
             (
@@ -138,7 +156,7 @@ impl Collector for FleetCollector {
         ];
         for (name, help, h) in histograms {
             let (sum, count, buckets) = buckets(h);
-            let mut series = self.series(&mut enc, name, help, MetricType::Histogram)?;
+            let mut series = self.series(enc, name, help, MetricType::Histogram)?;
             series
                 .encode_family(labels)?
                 .encode_histogram::<Labels>(sum, count, &buckets, None)?;

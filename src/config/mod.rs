@@ -239,11 +239,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         TransportKind::MqttWs => signed_identity(&mut m, requested)?,
         _ => identity_source(&mut m, requested)?,
     };
-    let shard = s::shard(
-        m.pick(|l| l.shard.take(), "--shard"),
-        std::env::var("JOB_COMPLETION_INDEX").ok(),
-        std::env::var("FREEZER_FLEET_SHARDS").ok(),
-    )?;
+    let shard = shard(&mut m)?;
     let identity::devices::Loaded { devices, fleet_size } =
         identity::devices::load(identity, roots, &alpn, shard)?;
     let aws = aws_source(&mut m, &endpoint);
@@ -261,15 +257,14 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         .pick(|l| l.profile.take(), "--profile")
         .map_or_else(|| Profile::for_endpoint(&endpoint), |p| p.value);
     if profile == Profile::AwsIot {
+        let ids = devices.iter().map(|d| d.id.as_str());
         aws_iot::check(aws_iot::Limits {
             schedule,
             payload_bytes,
             max_inflight,
             topic: &topic,
-            ids: devices.iter().map(|d| d.id.as_str()),
+            ids,
         })?;
-    }
-    if profile == Profile::AwsIot {
         link.ramp_up = Some(aws_iot::ramp_up(link.ramp_up));
     }
     Ok(FleetConfig {
@@ -298,6 +293,15 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         metrics,
         start_at,
     })
+}
+
+/// `--shard`, or the Kubernetes Indexed Job's variables.
+fn shard(m: &mut layer::Merger) -> Result<crate::shard::Shard> {
+    settings::shard(
+        m.pick(|l| l.shard.take(), "--shard"),
+        std::env::var("JOB_COMPLETION_INDEX").ok(),
+        std::env::var("FREEZER_FLEET_SHARDS").ok(),
+    )
 }
 
 /// Where AWS credentials and the region come from (`--region`, `--aws-profile`, the endpoint).
