@@ -324,19 +324,7 @@ fn the_same_seed_reproduces_the_readings() {
         fleet.send("q");
         let (code, stderr, _) = fleet.finish(Duration::from_secs(15));
         assert_eq!(code, 0, "{stderr}");
-        let mut r: Vec<(String, u64, String, String)> = events
-            .iter()
-            .map(|e| {
-                (
-                    e["device_id"].as_str().unwrap().to_string(),
-                    e["seq"].as_u64().unwrap(),
-                    e["temperature"].to_string(),
-                    e["humidity"].to_string(),
-                )
-            })
-            .collect();
-        r.sort();
-        r
+        readings(&events)
     };
     let a = readings("1234");
     let b = readings("1234");

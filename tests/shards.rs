@@ -9,21 +9,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::*;
 
-/// (device, seq, temperature, humidity) of every event received.
-fn readings(events: &[serde_json::Value]) -> BTreeSet<(String, u64, String, String)> {
-    events
-        .iter()
-        .map(|e| {
-            (
-                e["device_id"].as_str().unwrap().to_string(),
-                e["seq"].as_u64().unwrap(),
-                e["temperature"].to_string(),
-                e["humidity"].to_string(),
-            )
-        })
-        .collect()
-}
-
 /// A histogram of a report, decoded here, independently of the merge code.
 fn histogram(report: &serde_json::Value, name: &str) -> hdrhistogram::Histogram<u64> {
     let b64 = report["histograms"][name].as_str().unwrap();
@@ -44,7 +29,9 @@ fn two_shards_run_disjoint_halves_whose_events_and_merged_report_are_the_whole_f
     // The whole fleet in one process: what the shards together must send.
     let (code, stderr, _) = run_to_end(&strs(&base), Duration::from_secs(60));
     assert_eq!(code, 0, "{stderr}");
-    let whole = readings(&sub.wait_for(3 * N, Duration::from_secs(10)));
+    let whole: BTreeSet<_> = readings(&sub.wait_for(3 * N, Duration::from_secs(10)))
+        .into_iter()
+        .collect();
     assert_eq!(whole.len(), 3 * N);
     let before = sub.events().len();
 
@@ -83,7 +70,7 @@ fn two_shards_run_disjoint_halves_whose_events_and_merged_report_are_the_whole_f
         sharded.extend_from_slice(mine);
     }
     assert_eq!(
-        readings(&sharded),
+        readings(&sharded).into_iter().collect::<BTreeSet<_>>(),
         whole,
         "the shards sent exactly what one process sent"
     );

@@ -44,9 +44,8 @@ impl Device {
         if !self.ledger.on_refused(token, retry) {
             return;
         }
-        if retry {
-            self.stats.messages.resent.inc();
-        } else {
+        // A retried event is counted as re-sent when it is written again (Written::Resent).
+        if !retry {
             self.stats.events_failed(1, Loss::Refused(cause.kind));
         }
         if self.settings.log_gate.may_log() {

@@ -64,6 +64,13 @@ fn short() -> Stage {
     }
 }
 
+/// Every decision a plain retry: no suspicion named, nobody gave up.
+fn none_suspected(decisions: &[Next]) -> bool {
+    decisions
+        .iter()
+        .all(|n| matches!(n, Next::RetryAfter { suspicion: None, .. }))
+}
+
 fn gave_up(n: &Next) -> Option<Kind> {
     match n {
         Next::GiveUp(c) => Some(c.kind),
@@ -128,12 +135,7 @@ fn short_sessions_alone_are_a_suspected_takeover_named_once_and_never_a_give_up(
 fn short_sessions_shared_with_the_fleet_are_a_network_event_and_never_a_suspicion() {
     let all: Vec<usize> = (0..10).collect();
     let decisions = run(&[short(); 10], &all);
-    assert!(
-        decisions
-            .iter()
-            .all(|n| matches!(n, Next::RetryAfter { suspicion: None, .. })),
-        "{decisions:?}"
-    );
+    assert!(none_suspected(&decisions), "{decisions:?}");
 }
 
 #[test]
@@ -183,12 +185,7 @@ fn a_long_session_resets_the_backoff_and_the_streak() {
     };
     let stages = [short(), short(), long, short(), short(), short()];
     let decisions = run(&stages, &[]);
-    assert!(
-        decisions
-            .iter()
-            .all(|n| matches!(n, Next::RetryAfter { suspicion: None, .. })),
-        "{decisions:?}"
-    );
+    assert!(none_suspected(&decisions), "{decisions:?}");
 }
 
 #[test]

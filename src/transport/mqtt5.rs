@@ -78,7 +78,7 @@ impl Transport for Mqtt5 {
     }
 
     fn target(&self) -> String {
-        format!("{}:{}", self.0.host, self.0.port)
+        self.0.target()
     }
 }
 

@@ -600,6 +600,23 @@ pub fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// (device, seq, temperature, humidity) of every event received, sorted.
+pub fn readings(events: &[serde_json::Value]) -> Vec<(String, u64, String, String)> {
+    let mut r: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e["device_id"].as_str().unwrap().to_string(),
+                e["seq"].as_u64().unwrap(),
+                e["temperature"].to_string(),
+                e["humidity"].to_string(),
+            )
+        })
+        .collect();
+    r.sort();
+    r
+}
+
 /// Groups received events by device id: device -> seqs in arrival order.
 pub fn seqs_by_device(events: &[serde_json::Value]) -> std::collections::BTreeMap<String, Vec<u64>> {
     let mut m = std::collections::BTreeMap::<String, Vec<u64>>::new();
