@@ -34,6 +34,20 @@ Examples:
   # Straight to the IoT rule freezer_rule with Basic Ingest
   freezer-fleet run --config config/aws-iot.toml --basic-ingest freezer_rule
 
+  # 20 freezers straight to the Kinesis stream freezer_data (no MQTT endpoint or certificate)
+  freezer-fleet run --sink kinesis --stream freezer_data --region eu-west-1 --devices 20
+
+  # Both Node-RED flows at once: every event (and every Enter) to IoT Core and to Kinesis
+  freezer-fleet run --config config/aws-iot.toml --sink mqtt,kinesis --stream freezer_data
+
+  # Firehose, with a role assumed through STS
+  freezer-fleet run --sink firehose --delivery-stream freezer-delivery --devices 50 \
+      --role-arn arn:aws:iam::123456789012:role/freezer-ingest --external-id acme-7
+
+  # The HTTPS proxy in front of Firehose (TLS 1.2+ only), with an API key
+  freezer-fleet run --sink firehose-proxy --url https://ingest.example.com/v1/freezers \
+      --delivery-stream freezer-delivery --header 'x-api-key: ...' --devices 10
+
 Console while running (stdin):
   Enter          one event now from the next device in turn
   <device id>    one event now from that device (e.g. freezer3)
@@ -379,13 +393,45 @@ pub struct RunArgs {
     #[arg(long, value_name = "RFC3339")]
     pub start_at: Option<String>,
 
-    /// AWS region to sign for (mqtt-ws) [default: AWS_REGION, the profile's, or the endpoint's].
+    /// Where events go: mqtt (the --endpoint), kinesis (--stream), firehose (--delivery-stream), firehose-proxy (--url); several, comma-separated, send every event to each [default: mqtt].
+    #[arg(long, value_name = "SINK[,SINK...]", value_delimiter = ',')]
+    pub sink: Option<Vec<String>>,
+
+    /// The Kinesis data stream of --sink kinesis, e.g. freezer_data.
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
+
+    /// The Firehose delivery stream of --sink firehose and firehose-proxy.
+    #[arg(long, value_name = "NAME")]
+    pub delivery_stream: Option<String>,
+
+    /// The https:// URL of the proxy in front of Firehose (--sink firehose-proxy), e.g. an API Gateway stage and resource.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// An extra request header for the proxy, 'Name: value' (e.g. 'x-api-key: …'); repeatable. Values are never logged.
+    #[arg(long, value_name = "'NAME: VALUE'")]
+    pub header: Option<Vec<String>>,
+
+    /// AWS region to sign for (kinesis, firehose, mqtt-ws) [default: AWS_REGION, the profile's, or the endpoint's].
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
 
-    /// AWS profile of ~/.aws/config and ~/.aws/credentials (mqtt-ws) [default: AWS_PROFILE, or default].
+    /// AWS profile of ~/.aws/config and ~/.aws/credentials [default: AWS_PROFILE, or default].
     #[arg(long, value_name = "PROFILE")]
     pub aws_profile: Option<String>,
+
+    /// Assume this IAM role with STS and sign with its temporary credentials (refreshed before they expire).
+    #[arg(long, value_name = "ARN")]
+    pub role_arn: Option<String>,
+
+    /// The external id the role's trust policy asks for (with --role-arn).
+    #[arg(long, value_name = "ID")]
+    pub external_id: Option<String>,
+
+    /// The assumed role's session name, as CloudTrail shows it (with --role-arn) [default: freezer-fleet].
+    #[arg(long, value_name = "NAME")]
+    pub role_session_name: Option<String>,
 
     /// MQTT version: 3.1.1, or 5 (the server's CONNACK/PUBACK/DISCONNECT reason codes by name) [default: 3.1.1].
     #[arg(long, value_enum, value_name = "3.1.1|5")]
@@ -444,6 +490,14 @@ impl RunArgs {
             shard: self.shard,
             metrics: self.metrics,
             start_at: self.start_at,
+            sink: self.sink,
+            stream: self.stream,
+            delivery_stream: self.delivery_stream,
+            url: self.url,
+            header: self.header,
+            role_arn: self.role_arn,
+            external_id: self.external_id,
+            role_session_name: self.role_session_name,
         };
         (layer, self.config)
     }

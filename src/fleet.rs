@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::config::FleetConfig;
 use crate::device::drops::DropLog;
-use crate::device::{self, DeviceLinks, DeviceSettings, Inject, InjectNote, Phase, PhaseWatch};
+use crate::device::{self, DeviceLinks, DeviceSettings, Fed, Feed, Inject, InjectNote, Phase, PhaseWatch};
 use crate::log_gate::LogGate;
 use crate::ratelimit::Pacer;
 use crate::stats::{Latency, Snapshot, Stats, Timings};
@@ -25,12 +25,34 @@ use crate::transport::Transport;
 /// Injections a device may have waiting before the console says it is busy.
 const INJECT_QUEUE: usize = 64;
 
-/// What a run produced.
-pub struct Outcome {
+/// What one sink of a run produced.
+pub struct SinkOutcome {
+    /// `mqtt`, `kinesis`, `firehose`, `firehose-proxy`.
+    pub name: String,
     pub snapshot: Snapshot,
     pub latency: Latency,
+}
+
+/// What a run produced.
+pub struct Outcome {
+    /// Per sink, in the order given; the first is where readings were taken.
+    pub sinks: Vec<SinkOutcome>,
     pub timings: Timings,
     pub devices: usize,
+}
+
+impl Outcome {
+    /// The first sink's figures.
+    pub fn first(&self) -> &SinkOutcome {
+        &self.sinks[0]
+    }
+}
+
+/// One sink's name and counters.
+#[derive(Clone)]
+pub struct Sink {
+    pub name: String,
+    pub stats: Arc<Stats>,
 }
 
 /// A running fleet.
@@ -39,23 +61,30 @@ pub struct Fleet {
     injectors: Injectors,
     notes: Option<mpsc::UnboundedReceiver<InjectNote>>,
     phase_tx: watch::Sender<Phase>,
-    stats: Arc<Stats>,
+    phase_rx: watch::Receiver<Phase>,
+    notes_tx: mpsc::UnboundedSender<InjectNote>,
+    sinks: Vec<Sink>,
+    /// Per device, the feeds of the sinks after the first, until those sinks are added.
+    feeds: Vec<Vec<Option<mpsc::UnboundedReceiver<Fed>>>>,
+    tees: Vec<Vec<mpsc::UnboundedSender<Fed>>>,
+    devices: Vec<crate::config::DeviceConfig>,
+    base: DeviceSettings,
     started: Instant,
     running_for: Option<Duration>,
 }
 
 impl Fleet {
-    /// Spawns one task per device of `cfg`, all sending through `transport`.
-    pub fn start<T: Transport>(cfg: &FleetConfig, transport: T) -> Fleet {
+    /// A fleet that will send every event to `sinks` sinks, each added with [`Fleet::add`]; the
+    /// first added takes the readings and passes them to the others.
+    pub fn new(cfg: &FleetConfig, sinks: usize) -> Fleet {
         let n = cfg.devices.len();
-        let stats = Arc::new(Stats::default());
         // With --start-at, the schedule (timers, --duration, the rate's clock) starts then, on
         // every shard at once; devices connect right away.
         let wait = cfg
             .start_at
             .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok());
         let started = Instant::now() + wait.unwrap_or_default();
-        let settings = Arc::new(DeviceSettings {
+        let base = DeviceSettings {
             acked: cfg.qos != QoS::AtMostOnce,
             schedule: cfg.schedule,
             count: cfg.count,
@@ -72,22 +101,76 @@ impl Fleet {
             log_gate: Arc::new(LogGate::default()),
             drops: Arc::new(DropLog::new(started)),
             topic: cfg.topic.clone(),
-        });
-        let transport = Arc::new(transport);
+        };
+        let mut feeds = Vec::with_capacity(n);
+        let mut tees = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (txs, rxs): (Vec<_>, Vec<_>) = (1..sinks.max(1))
+                .map(|_| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    (tx, Some(rx))
+                })
+                .unzip();
+            tees.push(txs);
+            feeds.push(rxs);
+        }
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
-        let mut tasks = JoinSet::new();
-        let mut injectors = Injectors::with_capacity(n);
-        for dev in cfg.devices.iter().cloned() {
+        Fleet {
+            tasks: JoinSet::new(),
+            injectors: Injectors::with_capacity(n),
+            notes: Some(notes_rx),
+            phase_tx,
+            phase_rx,
+            notes_tx,
+            sinks: Vec::with_capacity(sinks),
+            feeds,
+            tees,
+            devices: cfg.devices.clone(),
+            base,
+            started,
+            running_for: None,
+        }
+    }
+
+    /// Starts every device on one more sink, counting into `stats`.
+    pub fn add<T: Transport>(&mut self, name: &str, transport: T, stats: Arc<Stats>) {
+        let first = self.sinks.is_empty();
+        let follower = self.sinks.len();
+        let settings = Arc::new(DeviceSettings {
+            acked: transport.acknowledges(self.base.acked),
+            max_inflight: transport.window(self.base.max_inflight),
+            // Each sink's connections drop on their own: a network event on one is not the
+            // other's.
+            drops: Arc::new(DropLog::new(self.started)),
+            ..self.base.clone()
+        });
+        self.sinks.push(Sink {
+            name: name.to_string(),
+            stats: stats.clone(),
+        });
+        let transport = Arc::new(transport);
+        for (i, dev) in self.devices.iter().cloned().enumerate() {
             let index = dev.index;
             let (tx, inject_rx) = mpsc::channel(INJECT_QUEUE);
-            injectors.add(dev.id.clone(), tx);
+            let feed = if first {
+                self.injectors.add(dev.id.clone(), tx);
+                Feed::Own {
+                    tees: std::mem::take(&mut self.tees[i]),
+                }
+            } else {
+                let rx = self.feeds[i][follower - 1]
+                    .take()
+                    .expect("each sink is added once");
+                Feed::Follow { rx, done: false }
+            };
             let links = DeviceLinks {
                 inject_rx,
-                notes: notes_tx.clone(),
-                phase: PhaseWatch::new(phase_rx.clone()),
+                notes: self.notes_tx.clone(),
+                phase: PhaseWatch::new(self.phase_rx.clone()),
+                feed,
             };
-            tasks.spawn(device::run(
+            self.tasks.spawn(device::run(
                 dev,
                 index,
                 transport.clone(),
@@ -96,20 +179,11 @@ impl Fleet {
                 links,
             ));
         }
-        Fleet {
-            tasks,
-            injectors,
-            notes: Some(notes_rx),
-            phase_tx,
-            stats,
-            started,
-            running_for: None,
-        }
     }
 
-    /// The fleet's counters, live.
+    /// The first sink's counters, live.
     pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
+        self.sinks[0].stats.clone()
     }
 
     /// When the fleet started.
@@ -161,8 +235,15 @@ impl Fleet {
             }
         }
         Outcome {
-            snapshot: self.stats.snapshot(),
-            latency: self.stats.latency(),
+            sinks: self
+                .sinks
+                .iter()
+                .map(|s| SinkOutcome {
+                    name: s.name.clone(),
+                    snapshot: s.stats.snapshot(),
+                    latency: s.stats.latency(),
+                })
+                .collect(),
             timings: Timings {
                 running_for,
                 elapsed: self.started.elapsed(),

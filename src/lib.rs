@@ -59,6 +59,7 @@ mod log_gate;
 mod metrics;
 mod nofile;
 mod preflight;
+mod preflight_sinks;
 mod ratelimit;
 mod report;
 mod shard;

@@ -159,6 +159,7 @@ pub struct Stats {
     device_causes: Mutex<BTreeMap<String, CauseCount>>,
     suspected: Mutex<BTreeMap<String, CauseCount>>,
     event_causes: Mutex<BTreeMap<String, u64>>,
+    refusals: Mutex<BTreeMap<String, u64>>,
     latency: [Mutex<Latency>; LATENCY_SHARDS],
 }
 
@@ -250,6 +251,10 @@ pub struct Snapshot {
     pub suspected: BTreeMap<String, CauseCount>,
     /// Why events were not delivered (failed or dropped), by cause.
     pub event_causes: BTreeMap<String, u64>,
+    /// What the server answered instead of a success, by error code or HTTP status, with
+    /// `(retried)` when the event was sent again (Kinesis ProvisionedThroughputExceededException,
+    /// HTTP 429, …).
+    pub refusals: BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -338,6 +343,17 @@ impl Stats {
         }
     }
 
+    /// The server refused `n` events with `what` (an error code or an HTTP status);
+    /// `retried` when they are sent again.
+    pub fn refused(&self, what: &str, n: u64, retried: bool) {
+        let key = if retried {
+            format!("{what} (retried)")
+        } else {
+            what.to_string()
+        };
+        *lock(&self.refusals).entry(key).or_default() += n;
+    }
+
     fn add_event_cause(&self, n: u64, loss: Loss) {
         *lock(&self.event_causes).entry(loss.key()).or_default() += n;
     }
@@ -352,6 +368,7 @@ impl Stats {
             device_causes: lock(&self.device_causes).clone(),
             suspected: lock(&self.suspected).clone(),
             event_causes: lock(&self.event_causes).clone(),
+            refusals: lock(&self.refusals).clone(),
         }
     }
 }

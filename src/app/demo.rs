@@ -97,7 +97,7 @@ fn run_in(args: &DemoArgs, dir: &Path) -> Result<i32> {
         ));
         let outcome = super::run::run_fleet(&cfg, ConsoleLines::spawn()).await?;
         // Give the last events time to reach the watcher.
-        let published = outcome.snapshot.messages.published;
+        let published = outcome.first().snapshot.messages.published;
         let _ = tokio::time::timeout(CATCH_UP, received_rx.wait_for(|n| *n >= published)).await;
         let _ = stop_tx.send(());
         let acc = watching.await??;

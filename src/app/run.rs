@@ -1,24 +1,32 @@
 //! `run`: pre-flight check, the fleet with its console, signals and live view, then the summary,
 //! the report and the exit code.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use tokio::sync::mpsc;
 
+use crate::aws::credentials::Session;
+use crate::aws::endpoint;
+use crate::aws::json::{self, JsonApi};
 use crate::cli::RunArgs;
+use crate::config::SinkKind;
 use crate::config::{self, FleetConfig, MqttVersion, TransportKind};
 use crate::console::{self, Command, ConsoleLines};
 use crate::device::InjectNote;
 use crate::error::exit;
-use crate::fleet::{Fleet, Injectors, Outcome, StopReason, Target};
+use crate::fleet::{Fleet, Injectors, Outcome, SinkOutcome, StopReason, Target};
 use crate::live::{self, LiveView};
-use crate::report::{self, Report, Settings};
+use crate::report::{self, Report, Settings, SinkFigures};
 use crate::signals::Signals;
+use crate::stats::Stats;
+use crate::transport::batch::{Batch, Firehose, Kinesis};
 use crate::transport::https::Https;
 use crate::transport::mqtt::{Mqtt, WsSigner};
 use crate::transport::mqtt5::Mqtt5;
-use crate::{nofile, preflight, stop};
+use crate::transport::proxy::FirehoseProxy;
+use crate::{nofile, preflight, preflight_sinks, stop};
 
 /// How long a device waits for TCP + TLS + CONNACK.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,7 +37,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let (flags, file) = args.into_layer();
     let cfg = config::resolve(flags, file.as_deref())?;
     super::runtime()?.block_on(async {
-        preflight::check(&cfg).await?;
+        if cfg.sinks.has(SinkKind::Mqtt) {
+            preflight::check(&cfg).await?;
+        }
         let outcome = run_fleet(&cfg, ConsoleLines::spawn()).await?;
         Ok(exit_code(&outcome))
     })
@@ -52,20 +62,100 @@ fn mqtt(cfg: &FleetConfig, websocket: Option<WsSigner>) -> Mqtt {
     }
 }
 
-/// With `--transport mqtt-ws`: AWS credentials and the region from the standard chain, to sign
-/// every WebSocket connection with.
-async fn websocket_signer(cfg: &FleetConfig) -> Result<Option<WsSigner>> {
-    if cfg.transport != TransportKind::MqttWs {
+/// AWS credentials and the region from the standard chain (or an assumed role), when a sink
+/// signs with them: MQTT over WebSockets, Kinesis, Firehose.
+async fn aws_session(cfg: &FleetConfig) -> Result<Option<Session>> {
+    let ws = cfg.sinks.has(SinkKind::Mqtt) && cfg.transport == TransportKind::MqttWs;
+    if !ws && !cfg.sinks.uses_aws() {
         return Ok(None);
     }
-    let (credentials, region) = crate::aws::credentials::load(&cfg.aws).await?;
-    tracing::info!("signing WebSocket connections for region {region} (SigV4, service iotdevicegateway)");
-    Ok(Some(WsSigner {
+    let session = crate::aws::credentials::session(&cfg.aws).await?;
+    tracing::info!(
+        "signing AWS requests for region {} with credentials from {}",
+        session.region,
+        session.credentials.origin
+    );
+    Ok(Some(session))
+}
+
+/// With `--transport mqtt-ws`: what signs every WebSocket connection.
+fn websocket_signer(cfg: &FleetConfig, session: Option<&Session>) -> Option<WsSigner> {
+    if cfg.transport != TransportKind::MqttWs {
+        return None;
+    }
+    session.map(|s| WsSigner {
         host: cfg.endpoint.clone(),
         port: cfg.port,
-        region,
-        credentials,
-    }))
+        region: s.region.clone(),
+        credentials: s.credentials.clone(),
+    })
+}
+
+/// A client of an AWS JSON API (Kinesis, Firehose) in the session's region.
+fn json_api(service: endpoint::Service, prefix: &'static str, session: &Session) -> Result<JsonApi> {
+    let (url, origin) = endpoint::url(service, &session.region)?;
+    tracing::debug!("{} API at {url} ({origin})", service.name);
+    Ok(JsonApi::new(
+        json::http_client(None)?,
+        url,
+        service,
+        prefix,
+        session.clone(),
+    ))
+}
+
+/// Starts every device on each sink of `cfg`, checking each sink first.
+async fn start_fleet(cfg: &FleetConfig) -> Result<Fleet> {
+    let session = aws_session(cfg).await?;
+    let mut fleet = Fleet::new(cfg, cfg.sinks.kinds.len());
+    let needs_session = || session.as_ref().expect("AWS sinks load a session");
+    for kind in &cfg.sinks.kinds {
+        let stats = Arc::new(Stats::default());
+        let name = kind.name();
+        match kind {
+            SinkKind::Mqtt => {
+                let signer = websocket_signer(cfg, session.as_ref());
+                match (cfg.transport, cfg.mqtt_version) {
+                    (TransportKind::Https, _) => fleet.add(name, https(cfg), stats),
+                    (_, MqttVersion::V311) => fleet.add(name, mqtt(cfg, signer), stats),
+                    (_, MqttVersion::V5) => fleet.add(name, Mqtt5(mqtt(cfg, signer)), stats),
+                }
+            }
+            SinkKind::Kinesis => {
+                let stream = cfg.sinks.stream.clone().expect("checked: --stream");
+                let api = json_api(endpoint::KINESIS, "Kinesis_20131202", needs_session())?;
+                preflight_sinks::check_stream(&api, name, "--stream", &stream).await?;
+                let put = Kinesis { stream };
+                fleet.add(name, Batch::start(put, api, stats.clone(), cfg.seed.value), stats);
+            }
+            SinkKind::Firehose => {
+                let delivery_stream = cfg
+                    .sinks
+                    .delivery_stream
+                    .clone()
+                    .expect("checked: --delivery-stream");
+                let api = json_api(endpoint::FIREHOSE, "Firehose_20150804", needs_session())?;
+                preflight_sinks::check_stream(&api, name, "--delivery-stream", &delivery_stream).await?;
+                let put = Firehose { delivery_stream };
+                fleet.add(name, Batch::start(put, api, stats.clone(), cfg.seed.value), stats);
+            }
+            SinkKind::FirehoseProxy => {
+                let proxy = cfg.sinks.proxy.as_ref().expect("checked: --url");
+                let delivery_stream = cfg
+                    .sinks
+                    .delivery_stream
+                    .as_deref()
+                    .expect("checked: --delivery-stream");
+                preflight_sinks::check_proxy(proxy).await?;
+                fleet.add(
+                    name,
+                    FirehoseProxy::new(proxy, delivery_stream, stats.clone()),
+                    stats,
+                );
+            }
+        }
+    }
+    Ok(fleet)
 }
 
 /// IoT Core's HTTPS publish for a run's settings.
@@ -85,16 +175,11 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
     nofile::raise_open_files_limit(cfg.devices.len());
     announce(cfg);
     let mut signals = Signals::new()?;
-    let signer = websocket_signer(cfg).await?;
     let metrics = match cfg.metrics {
         Some(addr) => Some(crate::metrics::bind(addr).await?),
         None => None,
     };
-    let mut fleet = match (cfg.transport, cfg.mqtt_version) {
-        (TransportKind::Https, _) => Fleet::start(cfg, https(cfg)),
-        (_, MqttVersion::V311) => Fleet::start(cfg, mqtt(cfg, signer)),
-        (_, MqttVersion::V5) => Fleet::start(cfg, Mqtt5(mqtt(cfg, signer))),
-    };
+    let mut fleet = start_fleet(cfg).await?;
     if let Some(listener) = metrics {
         let labels = vec![
             ("shard".into(), cfg.shard.to_string()),
@@ -130,12 +215,16 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
             ));
         })
         .await;
-    let report = Report::new(
-        Settings::of(cfg),
-        &outcome.snapshot,
-        &outcome.latency,
-        outcome.timings,
-    );
+    let sinks: Vec<SinkFigures> = outcome
+        .sinks
+        .iter()
+        .map(|s| SinkFigures {
+            name: &s.name,
+            snapshot: &s.snapshot,
+            latency: &s.latency,
+        })
+        .collect();
+    let report = Report::new(Settings::of(cfg), &sinks, outcome.timings);
     live::eprint(&report::summary(&report));
     if let Some(path) = &cfg.report {
         report::write(&report, path)?;
@@ -143,9 +232,16 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
     Ok(outcome)
 }
 
-/// The transport's name, as the `sink` label of metrics.
+/// The first sink's name, as the `sink` label of metrics.
 fn sink_name(cfg: &FleetConfig) -> &'static str {
-    match (cfg.transport, cfg.mqtt_version) {
+    match (cfg.sinks.kinds[0], cfg.transport, cfg.mqtt_version) {
+        (SinkKind::Mqtt, transport, version) => mqtt_sink_name(transport, version),
+        (other, _, _) => other.name(),
+    }
+}
+
+fn mqtt_sink_name(transport: TransportKind, version: MqttVersion) -> &'static str {
+    match (transport, version) {
         (TransportKind::Https, _) => "https",
         (TransportKind::Mqtt, MqttVersion::V311) => "mqtt",
         (TransportKind::Mqtt, MqttVersion::V5) => "mqtt5",
@@ -161,17 +257,40 @@ fn asked_rate(cfg: &FleetConfig) -> Option<f64> {
     }
 }
 
-/// 1 when no device could connect, or every device gave up; 0 otherwise.
+/// 1 when no device could connect, every device gave up, or a sink delivered nothing of what
+/// it was given; 0 otherwise.
 pub fn exit_code(outcome: &Outcome) -> i32 {
-    let devices = &outcome.snapshot.devices;
+    for sink in &outcome.sinks {
+        let code = sink_exit_code(sink, outcome.devices, outcome.sinks.len() > 1);
+        if code != exit::OK {
+            return code;
+        }
+    }
+    exit::OK
+}
+
+fn sink_exit_code(sink: &SinkOutcome, n: usize, named: bool) -> i32 {
+    let devices = &sink.snapshot.devices;
+    let m = &sink.snapshot.messages;
+    let on = if named {
+        format!(" on sink {}", sink.name)
+    } else {
+        String::new()
+    };
+    if sink.name != "mqtt" && m.taken > 0 && m.acknowledged == 0 {
+        live::eprintln(&format!(
+            "error: sink {} delivered none of its {} event(s) (causes above)",
+            sink.name, m.taken
+        ));
+        return exit::RUN_FAILED;
+    }
     if devices.connected == 0 {
         live::eprintln(&format!(
-            "error: none of the {} device(s) could connect (causes above)",
-            outcome.devices
+            "error: none of the {n} device(s) could connect{on} (causes above)"
         ));
         exit::RUN_FAILED
-    } else if devices.failed as usize >= outcome.devices {
-        live::eprintln("error: every device gave up (causes above)");
+    } else if devices.failed as usize >= n {
+        live::eprintln(&format!("error: every device gave up{on} (causes above)"));
         exit::RUN_FAILED
     } else {
         exit::OK
@@ -193,26 +312,47 @@ fn announce(cfg: &FleetConfig) {
             cfg.fleet_size
         );
     }
+    let targets: Vec<String> = cfg.sinks.kinds.iter().map(|k| sink_target(cfg, *k)).collect();
     tracing::info!(
-        "{} device(s) -> {}:{} {} topic '{}' QoS {}, {}{}",
+        "{} device(s) -> {}, {}{}",
         cfg.devices.len(),
-        cfg.endpoint,
-        cfg.port,
-        match (cfg.transport, cfg.mqtt_version) {
-            (TransportKind::Https, _) => "HTTPS",
-            (TransportKind::Mqtt, MqttVersion::V5) => "MQTT 5",
-            (TransportKind::Mqtt, MqttVersion::V311) => "MQTT 3.1.1",
-            (TransportKind::MqttWs, MqttVersion::V5) => "MQTT 5 over WebSockets",
-            (TransportKind::MqttWs, MqttVersion::V311) => "MQTT 3.1.1 over WebSockets",
-        },
-        cfg.topic,
-        cfg.qos as u8,
+        targets.join(" and "),
         cfg.schedule,
         cfg.link
             .ramp_up
             .map(|r| format!(", connecting at most {r}/s"))
             .unwrap_or_default()
     );
+}
+
+/// Where one sink sends, in words.
+fn sink_target(cfg: &FleetConfig, kind: SinkKind) -> String {
+    let s = &cfg.sinks;
+    match kind {
+        SinkKind::Mqtt => {
+            let how = match (cfg.transport, cfg.mqtt_version) {
+                (TransportKind::Https, _) => "HTTPS",
+                (TransportKind::Mqtt, MqttVersion::V5) => "MQTT 5",
+                (TransportKind::Mqtt, MqttVersion::V311) => "MQTT 3.1.1",
+                (TransportKind::MqttWs, MqttVersion::V5) => "MQTT 5 over WebSockets",
+                (TransportKind::MqttWs, MqttVersion::V311) => "MQTT 3.1.1 over WebSockets",
+            };
+            format!(
+                "{}:{} {how} topic '{}' QoS {}",
+                cfg.endpoint, cfg.port, cfg.topic, cfg.qos as u8
+            )
+        }
+        SinkKind::Kinesis => format!("Kinesis stream {}", s.stream.as_deref().unwrap_or_default()),
+        SinkKind::Firehose => format!(
+            "Firehose delivery stream {}",
+            s.delivery_stream.as_deref().unwrap_or_default()
+        ),
+        SinkKind::FirehoseProxy => format!(
+            "the Firehose proxy {} (delivery stream {})",
+            s.proxy.as_ref().map(|p| p.url.to_string()).unwrap_or_default(),
+            s.delivery_stream.as_deref().unwrap_or_default()
+        ),
+    }
 }
 
 /// What the person at the terminal sees and types while the fleet runs.

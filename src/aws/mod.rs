@@ -3,4 +3,6 @@
 //! session tokens never appear in logs, errors or reports.
 
 pub mod credentials;
+pub mod endpoint;
+pub mod json;
 pub mod sigv4;

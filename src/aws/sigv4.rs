@@ -1,5 +1,6 @@
-//! SigV4 query-string signing (presigned URLs) with the aws-sigv4 crate, never by hand: what an
-//! MQTT-over-WebSockets connection to AWS IoT Core authenticates with.
+//! SigV4 signing with the aws-sigv4 crate, never by hand: in the query string (presigned URLs,
+//! what an MQTT-over-WebSockets connection to AWS IoT Core authenticates with) or in the headers
+//! (every AWS API call: Kinesis, Firehose).
 
 use std::time::{Duration, SystemTime};
 
@@ -76,6 +77,37 @@ pub fn presign(
         signed.push_str(&format!("&X-Amz-Security-Token={token}"));
     }
     Ok(signed)
+}
+
+/// Signs a request in its headers (`Authorization`, `X-Amz-Date`, `X-Amz-Security-Token`):
+/// what AWS's JSON APIs (Kinesis, Firehose) and REST APIs authenticate with. Returns the headers
+/// to add; `headers` are the ones to sign besides `host`.
+pub fn sign_headers(
+    (method, url): (&str, &str),
+    headers: &[(&str, &str)],
+    body: &[u8],
+    (service, region): (&str, &str),
+    credentials: &Credentials,
+    time: SystemTime,
+) -> Result<Vec<(String, String)>> {
+    let settings = SigningSettings::default();
+    let identity = credentials.clone().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(settings)
+        .build()
+        .context("SigV4 parameters")?
+        .into();
+    let signable = SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body))
+        .context("SigV4 request")?;
+    let (instructions, _) = sign(signable, &params).context("SigV4 signing")?.into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
 }
 
 /// What SigV4 percent-encodes in a query value: everything but the unreserved characters.

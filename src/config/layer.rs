@@ -56,6 +56,14 @@ pub struct Layer {
     pub shard: Option<String>,
     pub metrics: Option<String>,
     pub start_at: Option<String>,
+    pub sink: Option<Vec<String>>,
+    pub stream: Option<String>,
+    pub delivery_stream: Option<String>,
+    pub url: Option<String>,
+    pub header: Option<Vec<String>>,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub role_session_name: Option<String>,
 }
 
 /// `rate`: a number, or "max" (a config file may write either; a flag is always text).

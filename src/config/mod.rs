@@ -10,6 +10,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -21,12 +22,14 @@ use crate::input;
 pub mod aws_iot;
 pub mod layer;
 pub mod settings;
+pub mod sinks;
 pub mod validate;
 pub mod watch;
 
 pub use crate::identity::DeviceConfig;
 pub use aws_iot::Profile;
 pub use layer::{Layer, Sourced};
+pub use sinks::{SinkKind, Sinks};
 
 /// When devices send their timed events.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,6 +191,8 @@ pub struct FleetConfig {
     pub metrics: Option<IpAddrPort>,
     /// When the schedule starts (`--start-at`), on every shard at once.
     pub start_at: Option<std::time::SystemTime>,
+    /// Where events go (`--sink`).
+    pub sinks: Sinks,
 }
 
 /// A socket address (`--metrics`).
@@ -210,7 +215,13 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     let mut m = layer::Merger::new(flags, file_layer, file);
     use settings as s;
 
-    let endpoint = s::endpoint(m.pick(|l| l.endpoint.take(), "--endpoint"))?;
+    let kinds = sinks::kinds(m.pick(|l| l.sink.take(), "--sink"))?;
+    let mqtt = kinds.contains(&SinkKind::Mqtt);
+    let endpoint = match m.pick(|l| l.endpoint.take(), "--endpoint") {
+        e if mqtt => s::endpoint(e)?,
+        // Only the MQTT sink has an endpoint; the AWS sinks find theirs by region.
+        _ => String::new(),
+    };
     let transport = m
         .pick(|l| l.transport.take(), "--transport")
         .map_or_else(Default::default, |t| t.value);
@@ -235,14 +246,23 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     let roots = identity::load_roots(&TrustSource::from_flag(
         m.path(|l| l.ca.take(), "--ca").map(|c| c.value),
     ))?;
-    let identity = match transport {
-        TransportKind::MqttWs => signed_identity(&mut m, requested)?,
-        _ => identity_source(&mut m, requested)?,
+    let (identity, proxy_client) = match transport {
+        _ if !mqtt => unconnected_identity(&mut m, requested)?,
+        TransportKind::MqttWs => (signed_identity(&mut m, requested)?, None),
+        _ => {
+            let identity = identity_source(&mut m, requested)?;
+            let files = match &identity {
+                identity::Identity::Shared { files, .. } => Some(files.clone()),
+                _ => None,
+            };
+            (identity, files)
+        }
     };
     let shard = shard(&mut m)?;
     let identity::devices::Loaded { devices, fleet_size } =
-        identity::devices::load(identity, roots, &alpn, shard)?;
-    let aws = aws_source(&mut m, &endpoint);
+        identity::devices::load(identity, roots.clone(), &alpn, shard)?;
+    let aws = aws_source(&mut m, &endpoint)?;
+    let sinks = sink_settings(&mut m, kinds, roots, proxy_client.as_ref())?;
 
     let rate = s::rate(m.pick(|l| l.rate.take().map(layer::RateValue::text), "--rate"))?;
     let schedule = s::schedule(interval, rate, fleet_size);
@@ -253,6 +273,8 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     let metrics = s::metrics(m.pick(|l| l.metrics.take(), "--metrics"))?;
     let start_at = s::start_at(m.pick(|l| l.start_at.take(), "--start-at"))?;
     let bind = check_local_addresses(s::bind_addrs(m.pick(|l| l.bind.take(), "--bind"))?)?;
+    let longest_id = devices.iter().map(|d| d.id.len()).max().unwrap_or(0);
+    sinks::check_payload_size(&sinks.kinds, payload_bytes, longest_id)?;
     let profile = m
         .pick(|l| l.profile.take(), "--profile")
         .map_or_else(|| Profile::for_endpoint(&endpoint), |p| p.value);
@@ -292,7 +314,88 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         fleet_size,
         metrics,
         start_at,
+        sinks,
     })
+}
+
+/// What each sink needs: the stream names, the proxy's URL, headers and TLS.
+fn sink_settings(
+    m: &mut layer::Merger,
+    kinds: Vec<SinkKind>,
+    roots: Arc<rustls::RootCertStore>,
+    proxy_client: Option<&IdentityFiles>,
+) -> Result<Sinks> {
+    let needs = |k: SinkKind| kinds.contains(&k).then_some(k);
+    let stream = sinks::stream_name(
+        m.pick(|l| l.stream.take(), "--stream"),
+        needs(SinkKind::Kinesis),
+        "--stream",
+        128,
+    )?;
+    let delivery_stream = sinks::stream_name(
+        m.pick(|l| l.delivery_stream.take(), "--delivery-stream"),
+        needs(SinkKind::Firehose).or(needs(SinkKind::FirehoseProxy)),
+        "--delivery-stream",
+        64,
+    )?;
+    let proxied = kinds.contains(&SinkKind::FirehoseProxy);
+    let url = sinks::proxy_url(m.pick(|l| l.url.take(), "--url"), proxied)?;
+    let headers = sinks::headers(m.pick(|l| l.header.take(), "--header"))?;
+    let proxy = match url {
+        Some(url) if proxied => Some(sinks::Proxy {
+            url,
+            headers,
+            tls: Some(sinks::proxy_tls(roots, proxy_client)?),
+        }),
+        _ => None,
+    };
+    Ok(Sinks {
+        kinds,
+        stream,
+        delivery_stream,
+        proxy,
+    })
+}
+
+/// Devices with no MQTT connection (only AWS or HTTPS sinks): ids from `--certs` folders, or
+/// `--devices` and `--id-prefix`. `--cert/--key`, when given, are the proxy's client certificate.
+fn unconnected_identity(
+    m: &mut layer::Merger,
+    requested: Option<Sourced<usize>>,
+) -> Result<(identity::Identity, Option<IdentityFiles>)> {
+    let cert = m.path(|l| l.cert.take(), "--cert");
+    let key = m.path(|l| l.key.take(), "--key");
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some(IdentityFiles {
+            cert: cert.value,
+            key: key.value,
+            cert_label: cert.origin,
+            key_label: key.origin,
+        }),
+        (Some(c), None) => {
+            return Err(input!(
+                "{} is given without --key: pass the private key that belongs to the certificate",
+                c.origin
+            ));
+        }
+        (None, Some(k)) => {
+            return Err(input!(
+                "{} is given without --cert: pass the certificate that belongs to the key",
+                k.origin
+            ));
+        }
+        (None, None) => None,
+    };
+    if let Some(dir) = m.path(|l| l.certs.take(), "--certs") {
+        let identity = identity::Identity::Folder {
+            dir: dir.value,
+            origin: dir.origin,
+            requested: requested.map(|r| (r.value, r.origin)),
+        };
+        return Ok((identity, client));
+    }
+    let ids = ids(m, requested.map_or(1, |d| d.value))?;
+    Ok((identity::Identity::Unsigned { ids }, client))
 }
 
 /// `--shard`, or the Kubernetes Indexed Job's variables.
@@ -304,13 +407,25 @@ fn shard(m: &mut layer::Merger) -> Result<crate::shard::Shard> {
     )
 }
 
-/// Where AWS credentials and the region come from (`--region`, `--aws-profile`, the endpoint).
-fn aws_source(m: &mut layer::Merger, endpoint: &str) -> crate::aws::credentials::Source {
-    crate::aws::credentials::Source {
+/// Where AWS credentials and the region come from (`--region`, `--aws-profile`, the endpoint,
+/// `--role-arn` with `--external-id` and `--role-session-name`).
+fn aws_source(m: &mut layer::Merger, endpoint: &str) -> Result<crate::aws::credentials::Source> {
+    let arn = sinks::role_arn(m.pick(|l| l.role_arn.take(), "--role-arn"))?;
+    let (external_id, session_name) = sinks::role_extras(
+        m.pick(|l| l.external_id.take(), "--external-id"),
+        m.pick(|l| l.role_session_name.take(), "--role-session-name"),
+        arn.is_some(),
+    )?;
+    Ok(crate::aws::credentials::Source {
         region: m.pick(|l| l.region.take(), "--region").map(|r| r.value),
         fallback_region: crate::aws::credentials::region_of_iot_endpoint(endpoint),
         profile: m.pick(|l| l.aws_profile.take(), "--aws-profile").map(|p| p.value),
-    }
+        role: arn.map(|arn| crate::aws::credentials::Role {
+            arn,
+            external_id,
+            session_name,
+        }),
+    })
 }
 
 /// Devices that sign with AWS credentials: ids from `--devices` and `--id-prefix`, no certificate.

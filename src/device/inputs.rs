@@ -3,7 +3,7 @@
 
 use tokio::time::Instant;
 
-use super::{Device, Inject, InjectNote};
+use super::{Device, Fed, Feed, Inject, InjectNote};
 use crate::config::Schedule;
 use crate::freezer::{Event, unix_millis};
 
@@ -12,12 +12,18 @@ pub(super) enum LocalInput {
     /// A timed event is due; it was meant for this instant.
     Tick(Instant),
     Inject,
+    /// An event taken by the same device on the fleet's first sink.
+    Fed(Fed),
     Phase,
 }
 
 impl Device {
     pub(super) fn count_reached(&self) -> bool {
-        self.settings.count.is_some_and(|k| self.timed_taken >= k)
+        match &self.links.feed {
+            Feed::Own { .. } => self.settings.count.is_some_and(|k| self.timed_taken >= k),
+            // A follower has sent all there is once the first sink's device has stopped.
+            Feed::Follow { done, .. } => *done,
+        }
     }
 
     /// With --count: every timed event taken and nothing left to deliver.
@@ -28,6 +34,7 @@ impl Device {
     /// With --rate max: room for one more event in the in-flight window, and more to send.
     fn wants_more(&self) -> bool {
         self.settings.schedule == Schedule::Max
+            && matches!(self.links.feed, Feed::Own { .. })
             && self.online()
             && self.links.phase.running()
             && !self.count_reached()
@@ -50,6 +57,15 @@ impl Device {
                     Some(Inject) => return LocalInput::Inject,
                     None => self.inject_open = false,
                 },
+                fed = fed(&mut self.links.feed) => match fed {
+                    Some(f) => return LocalInput::Fed(f),
+                    None => {
+                        if let Feed::Follow { done, .. } = &mut self.links.feed {
+                            *done = true;
+                        }
+                        return LocalInput::Phase;
+                    }
+                },
             }
         }
     }
@@ -59,7 +75,7 @@ impl Device {
             LocalInput::Tick(intended) => {
                 if self.links.phase.running() && !self.count_reached() {
                     self.timed_taken += 1;
-                    self.take_reading(intended);
+                    self.take_reading(intended, false);
                     if self.count_reached() {
                         self.timer = None;
                     }
@@ -68,7 +84,7 @@ impl Device {
             LocalInput::Inject => {
                 let id = self.id.clone();
                 let note = if self.links.phase.running() {
-                    let seq = self.take_reading(Instant::now());
+                    let seq = self.take_reading(Instant::now(), true);
                     self.stats.messages.injected.inc();
                     InjectNote::Taken {
                         id,
@@ -80,12 +96,41 @@ impl Device {
                 };
                 let _ = self.links.notes.send(note);
             }
+            LocalInput::Fed(fed) => self.take_fed(fed),
             LocalInput::Phase => {}
         }
     }
 
+    /// Queues an event the first sink's device took (a follower takes no readings of its own).
+    fn take_fed(&mut self, fed: Fed) {
+        if fed.injected {
+            self.stats.messages.injected.inc();
+        }
+        self.stats.event_taken(!self.online());
+        let dropped = self.ledger.push(fed.payload, fed.intended);
+        self.stats.events_dropped(dropped);
+    }
+
+    /// At the start of draining: the first sink's device passes nothing more on; a follower
+    /// takes what was passed to it until the first one has stopped (bounded by `deadline`).
+    pub(super) async fn close_feed(&mut self, deadline: Instant) {
+        if let Feed::Own { tees } = &mut self.links.feed {
+            tees.clear();
+            return;
+        }
+        while let Feed::Follow { rx, done: false } = &mut self.links.feed {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(fed)) => self.take_fed(fed),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if let Feed::Follow { done, .. } = &mut self.links.feed {
+            *done = true;
+        }
+    }
+
     /// Takes the next reading and queues its event, meant to be sent at `intended`; returns its seq.
-    fn take_reading(&mut self, intended: Instant) -> u64 {
+    fn take_reading(&mut self, intended: Instant, injected: bool) -> u64 {
         let reading = self.freezer.next_reading();
         let seq = self.ledger.next_seq();
         let mut event = Event {
@@ -100,9 +145,28 @@ impl Device {
             Some(size) => event.padded_json(size),
             None => event.to_json(),
         };
+        if let Feed::Own { tees } = &mut self.links.feed {
+            // A sink whose device has stopped takes nothing more.
+            tees.retain(|tee| {
+                tee.send(Fed {
+                    payload: payload.clone(),
+                    intended,
+                    injected,
+                })
+                .is_ok()
+            });
+        }
         self.stats.event_taken(!self.online());
         let dropped = self.ledger.push(payload, intended);
         self.stats.events_dropped(dropped);
         seq
+    }
+}
+
+/// The next event passed to a follower; never ready for the first sink's device.
+async fn fed(feed: &mut Feed) -> Option<Fed> {
+    match feed {
+        Feed::Follow { rx, done: false } => rx.recv().await,
+        _ => std::future::pending().await,
     }
 }

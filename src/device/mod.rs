@@ -37,7 +37,7 @@ pub use phase::{Phase, PhaseWatch};
 use reconnect::{Neighbours, Policy};
 
 /// Settings every device shares.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DeviceSettings {
     /// Events wait for an acknowledgement (QoS 1).
     pub acked: bool,
@@ -108,6 +108,30 @@ pub struct DeviceLinks {
     pub inject_rx: mpsc::Receiver<Inject>,
     pub notes: mpsc::UnboundedSender<InjectNote>,
     pub phase: PhaseWatch,
+    pub feed: Feed,
+}
+
+/// Where a device's events come from. With several sinks (`--sink mqtt,kinesis`) the device
+/// runs once per sink: on the first it takes the readings (timer, console) and passes each event
+/// on; on the others it sends exactly those events, same seq, same bytes, the way one Node-RED
+/// inject fed both flows.
+pub enum Feed {
+    /// Its own freezer, timer and console; each event also goes to `tees`.
+    Own { tees: Vec<mpsc::UnboundedSender<Fed>> },
+    /// The events the device takes on the first sink; `done` once that one has stopped.
+    Follow {
+        rx: mpsc::UnboundedReceiver<Fed>,
+        done: bool,
+    },
+}
+
+/// One event passed from the device on the first sink to the same device on another.
+#[derive(Debug, Clone)]
+pub struct Fed {
+    pub payload: Vec<u8>,
+    /// When the schedule meant it to be sent: every sink measures latency from the same instant.
+    pub intended: Instant,
+    pub injected: bool,
 }
 
 /// The state of the device's connection.
@@ -150,7 +174,8 @@ pub async fn run<T: Transport>(
     links: DeviceLinks,
 ) {
     let (mut tx, mut link) = transport.open(&config, index);
-    let timer = settings.schedule.interval().map(|interval| {
+    let own = matches!(links.feed, Feed::Own { .. });
+    let timer = settings.schedule.interval().filter(|_| own).map(|interval| {
         // Spread the fleet's timers evenly over one interval so it never publishes in bursts.
         let offset = interval.mul_f64(index as f64 / settings.fleet_size.max(1) as f64);
         let mut t = tokio::time::interval_at(settings.start + offset, interval);
@@ -289,6 +314,7 @@ impl Device {
     /// disconnects cleanly and counts whatever is left as failed.
     async fn drain(&mut self, tx: &mut impl Sender, link: &mut impl Link) {
         let deadline = Instant::now() + self.settings.drain_timeout;
+        Box::pin(self.close_feed(deadline)).await;
         while self.online() && self.links.phase.current() != Phase::Stop {
             self.hand_off(tx);
             if self.ledger.is_drained() {

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 
-use super::{LatencyMs, Report, encode, round2};
+use super::{Figures, LatencyMs, Report, encode, round2};
 use crate::error::io_cause;
 use crate::input;
 use crate::stats::{self, CauseCount, NAMES_PER_CAUSE, Quantiles};
@@ -37,32 +37,72 @@ pub fn merge(path_and_reports: Vec<(String, Report)>) -> Result<Report> {
             "report merge: no report given; name two or more report files"
         ));
     };
-    let mut histograms = decode_all(&first, &total)?;
-    for (path, r) in parts {
-        add_counts(&mut total, &r);
-        for (name, h) in decode_all(&path, &r)? {
-            let sum = histograms.entry(name).or_insert_with(stats::histogram);
-            sum.add(&h)
-                .map_err(|e| input!("{path}: a histogram cannot be added ({e:?})"))?;
-        }
+    let mut top = Sum::new(&first, total.figures.clone())?;
+    let mut sinks = BTreeMap::new();
+    for (name, f) in &total.sinks {
+        sinks.insert(name.clone(), Sum::new(&first, f.clone())?);
     }
-    let q = |name: &str| histograms.get(name).map(Quantiles::of).unwrap_or_default();
-    total.latency_ms = LatencyMs {
-        connect: q("connect"),
-        puback: q("puback"),
-        lag: q("lag"),
-    };
-    total.histograms = histograms
-        .iter()
-        .filter_map(|(k, h)| encode(h).map(|b| (k.clone(), b)))
-        .collect();
-    total.connects.peak_per_second = total.connects.per_second.iter().copied().max().unwrap_or(0);
+    for (path, r) in parts {
+        top.add(&path, &r.figures)?;
+        for (name, f) in &r.sinks {
+            match sinks.get_mut(name) {
+                Some(sum) => sum.add(&path, f)?,
+                None => {
+                    sinks.insert(name.clone(), Sum::new(&path, f.clone())?);
+                }
+            }
+        }
+        total.duration_s = total.duration_s.max(r.duration_s);
+        total.settings.devices += r.settings.devices;
+    }
+    total.figures = top.finish();
+    total.sinks = sinks.into_iter().map(|(k, s)| (k, s.finish())).collect();
     total.settings.shard = Some(format!("merged from {count} reports"));
     Ok(total)
 }
 
+/// Figures being added up, with their histograms decoded.
+struct Sum {
+    figures: Figures,
+    histograms: BTreeMap<String, Histogram<u64>>,
+}
+
+impl Sum {
+    fn new(origin: &str, figures: Figures) -> Result<Sum> {
+        let histograms = decode_all(origin, &figures)?;
+        Ok(Sum { figures, histograms })
+    }
+
+    fn add(&mut self, origin: &str, r: &Figures) -> Result<()> {
+        add_counts(&mut self.figures, r);
+        for (name, h) in decode_all(origin, r)? {
+            let sum = self.histograms.entry(name).or_insert_with(stats::histogram);
+            sum.add(&h)
+                .map_err(|e| input!("{origin}: a histogram cannot be added ({e:?})"))?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Figures {
+        let q = |name: &str| self.histograms.get(name).map(Quantiles::of).unwrap_or_default();
+        self.figures.latency_ms = LatencyMs {
+            connect: q("connect"),
+            puback: q("puback"),
+            lag: q("lag"),
+        };
+        self.figures.histograms = self
+            .histograms
+            .iter()
+            .filter_map(|(k, h)| encode(h).map(|b| (k.clone(), b)))
+            .collect();
+        let c = &mut self.figures.connects;
+        c.peak_per_second = c.per_second.iter().copied().max().unwrap_or(0);
+        self.figures
+    }
+}
+
 /// Adds every count of `r` to `total`.
-fn add_counts(total: &mut Report, r: &Report) {
+fn add_counts(total: &mut Figures, r: &Figures) {
     let (d, m, c) = (&mut total.devices, &mut total.messages, &mut total.connects);
     d.target += r.devices.target;
     d.counts.connected += r.devices.counts.connected;
@@ -91,6 +131,7 @@ fn add_counts(total: &mut Report, r: &Report) {
         *sum += add;
     }
     add_map(&mut total.errors, &r.errors);
+    add_map(&mut total.refusals, &r.refusals);
     add_causes(&mut total.device_failures, &r.device_failures);
     add_causes(&mut total.suspected, &r.suspected);
     total.rate.achieved = round2(total.rate.achieved + r.rate.achieved);
@@ -98,8 +139,6 @@ fn add_counts(total: &mut Report, r: &Report) {
         (Some(a), Some(b)) => Some(round2(a + b)),
         (a, b) => a.or(b),
     };
-    total.duration_s = total.duration_s.max(r.duration_s);
-    total.settings.devices += r.settings.devices;
 }
 
 fn add_map(total: &mut BTreeMap<String, u64>, add: &BTreeMap<String, u64>) {
@@ -124,7 +163,7 @@ fn add_causes(total: &mut BTreeMap<String, CauseCount>, add: &BTreeMap<String, C
 }
 
 /// The histograms of a report, decoded.
-fn decode_all(origin: &str, r: &Report) -> Result<BTreeMap<String, Histogram<u64>>> {
+fn decode_all(origin: &str, r: &Figures) -> Result<BTreeMap<String, Histogram<u64>>> {
     r.histograms
         .iter()
         .map(|(name, b64)| {

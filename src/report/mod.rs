@@ -21,8 +21,36 @@ use crate::stats::{
     CauseCount, ConnectCounts, DeviceCounts, Latency, MessageCounts, Quantiles, Snapshot, Timings,
 };
 
+/// What a run reports. The top-level figures are those of the first sink (`--sink`, default
+/// mqtt), so a single-sink report reads as it always has; `sinks` has every sink's, by name.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    #[serde(flatten)]
+    pub figures: Figures,
+    /// Wall time of the run, start to exit.
+    pub duration_s: f64,
+    pub settings: Settings,
+    /// Each sink's figures, keyed by sink name (`mqtt`, `kinesis`, `firehose`, `firehose-proxy`).
+    #[serde(default)]
+    pub sinks: BTreeMap<String, Figures>,
+}
+
+impl std::ops::Deref for Report {
+    type Target = Figures;
+    fn deref(&self) -> &Figures {
+        &self.figures
+    }
+}
+
+impl std::ops::DerefMut for Report {
+    fn deref_mut(&mut self) -> &mut Figures {
+        &mut self.figures
+    }
+}
+
+/// One sink's figures: what its devices did, what was delivered, how fast, what failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Figures {
     pub devices: Devices,
     pub messages: MessageCounts,
     pub rate: Rate,
@@ -34,9 +62,10 @@ pub struct Report {
     /// Devices that kept running under a suspicion (e.g. a client id in use twice), by cause.
     pub suspected: BTreeMap<String, CauseCount>,
     pub connects: Connects,
-    /// Wall time of the run, start to exit.
-    pub duration_s: f64,
-    pub settings: Settings,
+    /// What the server answered instead of a success, by error code or HTTP status; `(retried)`
+    /// when the event was sent again.
+    #[serde(default)]
+    pub refusals: BTreeMap<String, u64>,
     /// The latency histograms (µs), HdrHistogram V2 deflate, base64: merge shards exactly.
     pub histograms: BTreeMap<String, String>,
 }
@@ -107,6 +136,18 @@ pub struct Settings {
     /// `I/N` when this process ran one shard of the fleet; the number of reports a merge joined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
+    /// Where events went (`--sink`), in order.
+    #[serde(default)]
+    pub sinks: Vec<String>,
+    /// The Kinesis stream (`--stream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// The Firehose delivery stream (`--delivery-stream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_stream: Option<String>,
+    /// The proxy, scheme, host and path only (`--url`); its headers are never reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 impl Settings {
@@ -143,12 +184,56 @@ impl Settings {
             seed: cfg.seed.value,
             bind: cfg.bind.clone(),
             shard: (!cfg.shard.is_whole()).then(|| cfg.shard.to_string()),
+            sinks: cfg.sinks.kinds.iter().map(|k| k.name().to_string()).collect(),
+            stream: cfg.sinks.stream.clone(),
+            delivery_stream: cfg.sinks.delivery_stream.clone(),
+            url: cfg.sinks.proxy.as_ref().map(|p| {
+                let u = &p.url;
+                format!(
+                    "{}://{}{}",
+                    u.scheme(),
+                    u.host_str().unwrap_or_default(),
+                    u.path()
+                )
+            }),
         }
     }
 }
 
+/// One sink's counters and histograms at the end of a run.
+pub struct SinkFigures<'a> {
+    pub name: &'a str,
+    pub snapshot: &'a Snapshot,
+    pub latency: &'a Latency,
+}
+
 impl Report {
-    pub fn new(settings: Settings, s: &Snapshot, latency: &Latency, t: Timings) -> Report {
+    /// The report of a run with one sink or more (the first is the top level).
+    pub fn new(settings: Settings, sinks: &[SinkFigures], t: Timings) -> Report {
+        let figures: BTreeMap<String, Figures> = sinks
+            .iter()
+            .map(|s| {
+                (
+                    s.name.to_string(),
+                    Figures::new(&settings, s.snapshot, s.latency, t),
+                )
+            })
+            .collect();
+        let first = sinks
+            .first()
+            .map(|s| figures[s.name].clone())
+            .unwrap_or_else(|| Figures::new(&settings, &Snapshot::default(), &Latency::default(), t));
+        Report {
+            figures: first,
+            duration_s: round2(t.elapsed.as_secs_f64()),
+            settings,
+            sinks: figures,
+        }
+    }
+}
+
+impl Figures {
+    pub fn new(settings: &Settings, s: &Snapshot, latency: &Latency, t: Timings) -> Figures {
         let mut errors: BTreeMap<String, u64> = s
             .device_causes
             .iter()
@@ -166,7 +251,7 @@ impl Report {
         .filter_map(|(name, h)| encode(h).map(|b| (name.to_string(), b)))
         .collect();
         let per_second = &s.connect_attempts_per_second;
-        Report {
+        Figures {
             devices: Devices {
                 target: settings.devices,
                 counts: s.devices,
@@ -191,8 +276,7 @@ impl Report {
                 peak_per_second: per_second.iter().copied().max().unwrap_or(0),
                 per_second: per_second.clone(),
             },
-            duration_s: round2(t.elapsed.as_secs_f64()),
-            settings,
+            refusals: s.refusals.clone(),
             histograms,
         }
     }
@@ -255,8 +339,42 @@ pub fn summary(r: &Report) -> String {
     if !line.is_empty() {
         let _ = writeln!(out, "  latency   {line}");
     }
+    write_refusals(&mut out, &r.refusals);
     write_failures(&mut out, r);
+    if r.sinks.len() > 1 {
+        for name in &r.settings.sinks {
+            if let Some(f) = r.sinks.get(name) {
+                write_sink(&mut out, name, f);
+            }
+        }
+    }
     out
+}
+
+/// One sink's lines, when a run had several.
+fn write_sink(out: &mut String, name: &str, f: &Figures) {
+    let m = &f.messages;
+    let _ = writeln!(
+        out,
+        "  sink {name}: {} taken, {} sent, {} acknowledged, {} failed, {} re-sent; {} events/s",
+        m.taken, m.published, m.acknowledged, m.failed, m.resent, f.rate.achieved
+    );
+    let l = &f.latency_ms;
+    if l.puback.count > 0 {
+        let _ = writeln!(
+            out,
+            "    latency p50 {} p99 {} max {} ms (intended send time to acknowledgement)",
+            l.puback.p50, l.puback.p99, l.puback.max
+        );
+    }
+    write_refusals(out, &f.refusals);
+}
+
+fn write_refusals(out: &mut String, refusals: &BTreeMap<String, u64>) {
+    if !refusals.is_empty() {
+        let list: Vec<String> = refusals.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(out, "    refusals: {}", list.join(", "));
+    }
 }
 
 fn write_events(out: &mut String, m: &MessageCounts, qos0: bool) {
@@ -338,6 +456,10 @@ mod tests {
             seed: 1,
             bind: vec![],
             shard: None,
+            sinks: vec!["mqtt".into()],
+            stream: None,
+            delivery_stream: None,
+            url: None,
         }
     }
 
@@ -368,7 +490,12 @@ mod tests {
             running_for: Duration::from_secs(10),
             elapsed: Duration::from_millis(10_400),
         };
-        Report::new(settings(), &stats.snapshot(), &stats.latency(), timings)
+        let sink = SinkFigures {
+            name: "mqtt",
+            snapshot: &stats.snapshot(),
+            latency: &stats.latency(),
+        };
+        Report::new(settings(), &[sink], timings)
     }
 
     #[test]

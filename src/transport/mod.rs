@@ -26,9 +26,11 @@ use std::time::Duration;
 use crate::cause::Cause;
 use crate::config::DeviceConfig;
 
+pub mod batch;
 pub mod https;
 pub mod mqtt;
 pub mod mqtt5;
+pub mod proxy;
 
 /// What a link reports to its device.
 #[derive(Debug)]
@@ -76,4 +78,15 @@ pub trait Transport: Send + Sync + 'static {
     fn open(&self, device: &DeviceConfig, index: usize) -> (Self::Sender, Self::Link);
     /// `host:port` or a URL, for messages.
     fn target(&self) -> String;
+    /// How many events a device may have handed and unacknowledged at once, given what was
+    /// asked (`--max-inflight`). Kinesis keeps it at 1 so a refused record never lets a later
+    /// one of the same device overtake it.
+    fn window(&self, asked: u16) -> u16 {
+        asked
+    }
+    /// Whether written events wait for the server's acknowledgement (`qos1`: QoS 1 was asked
+    /// for). An AWS API answers every request, whatever the QoS.
+    fn acknowledges(&self, qos1: bool) -> bool {
+        qos1
+    }
 }

@@ -53,7 +53,8 @@ pub struct WsSigner {
     pub host: String,
     pub port: u16,
     pub region: String,
-    pub credentials: aws_credential_types::Credentials,
+    /// Refreshed before they expire, so a long run keeps connecting.
+    pub credentials: crate::aws::credentials::Credentials,
 }
 
 impl WsSigner {
@@ -64,11 +65,18 @@ impl WsSigner {
 
     /// The upgrade request with a freshly presigned URL.
     pub(super) async fn sign(self, mut request: http::Request<()>) -> http::Request<()> {
+        let Ok(credentials) = self.credentials.get().await else {
+            tracing::error!(
+                "no AWS credentials to sign the WebSocket URL for {} with",
+                self.host
+            );
+            return request;
+        };
         let signed = crate::aws::sigv4::iot_websocket_url(
             &self.host,
             self.port,
             &self.region,
-            &self.credentials,
+            &credentials,
             std::time::SystemTime::now(),
         );
         match signed.map(|url| url.parse::<http::Uri>()) {
