@@ -103,6 +103,11 @@ Examples:
   freezer-fleet watch --endpoint abc123-ats.iot.us-east-1.amazonaws.com --ca AmazonRootCA1.pem \\
       --cert watcher-certificate.pem.crt --key watcher-private.pem.key --json --duration 5m > events.jsonl
 
+  # The Kinesis stream the IoT rule writes to: every shard, from now on
+  freezer-fleet watch --kinesis freezer_data --region eu-west-1
+  # ... or everything it still holds, as JSON lines
+  freezer-fleet watch --kinesis freezer_data --from trim-horizon --json --duration 1m
+
 The client id is freezer-fleet-watch-<pid> unless --client-id says otherwise: do not reuse a
 device's id, or the broker disconnects that device.";
 
@@ -231,9 +236,9 @@ pub struct BrokerArgs {
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// MQTT endpoint host.
+    /// MQTT endpoint host (not with --kinesis).
     #[arg(long, value_name = "HOST", env = "FREEZER_FLEET_ENDPOINT")]
-    pub endpoint: String,
+    pub endpoint: Option<String>,
     /// Endpoint port.
     #[arg(long, default_value_t = 8883, value_name = "PORT")]
     pub port: u16,
@@ -264,6 +269,30 @@ pub struct WatchArgs {
     /// Stop after this long [default: until Ctrl-C or SIGTERM].
     #[arg(long, value_name = "DURATION")]
     pub duration: Option<String>,
+
+    /// Read this Kinesis data stream instead of an MQTT topic: every shard, splits and merges followed, as the analytics side does.
+    #[arg(long, value_name = "STREAM")]
+    pub kinesis: Option<String>,
+
+    /// With --kinesis: where to start, latest, trim-horizon (all the stream holds) or an RFC 3339 time [default: latest].
+    #[arg(long, value_name = "latest|trim-horizon|TIME")]
+    pub from: Option<String>,
+
+    /// With --kinesis: the AWS region [default: AWS_REGION or the profile's].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// With --kinesis: the AWS profile [default: AWS_PROFILE, or default].
+    #[arg(long, value_name = "PROFILE")]
+    pub aws_profile: Option<String>,
+
+    /// With --kinesis: read with this IAM role's temporary credentials (STS AssumeRole).
+    #[arg(long, value_name = "ARN")]
+    pub role_arn: Option<String>,
+
+    /// With --role-arn: the external id the role's trust policy asks for.
+    #[arg(long, value_name = "ID")]
+    pub external_id: Option<String>,
 }
 
 /// Flags of `run`. Every value may also come from `--config`; a flag given here wins.
@@ -517,6 +546,12 @@ impl From<WatchArgs> for WatchFlags {
             topic: a.topic,
             json: a.json,
             duration: a.duration,
+            kinesis: a.kinesis,
+            from: a.from,
+            region: a.region,
+            aws_profile: a.aws_profile,
+            role_arn: a.role_arn,
+            external_id: a.external_id,
         }
     }
 }

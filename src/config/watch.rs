@@ -14,7 +14,7 @@ use crate::input;
 /// The flags of `watch`, as given.
 #[derive(Debug, Clone, Default)]
 pub struct WatchFlags {
-    pub endpoint: String,
+    pub endpoint: Option<String>,
     pub port: u16,
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
@@ -25,6 +25,98 @@ pub struct WatchFlags {
     pub topic: String,
     pub json: bool,
     pub duration: Option<String>,
+    pub kinesis: Option<String>,
+    pub from: Option<String>,
+    pub region: Option<String>,
+    pub aws_profile: Option<String>,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+}
+
+/// What to watch: an MQTT topic, or a Kinesis stream.
+pub enum Watch {
+    Mqtt(WatchConfig),
+    Kinesis(KinesisWatch),
+}
+
+/// A watcher of a Kinesis data stream.
+pub struct KinesisWatch {
+    pub stream: String,
+    pub from: crate::watch::kinesis::From,
+    pub aws: crate::aws::credentials::Source,
+    pub json: bool,
+    pub duration: Option<Duration>,
+}
+
+impl Watch {
+    pub fn resolve(f: WatchFlags) -> Result<Watch> {
+        let Some(stream) = f.kinesis.clone() else {
+            if let Some(flag) = [
+                (f.from.is_some(), "--from"),
+                (f.role_arn.is_some(), "--role-arn"),
+                (f.external_id.is_some(), "--external-id"),
+            ]
+            .iter()
+            .find_map(|(given, flag)| given.then_some(*flag))
+            {
+                return Err(input!("{flag} belongs to --kinesis STREAM: give the stream to read, or leave {flag} out"));
+            }
+            return WatchConfig::resolve(f).map(Watch::Mqtt);
+        };
+        for (given, flag) in [
+            (f.cert.is_some(), "--cert"),
+            (f.key.is_some(), "--key"),
+            (f.certs.is_some(), "--certs"),
+            (f.client_id.is_some(), "--client-id"),
+        ] {
+            if given {
+                return Err(input!(
+                    "{flag}: --kinesis reads the stream with AWS credentials, not an MQTT identity; leave {flag} out"
+                ));
+            }
+        }
+        let stream = super::sinks::stream_name(
+            Some(super::Sourced::flag(stream, "--kinesis")),
+            None,
+            "--kinesis",
+            128,
+        )?
+        .unwrap_or_default();
+        let from = match f.from.as_deref().map(str::trim) {
+            None | Some("latest") => crate::watch::kinesis::From::Latest,
+            Some("trim-horizon") => crate::watch::kinesis::From::TrimHorizon,
+            Some(t) => crate::watch::kinesis::From::At(humantime::parse_rfc3339_weak(t).map_err(|_| {
+                input!("--from {t}: give latest, trim-horizon or an RFC 3339 time such as 2026-12-01T09:00:00Z")
+            })?),
+        };
+        let arn = super::sinks::role_arn(f.role_arn.map(|a| super::Sourced::flag(a, "--role-arn")))?;
+        let (external_id, session_name) = super::sinks::role_extras(
+            f.external_id.map(|e| super::Sourced::flag(e, "--external-id")),
+            None,
+            arn.is_some(),
+        )?;
+        let duration = f
+            .duration
+            .as_deref()
+            .map(|d| validate::parse_duration(d, "--duration"))
+            .transpose()?;
+        Ok(Watch::Kinesis(KinesisWatch {
+            stream,
+            from,
+            aws: crate::aws::credentials::Source {
+                region: f.region,
+                fallback_region: None,
+                profile: f.aws_profile,
+                role: arn.map(|arn| crate::aws::credentials::Role {
+                    arn,
+                    external_id,
+                    session_name,
+                }),
+            },
+            json: f.json,
+            duration,
+        }))
+    }
 }
 
 /// A watcher ready to connect.
@@ -42,9 +134,15 @@ pub struct WatchConfig {
 
 impl WatchConfig {
     pub fn resolve(f: WatchFlags) -> Result<WatchConfig> {
-        validate::endpoint(&f.endpoint, "--endpoint")?;
+        let endpoint = f.endpoint.clone().ok_or_else(|| {
+            input!(
+                "--endpoint is missing: give the MQTT endpoint host (or set FREEZER_FLEET_ENDPOINT), or \
+                 --kinesis STREAM to read a Kinesis stream"
+            )
+        })?;
+        validate::endpoint(&endpoint, "--endpoint")?;
         validate::topic_filter(&f.topic, "--topic")?;
-        basic_ingest_note(&f.endpoint, &f.topic)?;
+        basic_ingest_note(&endpoint, &f.topic)?;
         let duration = f
             .duration
             .as_deref()
@@ -54,7 +152,7 @@ impl WatchConfig {
         let alpn = super::settings::alpn(None, f.port, super::TransportKind::Mqtt);
         let tls = identity::client_config(&watch_identity(&f)?, roots, &alpn)?;
         Ok(WatchConfig {
-            host: f.endpoint,
+            host: endpoint,
             port: f.port,
             tls,
             client_id: f

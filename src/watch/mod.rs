@@ -16,6 +16,7 @@ use crate::live;
 use crate::transport::mqtt::{self, ClientSpec};
 
 mod accounting;
+pub mod kinesis;
 
 pub use accounting::{Accounting, SeqKind};
 
