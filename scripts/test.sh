@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README.md and .ci/run call exactly this): installs what the tests need on a
-# fresh Debian/Ubuntu machine (mosquitto, its clients, openssl, prometheus), then checks formatting and lints
+# fresh Debian/Ubuntu machine (mosquitto, its clients, openssl, prometheus; Python tools in a venv), then checks formatting and lints
 # and runs every test against real brokers on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,11 +17,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# kubernetes-validate checks the manifests in deploy/ offline; it lives in a venv of its own.
-if [ ! -x .venv-tests/bin/kubernetes-validate ]; then
-  echo "installing test dependencies: kubernetes-validate (pip, in .venv-tests)" >&2
+# Python test tools live in a venv of their own: kubernetes-validate checks the manifests in
+# deploy/ offline; moto's server emulates Kinesis, Firehose, S3 and STS, and boto3 (which comes
+# with it) reads back what the fleet wrote.
+if [ ! -x .venv-tests/bin/kubernetes-validate ] || [ ! -x .venv-tests/bin/moto_server ]; then
+  echo "installing test dependencies: kubernetes-validate, moto[server] (pip, in .venv-tests)" >&2
   python3 -m venv .venv-tests
-  .venv-tests/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+  .venv-tests/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0 'moto[server]==5.2.5'
 fi
 # The packaged mosquitto starts a system-wide broker on port 1883 on some systems; the tests
 # start their own brokers on free loopback ports and do not need or touch it.

@@ -127,7 +127,7 @@ pub enum Command {
     Broker(BrokerArgs),
     /// Subscribe and print what arrives, counting gaps, duplicates, reorderings and latency per device.
     #[command(after_help = WATCH_EXAMPLES)]
-    Watch(WatchArgs),
+    Watch(Box<WatchArgs>),
     /// Merge the JSON reports of a fleet's shards exactly, or show a report's summary.
     #[command(subcommand)]
     Report(ReportCommand),

@@ -3,15 +3,11 @@
 //! 1.2 or newer with a certificate we trust. A failure stops the run with one line naming the
 //! flag (exit 2), instead of every device failing the same way.
 
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Result;
 use rustls::pki_types::ServerName;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -107,13 +103,8 @@ pub async fn check_proxy(proxy: &Proxy) -> Result<()> {
     };
     let name =
         ServerName::try_from(host.clone()).map_err(|_| input!("--url {url}: not a valid host name"))?;
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let stream = Recording {
-        inner: tcp,
-        seen: seen.clone(),
-    };
     let connector = tokio_rustls::TlsConnector::from(tls);
-    let result = match timeout(STEP_TIMEOUT, connector.connect(name, stream)).await {
+    let result = match timeout(STEP_TIMEOUT, connector.connect(name, tcp)).await {
         Err(_) => {
             return Err(input!(
                 "--url {url}: the TLS handshake did not finish within {} s",
@@ -123,130 +114,94 @@ pub async fn check_proxy(proxy: &Proxy) -> Result<()> {
         Ok(r) => r,
     };
     let Err(e) = result else { return Ok(()) };
-    let first_bytes = crate::stats::lock(&seen).clone();
-    if let Some(version) = offered_version(&first_bytes).filter(|v| v.old) {
-        return Err(input!(
-            "--url {url}: the proxy offered {} only; freezer-fleet sends only over TLS 1.2 or 1.3 and never \
-             downgrades: set the proxy's (API Gateway custom domain's) security policy to TLS 1.2",
-            version.name
-        ));
-    }
-    match e
+    let Some(tls) = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(tls) => {
-            let c = cause::from_rustls(tls, &addr);
-            let flag = match c.kind {
-                Kind::ServerNotTrusted | Kind::ServerCertExpired | Kind::ServerCertInvalid => "--ca",
-                Kind::ClientCertRejected => "--cert",
-                _ => "--url",
+    else {
+        return Err(input!("--url {url}: the TLS handshake with {addr} failed: {e}"));
+    };
+    let c = cause::from_rustls(tls, &addr);
+    let flag = match c.kind {
+        Kind::TlsVersion => {
+            let offered = match offered_version(&host, port).await {
+                Some(v) => format!("offered {v} only"),
+                None => "offers only TLS older than 1.2".to_string(),
             };
-            Err(input!("{flag}: {}", c.detail))
+            return Err(input!(
+                "--url {url}: the proxy {offered}; freezer-fleet sends only over TLS 1.2 or 1.3 and never \
+                 downgrades: set the proxy's (API Gateway custom domain's) security policy to TLS 1.2"
+            ));
         }
-        None => Err(input!("--url {url}: the TLS handshake with {addr} failed: {e}")),
-    }
-}
-
-/// A TLS version a server answered with.
-#[derive(Debug, PartialEq)]
-struct Offered {
-    name: &'static str,
-    /// Older than TLS 1.2.
-    old: bool,
-}
-
-/// The version in the server's first TLS record: a ServerHello's, else the record layer's (an
-/// alert such as `protocol_version` carries the server's version there).
-fn offered_version(bytes: &[u8]) -> Option<Offered> {
-    if bytes.len() < 5 || !matches!(bytes[0], 0x15 | 0x16) {
-        return None;
-    }
-    let hello = bytes[0] == 0x16 && bytes.len() >= 11 && bytes[5] == 2;
-    let (major, minor) = if hello {
-        (bytes[9], bytes[10])
-    } else {
-        (bytes[1], bytes[2])
+        Kind::ServerNotTrusted | Kind::ServerCertExpired | Kind::ServerCertInvalid => "--ca",
+        Kind::ClientCertRejected => "--cert",
+        _ => "--url",
     };
-    let name = match (major, minor) {
-        (3, 0) => "SSL 3.0",
-        (3, 1) => "TLS 1.0",
-        (3, 2) => "TLS 1.1",
-        (3, 3) => "TLS 1.2",
-        _ => return None,
+    Err(input!("{flag}: {}", c.detail))
+}
+
+/// Which old version a server that refused TLS 1.2 and 1.3 speaks: a TLS 1.1 ClientHello, built
+/// and its answer parsed with tls-parser (never to talk, only to name the version in the
+/// message); the server answers with the highest version it has up to 1.1.
+async fn offered_version(host: &str, port: u16) -> Option<&'static str> {
+    use tls_parser::{
+        NamedGroup, Serialize, TlsCipherSuiteID, TlsClientHelloContents, TlsCompressionID, TlsExtension,
+        TlsMessage, TlsMessageHandshake, TlsPlaintext, TlsRecordHeader, TlsRecordType, TlsVersion,
     };
-    Some(Offered { name, old: minor < 3 })
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // ECDHE and RSA key exchange with AES-CBC and SHA-1: what a TLS 1.0/1.1 server has.
+    let ciphers = [0xc009, 0xc00a, 0xc013, 0xc014, 0x002f, 0x0035]
+        .map(TlsCipherSuiteID)
+        .to_vec();
+    let random: [u8; 32] = rand::random();
+    // The curves ECDHE may use: without them a server with an EC certificate refuses.
+    let curves = TlsExtension::EllipticCurves(vec![NamedGroup::Secp256r1, NamedGroup::Secp384r1]);
+    let ext = cookie_factory::gen_simple(tls_parser::gen_tls_extension(&curves), Vec::new()).ok()?;
+    let hello = TlsClientHelloContents::new(
+        0x0302,
+        &random,
+        None,
+        ciphers,
+        vec![TlsCompressionID(0)],
+        Some(&ext),
+    );
+    let record = TlsPlaintext {
+        hdr: TlsRecordHeader {
+            record_type: TlsRecordType::Handshake,
+            version: TlsVersion(0x0301),
+            len: 0,
+        },
+        msg: vec![TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello))],
+    };
+    let bytes = record.serialize().ok()?;
+    let mut tcp = timeout(STEP_TIMEOUT, TcpStream::connect((host, port)))
+        .await
+        .ok()?
+        .ok()?;
+    tcp.write_all(&bytes).await.ok()?;
+    let mut answer = vec![0u8; 16 * 1024];
+    let n = timeout(STEP_TIMEOUT, tcp.read(&mut answer)).await.ok()?.ok()?;
+    let (_, plain) = tls_parser::parse_tls_plaintext(&answer[..n]).ok()?;
+    plain.msg.iter().find_map(|m| match m {
+        TlsMessage::Handshake(TlsMessageHandshake::ServerHello(sh)) => version_name(sh.version.0),
+        _ => None,
+    })
 }
 
-/// A stream that keeps the first bytes it reads (the server's first TLS record).
-struct Recording<S> {
-    inner: S,
-    seen: Arc<Mutex<Vec<u8>>>,
-}
-
-const KEEP: usize = 64;
-
-impl<S: AsyncRead + Unpin> AsyncRead for Recording<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let mut seen = crate::stats::lock(&self.seen);
-            let new = &buf.filled()[before..];
-            let room = KEEP.saturating_sub(seen.len());
-            seen.extend_from_slice(&new[..new.len().min(room)]);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Recording<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+fn version_name(v: u16) -> Option<&'static str> {
+    match v {
+        0x0300 => Some("SSL 3.0"),
+        0x0301 => Some("TLS 1.0"),
+        0x0302 => Some("TLS 1.1"),
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn the_version_is_read_from_a_server_hello_or_an_alert() {
-        // An alert (protocol_version) in a TLS 1.1 record.
-        assert_eq!(
-            offered_version(&[0x15, 3, 2, 0, 2, 2, 70]),
-            Some(Offered {
-                name: "TLS 1.1",
-                old: true
-            })
-        );
-        // A ServerHello of TLS 1.0 in a TLS 1.0 record.
-        let hello = [0x16, 3, 1, 0, 0x4a, 2, 0, 0, 0x46, 3, 1];
-        assert_eq!(
-            offered_version(&hello),
-            Some(Offered {
-                name: "TLS 1.0",
-                old: true
-            })
-        );
-        assert_eq!(
-            offered_version(&[0x16, 3, 3, 0, 0x4a, 2, 0, 0, 0x46, 3, 3]).map(|o| o.old),
-            Some(false)
-        );
-        assert_eq!(offered_version(b"HTTP/1.1 400"), None);
+    fn old_versions_are_named() {
+        assert_eq!(super::version_name(0x0302), Some("TLS 1.1"));
+        assert_eq!(super::version_name(0x0301), Some("TLS 1.0"));
+        assert_eq!(super::version_name(0x0303), None);
     }
 }

@@ -19,7 +19,7 @@ pub fn run(command: Command) -> Result<i32> {
         Command::Run(args) => run::run(*args),
         Command::Certs(cmd) => certs::run(cmd),
         Command::Broker(args) => broker::run(args),
-        Command::Watch(args) => watch::run(args),
+        Command::Watch(args) => watch::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Report(cmd) => report::run(cmd),
     }

@@ -62,20 +62,94 @@ fn mqtt(cfg: &FleetConfig, websocket: Option<WsSigner>) -> Mqtt {
     }
 }
 
-/// AWS credentials and the region from the standard chain (or an assumed role), when a sink
-/// signs with them: MQTT over WebSockets, Kinesis, Firehose.
-async fn aws_session(cfg: &FleetConfig) -> Result<Option<Session>> {
-    let ws = cfg.sinks.has(SinkKind::Mqtt) && cfg.transport == TransportKind::MqttWs;
-    if !ws && !cfg.sinks.uses_aws() {
-        return Ok(None);
+/// What the sinks need, found and checked before anything is printed: AWS credentials (the
+/// standard chain, or an assumed role) when a sink signs with them, each AWS API's client, and
+/// each sink's pre-flight check.
+struct Prepared {
+    session: Option<Session>,
+    kinesis: Option<JsonApi>,
+    firehose: Option<JsonApi>,
+}
+
+impl Prepared {
+    async fn new(cfg: &FleetConfig) -> Result<Prepared> {
+        let s = &cfg.sinks;
+        let ws = s.has(SinkKind::Mqtt) && cfg.transport == TransportKind::MqttWs;
+        let session = match ws || s.uses_aws() {
+            true => Some(crate::aws::credentials::session(&cfg.aws).await?),
+            false => None,
+        };
+        let mut prepared = Prepared {
+            session,
+            kinesis: None,
+            firehose: None,
+        };
+        if let (Some(stream), Some(session)) = (&s.stream, &prepared.session)
+            && s.has(SinkKind::Kinesis)
+        {
+            let api = json_api(endpoint::KINESIS, "Kinesis_20131202", session)?;
+            preflight_sinks::check_stream(&api, "kinesis", "--stream", stream).await?;
+            prepared.kinesis = Some(api);
+        }
+        if let (Some(stream), Some(session)) = (&s.delivery_stream, &prepared.session)
+            && s.has(SinkKind::Firehose)
+        {
+            let api = json_api(endpoint::FIREHOSE, "Firehose_20150804", session)?;
+            preflight_sinks::check_stream(&api, "firehose", "--delivery-stream", stream).await?;
+            prepared.firehose = Some(api);
+        }
+        if let Some(proxy) = &s.proxy {
+            preflight_sinks::check_proxy(proxy).await?;
+        }
+        Ok(prepared)
     }
-    let session = crate::aws::credentials::session(&cfg.aws).await?;
-    tracing::info!(
-        "signing AWS requests for region {} with credentials from {}",
-        session.region,
-        session.credentials.origin
-    );
-    Ok(Some(session))
+
+    /// Starts every device on each sink of `cfg`.
+    fn start(self, cfg: &FleetConfig) -> Fleet {
+        if let Some(s) = &self.session {
+            tracing::info!(
+                "signing AWS requests for region {} with credentials from {}",
+                s.region,
+                s.credentials.origin
+            );
+        }
+        let mut fleet = Fleet::new(cfg, cfg.sinks.kinds.len());
+        let seed = cfg.seed.value;
+        for kind in &cfg.sinks.kinds {
+            let stats = Arc::new(Stats::default());
+            let name = kind.name();
+            match kind {
+                SinkKind::Mqtt => {
+                    let signer = websocket_signer(cfg, self.session.as_ref());
+                    match (cfg.transport, cfg.mqtt_version) {
+                        (TransportKind::Https, _) => fleet.add(name, https(cfg), stats),
+                        (_, MqttVersion::V311) => fleet.add(name, mqtt(cfg, signer), stats),
+                        (_, MqttVersion::V5) => fleet.add(name, Mqtt5(mqtt(cfg, signer)), stats),
+                    }
+                }
+                SinkKind::Kinesis => {
+                    let api = self.kinesis.clone().expect("prepared with --stream");
+                    let put = Kinesis {
+                        stream: cfg.sinks.stream.clone().unwrap_or_default(),
+                    };
+                    fleet.add(name, Batch::start(put, api, stats.clone(), seed), stats);
+                }
+                SinkKind::Firehose => {
+                    let api = self.firehose.clone().expect("prepared with --delivery-stream");
+                    let put = Firehose {
+                        delivery_stream: cfg.sinks.delivery_stream.clone().unwrap_or_default(),
+                    };
+                    fleet.add(name, Batch::start(put, api, stats.clone(), seed), stats);
+                }
+                SinkKind::FirehoseProxy => {
+                    let proxy = cfg.sinks.proxy.as_ref().expect("checked: --url");
+                    let stream = cfg.sinks.delivery_stream.as_deref().unwrap_or_default();
+                    fleet.add(name, FirehoseProxy::new(proxy, stream, stats.clone()), stats);
+                }
+            }
+        }
+        fleet
+    }
 }
 
 /// With `--transport mqtt-ws`: what signs every WebSocket connection.
@@ -91,6 +165,17 @@ fn websocket_signer(cfg: &FleetConfig, session: Option<&Session>) -> Option<WsSi
     })
 }
 
+/// IoT Core's HTTPS publish for a run's settings.
+fn https(cfg: &FleetConfig) -> Https {
+    Https {
+        host: cfg.endpoint.clone(),
+        port: cfg.port,
+        topic: cfg.topic.clone(),
+        qos: cfg.qos as u8,
+        request_timeout: CONNECT_TIMEOUT,
+    }
+}
+
 /// A client of an AWS JSON API (Kinesis, Firehose) in the session's region.
 fn json_api(service: endpoint::Service, prefix: &'static str, session: &Session) -> Result<JsonApi> {
     let (url, origin) = endpoint::url(service, &session.region)?;
@@ -104,82 +189,18 @@ fn json_api(service: endpoint::Service, prefix: &'static str, session: &Session)
     ))
 }
 
-/// Starts every device on each sink of `cfg`, checking each sink first.
-async fn start_fleet(cfg: &FleetConfig) -> Result<Fleet> {
-    let session = aws_session(cfg).await?;
-    let mut fleet = Fleet::new(cfg, cfg.sinks.kinds.len());
-    let needs_session = || session.as_ref().expect("AWS sinks load a session");
-    for kind in &cfg.sinks.kinds {
-        let stats = Arc::new(Stats::default());
-        let name = kind.name();
-        match kind {
-            SinkKind::Mqtt => {
-                let signer = websocket_signer(cfg, session.as_ref());
-                match (cfg.transport, cfg.mqtt_version) {
-                    (TransportKind::Https, _) => fleet.add(name, https(cfg), stats),
-                    (_, MqttVersion::V311) => fleet.add(name, mqtt(cfg, signer), stats),
-                    (_, MqttVersion::V5) => fleet.add(name, Mqtt5(mqtt(cfg, signer)), stats),
-                }
-            }
-            SinkKind::Kinesis => {
-                let stream = cfg.sinks.stream.clone().expect("checked: --stream");
-                let api = json_api(endpoint::KINESIS, "Kinesis_20131202", needs_session())?;
-                preflight_sinks::check_stream(&api, name, "--stream", &stream).await?;
-                let put = Kinesis { stream };
-                fleet.add(name, Batch::start(put, api, stats.clone(), cfg.seed.value), stats);
-            }
-            SinkKind::Firehose => {
-                let delivery_stream = cfg
-                    .sinks
-                    .delivery_stream
-                    .clone()
-                    .expect("checked: --delivery-stream");
-                let api = json_api(endpoint::FIREHOSE, "Firehose_20150804", needs_session())?;
-                preflight_sinks::check_stream(&api, name, "--delivery-stream", &delivery_stream).await?;
-                let put = Firehose { delivery_stream };
-                fleet.add(name, Batch::start(put, api, stats.clone(), cfg.seed.value), stats);
-            }
-            SinkKind::FirehoseProxy => {
-                let proxy = cfg.sinks.proxy.as_ref().expect("checked: --url");
-                let delivery_stream = cfg
-                    .sinks
-                    .delivery_stream
-                    .as_deref()
-                    .expect("checked: --delivery-stream");
-                preflight_sinks::check_proxy(proxy).await?;
-                fleet.add(
-                    name,
-                    FirehoseProxy::new(proxy, delivery_stream, stats.clone()),
-                    stats,
-                );
-            }
-        }
-    }
-    Ok(fleet)
-}
-
-/// IoT Core's HTTPS publish for a run's settings.
-fn https(cfg: &FleetConfig) -> Https {
-    Https {
-        host: cfg.endpoint.clone(),
-        port: cfg.port,
-        topic: cfg.topic.clone(),
-        qos: cfg.qos as u8,
-        request_timeout: CONNECT_TIMEOUT,
-    }
-}
-
 /// Runs the fleet to the end with the console on `console`; prints the summary and writes the
 /// report.
 pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outcome> {
     nofile::raise_open_files_limit(cfg.devices.len());
+    let prepared = Prepared::new(cfg).await?;
     announce(cfg);
     let mut signals = Signals::new()?;
     let metrics = match cfg.metrics {
         Some(addr) => Some(crate::metrics::bind(addr).await?),
         None => None,
     };
-    let mut fleet = start_fleet(cfg).await?;
+    let mut fleet = prepared.start(cfg);
     if let Some(listener) = metrics {
         let labels = vec![
             ("shard".into(), cfg.shard.to_string()),

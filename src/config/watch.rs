@@ -59,7 +59,9 @@ impl Watch {
             .iter()
             .find_map(|(given, flag)| given.then_some(*flag))
             {
-                return Err(input!("{flag} belongs to --kinesis STREAM: give the stream to read, or leave {flag} out"));
+                return Err(input!(
+                    "{flag} belongs to --kinesis STREAM: give the stream to read, or leave {flag} out"
+                ));
             }
             return WatchConfig::resolve(f).map(Watch::Mqtt);
         };
@@ -86,7 +88,9 @@ impl Watch {
             None | Some("latest") => crate::watch::kinesis::From::Latest,
             Some("trim-horizon") => crate::watch::kinesis::From::TrimHorizon,
             Some(t) => crate::watch::kinesis::From::At(humantime::parse_rfc3339_weak(t).map_err(|_| {
-                input!("--from {t}: give latest, trim-horizon or an RFC 3339 time such as 2026-12-01T09:00:00Z")
+                input!(
+                    "--from {t}: give latest, trim-horizon or an RFC 3339 time such as 2026-12-01T09:00:00Z"
+                )
             })?),
         };
         let arn = super::sinks::role_arn(f.role_arn.map(|a| super::Sourced::flag(a, "--role-arn")))?;

@@ -83,7 +83,10 @@ pub async fn run(
             api.region(),
             api.url()
         ),
-        other => input!("--kinesis {stream}: cannot list its shards at {}: {other}", api.url()),
+        other => input!(
+            "--kinesis {stream}: cannot list its shards at {}: {other}",
+            api.url()
+        ),
     })?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut readers = JoinSet::new();
@@ -186,7 +189,12 @@ async fn list_shards(api: &JsonApi, stream: &str) -> Result<Vec<Shard>, ApiError
             Some(token) => json!({"NextToken": token}),
         };
         let answer = api.call("ListShards", &body).await?;
-        for s in answer.get("Shards").and_then(Value::as_array).into_iter().flatten() {
+        for s in answer
+            .get("Shards")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let Some(id) = s.get("ShardId").and_then(Value::as_str) else {
                 continue;
             };
@@ -207,7 +215,13 @@ async fn list_shards(api: &JsonApi, stream: &str) -> Result<Vec<Shard>, ApiError
 }
 
 /// Reads one shard to its end (or forever, while it is open).
-async fn read_shard(api: JsonApi, stream: String, shard: String, from: From, tx: mpsc::UnboundedSender<Read>) {
+async fn read_shard(
+    api: JsonApi,
+    stream: String,
+    shard: String,
+    from: From,
+    tx: mpsc::UnboundedSender<Read>,
+) {
     let mut last_seq: Option<String> = None;
     let mut iterator: Option<String> = None;
     loop {
@@ -235,7 +249,10 @@ async fn read_shard(api: JsonApi, stream: String, shard: String, from: From, tx:
                 }
             }
         };
-        match api.call("GetRecords", &json!({"ShardIterator": &it, "Limit": 10000})).await {
+        match api
+            .call("GetRecords", &json!({"ShardIterator": &it, "Limit": 10000}))
+            .await
+        {
             Ok(v) => {
                 let mut records = Vec::new();
                 for r in v.get("Records").and_then(Value::as_array).into_iter().flatten() {
@@ -248,7 +265,14 @@ async fn read_shard(api: JsonApi, stream: String, shard: String, from: From, tx:
                         Err(_) => records.push(data.as_bytes().to_vec()),
                     }
                 }
-                if !records.is_empty() && tx.send(Read::Records { shard: shard.clone(), records }).is_err() {
+                if !records.is_empty()
+                    && tx
+                        .send(Read::Records {
+                            shard: shard.clone(),
+                            records,
+                        })
+                        .is_err()
+                {
                     return;
                 }
                 match v.get("NextShardIterator").and_then(Value::as_str) {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod aws;
 pub mod standin;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -320,8 +320,8 @@ pub enum Answer {
     ThrottleFirst(u64),
 }
 
-/// Every request received: (path and query, body).
-type RequestLog = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+/// Every request received: (path and query, body, headers as `name: value`).
+type RequestLog = Arc<Mutex<Vec<(String, Vec<u8>, Vec<String>)>>>;
 
 /// A stand-in for IoT Core's HTTPS publish endpoint: mutual TLS (client certificates signed by
 /// the test CA), HTTP/1.1 with keep-alive, every request recorded.
@@ -359,6 +359,12 @@ impl HttpsServer {
 
     /// Every request: (path and query, body).
     pub fn requests(&self) -> Vec<(String, Vec<u8>)> {
+        let log = self.requests.lock().unwrap();
+        log.iter().map(|(p, b, _)| (p.clone(), b.clone())).collect()
+    }
+
+    /// Every request: (path and query, body, headers as `name: value`).
+    pub fn requests_with_headers(&self) -> Vec<(String, Vec<u8>, Vec<String>)> {
         self.requests.lock().unwrap().clone()
     }
 
@@ -385,6 +391,11 @@ async fn answer_one(
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
+    let headers: Vec<String> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or_default()))
+        .collect();
     let body = req
         .into_body()
         .collect()
@@ -393,7 +404,7 @@ async fn answer_one(
         .unwrap_or_default();
     let n = {
         let mut log = log.lock().unwrap();
-        log.push((target, body));
+        log.push((target, body, headers));
         log.len() as u64
     };
     let status = match answer {
