@@ -595,3 +595,103 @@ fn a_private_key_readable_by_others_is_warned_about_without_its_content() {
         assert!(!stderr.contains(&line), "key material printed");
     }
 }
+
+// Sinks other than MQTT.
+refused!(
+    unknown_sink,
+    |f| f.bare(&["--sink", "mqtt,kafka"]),
+    [
+        "--sink kafka: unknown sink",
+        "mqtt, kinesis, firehose, firehose-proxy"
+    ]
+);
+refused!(
+    kinesis_without_a_stream,
+    |f| f.bare(&["--sink", "kinesis"]),
+    ["--stream is missing", "--sink kinesis", "freezer_data"]
+);
+refused!(
+    firehose_without_a_delivery_stream,
+    |f| f.bare(&["--sink", "firehose"]),
+    ["--delivery-stream is missing", "--sink firehose"]
+);
+refused!(
+    firehose_proxy_without_a_url,
+    |f| f.bare(&["--sink", "firehose-proxy", "--delivery-stream", "d"]),
+    ["--url is missing", "--sink firehose-proxy", "https://"]
+);
+refused!(
+    firehose_proxy_over_plain_http,
+    |f| f.bare(&[
+        "--sink",
+        "firehose-proxy",
+        "--delivery-stream",
+        "d",
+        "--url",
+        "http://ingest.example/v1"
+    ]),
+    ["--url http://ingest.example/v1", "not https://", "TLS 1.2"]
+);
+refused!(
+    a_header_without_a_colon,
+    |f| f.bare(&[
+        "--sink",
+        "firehose-proxy",
+        "--delivery-stream",
+        "d",
+        "--url",
+        "https://ingest.example/v1",
+        "--header",
+        "x-api-key"
+    ]),
+    ["--header", "has no ':'", "'Name: value'"]
+);
+refused!(
+    a_role_that_is_not_an_arn,
+    |f| f.bare(&["--sink", "kinesis", "--stream", "s", "--role-arn", "freezer-role"]),
+    ["--role-arn freezer-role", "not an IAM role ARN"]
+);
+refused!(
+    an_external_id_without_a_role,
+    |f| f.bare(&["--sink", "kinesis", "--stream", "s", "--external-id", "acme-7"]),
+    ["--external-id", "without --role-arn"]
+);
+refused!(
+    a_stream_name_with_a_slash,
+    |f| f.bare(&["--sink", "kinesis", "--stream", "freezer/data"]),
+    ["--stream freezer/data", "not a stream name"]
+);
+refused!(
+    a_payload_larger_than_a_kinesis_record,
+    |f| f.bare(&["--sink", "kinesis", "--stream", "s", "--payload-bytes", "2000000"]),
+    ["--payload-bytes 2000000", "--sink kinesis", "at most"]
+);
+refused!(
+    watch_with_neither_endpoint_nor_stream,
+    |_f| vec!["watch".into()],
+    ["--endpoint is missing", "--kinesis STREAM"]
+);
+refused!(
+    watch_kinesis_with_a_certificate,
+    |f| vec![
+        "watch".into(),
+        "--kinesis".into(),
+        "freezer_data".into(),
+        "--cert".into(),
+        text(&f.device("freezer1").0),
+        "--key".into(),
+        text(&f.device("freezer1").1),
+    ],
+    ["--cert", "--kinesis reads the stream with AWS credentials"]
+);
+refused!(
+    watch_kinesis_from_a_bad_time,
+    |_f| vec![
+        "watch".into(),
+        "--kinesis".into(),
+        "freezer_data".into(),
+        "--from".into(),
+        "yesterday".into()
+    ],
+    ["--from yesterday", "latest, trim-horizon or an RFC 3339 time"]
+);
