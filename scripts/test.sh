@@ -11,6 +11,7 @@ command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -24,6 +25,12 @@ if [ ! -x .venv-tests/bin/kubernetes-validate ] || [ ! -x .venv-tests/bin/moto_s
   echo "installing test dependencies: kubernetes-validate, moto[server] (pip, in .venv-tests)" >&2
   python3 -m venv .venv-tests
   .venv-tests/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0 'moto[server]==5.2.5'
+fi
+# kinesalite, a Kinesis emulator that splits shards as Kinesis does (moto does not), from npm.
+if [ ! -d .node-tests/node_modules/kinesalite ]; then
+  echo "installing test dependencies: kinesalite (npm, in .node-tests)" >&2
+  mkdir -p .node-tests
+  npm install --prefix .node-tests --no-audit --no-fund --silent kinesalite@3.3.3 >/dev/null
 fi
 # The packaged mosquitto starts a system-wide broker on port 1883 on some systems; the tests
 # start their own brokers on free loopback ports and do not need or touch it.

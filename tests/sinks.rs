@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::aws::{Moto, RefusingKinesis, aws_env};
+use common::aws::{Kinesalite, Moto, RefusingKinesis, aws_env};
 use common::standin::{Answer, HttpsServer};
 use common::*;
 
@@ -361,6 +361,60 @@ fn refused_records_are_sent_again_none_lost_each_device_in_order() {
     let events = m.stream_events("refusing");
     assert_eq!(events.len(), 100, "nothing lost, nothing twice");
     assert_complete(&seqs_in_order(&events), 10, 10);
+}
+
+#[test]
+fn the_kinesis_watcher_follows_a_shard_split() {
+    // moto moves a split shard's records and keeps routing to it; kinesalite splits as Kinesis does.
+    let k = Kinesalite::start();
+    k.aws(&["create-stream", "resharded", "1"]);
+    let dir = scratch();
+    let env = aws_env(&k.url(), dir.path());
+    let watch = Fleet::spawn_with_env(
+        &["watch", "--kinesis", "resharded", "--region", "eu-west-1"],
+        &env,
+    );
+    assert!(watch.wait_stderr("watching Kinesis stream resharded", Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(500));
+    let fleet_args = args(&[
+        "run",
+        "--sink",
+        "kinesis",
+        "--stream",
+        "resharded",
+        "--region",
+        "eu-west-1",
+        "--devices",
+        "6",
+        "--interval",
+        "200ms",
+        "--count",
+        "20",
+    ]);
+    let mut fleet = Fleet::spawn_with_env(&strs(&fleet_args), &env);
+    fleet.close_stdin();
+    std::thread::sleep(Duration::from_millis(1500));
+    let split = k.aws(&["split-shard", "resharded"]);
+    assert_eq!(split["split"], "shardId-000000000000");
+    let (code, stderr, _) = fleet.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{stderr}");
+    // The children hold the later events.
+    let events = common::aws::stream_events(&k.url(), "resharded");
+    assert_eq!(events.len(), 120);
+    assert!(
+        events.iter().any(|(shard, _, _)| shard != "shardId-000000000000"),
+        "nothing went to a child shard"
+    );
+    std::thread::sleep(Duration::from_secs(7));
+    watch.signal("INT");
+    let (wcode, _, wstdout) = watch.finish(Duration::from_secs(20));
+    assert_eq!(wcode, 0);
+    let total = wstdout
+        .lines()
+        .find(|l| l.starts_with("total (6)"))
+        .unwrap_or_else(|| panic!("{wstdout}"));
+    let cols: Vec<&str> = total.split_whitespace().collect();
+    assert_eq!(&cols[2..6], &["120", "0", "0", "0"], "{total}");
 }
 
 // The HTTPS proxy in front of Firehose.

@@ -90,37 +90,12 @@ impl Moto {
 
     /// Runs `tests/fixtures/aws.py` with boto3 against this emulator; its JSON answer.
     pub fn aws(&self, args: &[&str]) -> serde_json::Value {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aws.py");
-        let out = Command::new(venv_bin("python"))
-            .arg(script)
-            .arg(self.url())
-            .args(args)
-            .output()
-            .expect("run python");
-        assert!(
-            out.status.success(),
-            "aws.py {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("aws.py prints JSON")
+        run_aws_py(&self.url(), args)
     }
 
     /// The events in a Kinesis stream, as (shard, partition key, event), in shard order.
     pub fn stream_events(&self, stream: &str) -> Vec<(String, String, serde_json::Value)> {
-        let records = self.aws(&["read-stream", stream]);
-        records
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let event = serde_json::from_str(r["data"].as_str().unwrap()).expect("a record is an event");
-                (
-                    r["shard"].as_str().unwrap().to_string(),
-                    r["key"].as_str().unwrap().to_string(),
-                    event,
-                )
-            })
-            .collect()
+        stream_events(&self.url(), stream)
     }
 }
 
@@ -129,6 +104,89 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// kinesalite on loopback (npm, installed by the test command into `.node-tests`): unlike moto,
+/// it closes a split shard and routes new records to its children, as Kinesis does.
+pub struct Kinesalite {
+    pub port: u16,
+    child: Child,
+}
+
+impl Kinesalite {
+    pub fn start() -> Kinesalite {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let modules = root.join(".node-tests/node_modules");
+        assert!(
+            modules.join("kinesalite").exists(),
+            "kinesalite is missing; run the test command from README.md, which installs it"
+        );
+        let port = free_port();
+        let child = Command::new("node")
+            .arg(root.join("tests/fixtures/kinesalite.js"))
+            .arg(port.to_string())
+            .env("NODE_PATH", &modules)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start node");
+        let up = wait_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up.is_some(), "kinesalite did not listen on {port}");
+        Kinesalite { port, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `tests/fixtures/aws.py` against this emulator.
+    pub fn aws(&self, args: &[&str]) -> serde_json::Value {
+        run_aws_py(&self.url(), args)
+    }
+}
+
+impl Drop for Kinesalite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tests/fixtures/aws.py` with boto3 against `endpoint`; its JSON answer.
+fn run_aws_py(endpoint: &str, args: &[&str]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aws.py");
+    let out = Command::new(venv_bin("python"))
+        .arg(script)
+        .arg(endpoint)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "aws.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("aws.py prints JSON")
+}
+
+/// The events in a Kinesis stream at `endpoint`, as (shard, partition key, event), in shard order.
+pub fn stream_events(endpoint: &str, stream: &str) -> Vec<(String, String, serde_json::Value)> {
+    let records = run_aws_py(endpoint, &["read-stream", stream]);
+    records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let event = serde_json::from_str(r["data"].as_str().unwrap()).expect("a record is an event");
+            (
+                r["shard"].as_str().unwrap().to_string(),
+                r["key"].as_str().unwrap().to_string(),
+                event,
+            )
+        })
+        .collect()
 }
 
 /// The environment of a fleet that talks to `endpoint` with test credentials, and nothing of
