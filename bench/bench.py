@@ -11,8 +11,12 @@ Measures (client = the freezer-fleet process, read from /proc):
   (b) 100 devices, QoS 1, --rate max, 20 s: messages/s counted at the broker ($SYS), client CPU
       microseconds per message
   (c) the same at QoS 0
-Baseline in the same go: mosquitto_pub (mosquitto's own client) publishing the same number of
-messages over one mTLS connection, CPU microseconds per message.
+  (d) 100 devices, --sink kinesis, --rate max, against moto's Kinesis emulator on loopback
+      (.venv-tests, installed by the test command): events/s acknowledged, PutRecords batches/s,
+      records per batch, client CPU microseconds per event
+Baselines in the same go: mosquitto_pub (mosquitto's own client) publishing the same number of
+messages over one mTLS connection, CPU microseconds per message; for (d), boto3 (the AWS SDK for
+Python) putting the same events in PutRecords batches of 500 from one thread.
 
 Loopback only; every process it starts is ended by pid; bounded in time.
 """
@@ -210,6 +214,84 @@ def mosquitto_pub_baseline(pki, port, qos, count):
     return cpu * 1e6 / max(delivered, 1), delivered / elapsed, received
 
 
+VENV = os.path.join(ROOT, ".venv-tests", "bin")
+
+
+class Moto:
+    """moto's server on loopback with one Kinesis stream of 4 shards."""
+
+    def __init__(self, stream):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([os.path.join(VENV, "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise SystemExit("moto_server did not start")
+        subprocess.run([os.path.join(VENV, "python"), os.path.join(ROOT, "tests", "fixtures", "aws.py"), self.url,
+                        "create-stream", stream, "4"], check=True, stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIDBENCH", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+
+
+def kinesis_run(moto, stream, seconds):
+    """100 devices to Kinesis as fast as allowed; (events acknowledged, requests, client CPU s)."""
+    import json
+    report = tempfile.NamedTemporaryFile("w+", delete=False, suffix=".json")
+    env = dict(os.environ, NO_COLOR="1", AWS_ENDPOINT_URL=moto.url, **AWS_ENV)
+    c0 = children_cpu()
+    subprocess.run([BIN, "run", "--sink", "kinesis", "--stream", stream, "--region", "eu-west-1", "--devices", "100",
+                    "--rate", "max", "--duration", f"{seconds}s", "--drain-timeout", "5s", "--report", report.name],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                   check=True, timeout=seconds + 60)
+    cpu = children_cpu() - c0
+    with open(report.name) as f:
+        r = json.load(f)
+    os.unlink(report.name)
+    m = r["sinks"]["kinesis"]["messages"]
+    return m["acknowledged"], m["requests"], cpu, r["sinks"]["kinesis"]["latency_ms"]["puback"]["p50"]
+
+
+BOTO3_BASELINE = r"""
+import boto3, json, os, sys, time, resource
+k = boto3.client("kinesis", endpoint_url=sys.argv[1], region_name="eu-west-1")
+count, stream = int(sys.argv[2]), sys.argv[3]
+event = '{"device_id":"freezer%d","seq":%d,"ts":1764000000123,"temperature":-18.4,"humidity":64.9}'
+sent, seq, t0 = 0, 0, time.time()
+while sent < count:
+    seq += 1
+    records = [{"Data": (event % (i, seq)).encode(), "PartitionKey": "freezer%d" % i} for i in range(min(500, count - sent))]
+    r = k.put_records(StreamName=stream, Records=records)
+    sent += len(records) - r["FailedRecordCount"]
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"sent": sent, "seconds": time.time() - t0, "cpu": ru.ru_utime + ru.ru_stime}))
+"""
+
+
+def boto3_baseline(moto, stream, count):
+    import json
+    env = dict(os.environ, **AWS_ENV)
+    out = subprocess.run([os.path.join(VENV, "python"), "-c", BOTO3_BASELINE, moto.url, str(count), stream],
+                         capture_output=True, text=True, env=env, check=True, timeout=600)
+    r = json.loads(out.stdout)
+    return r["cpu"] * 1e6 / max(r["sent"], 1), r["sent"] / r["seconds"]
+
+
 def median(xs):
     return statistics.median(xs)
 
@@ -219,7 +301,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--sizes", default="1000,10000", help="idle fleet sizes")
     ap.add_argument("--seconds", type=int, default=20, help="throughput run length")
-    ap.add_argument("--only", choices=["idle", "throughput"], help="run one part")
+    ap.add_argument("--only", choices=["idle", "throughput", "kinesis"], help="run one part")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--bin", help="benchmark this freezer-fleet binary (e.g. a build of the previous commit, as a baseline)")
     a = ap.parse_args()
@@ -278,6 +360,27 @@ def main():
                           f"{base_cpu:.1f} µs CPU/msg ({base_n:,} of {sent:,} messages counted at the broker"
                           + ("" if base_n >= sent else "; mosquitto_pub -l quits at end of input with messages still queued")
                           + ")")
+            if a.only in (None, "kinesis"):
+                if not os.path.exists(os.path.join(VENV, "moto_server")):
+                    raise SystemExit("moto_server is missing: run ./scripts/test.sh once (it installs .venv-tests)")
+                moto = Moto("bench")
+                try:
+                    rows = [kinesis_run(moto, "bench", a.seconds) for _ in range(a.runs)]
+                    rates = [acked / a.seconds for acked, _, _, _ in rows]
+                    batches = [req / a.seconds for _, req, _, _ in rows]
+                    per_batch = [acked / max(req, 1) for acked, req, _, _ in rows]
+                    cpus = [cpu * 1e6 / max(acked, 1) for acked, _, cpu, _ in rows]
+                    p50 = [p for _, _, _, p in rows]
+                    base_cpu, base_rate = boto3_baseline(moto, "bench", int(median(rates) * 5))
+                    print(f"(d) 100 devices --sink kinesis, as fast as allowed, {a.seconds} s, moto on loopback: "
+                          f"{median(rates):,.0f} events/s acknowledged, {median(batches):,.1f} PutRecords/s of "
+                          f"{median(per_batch):.0f} records, client CPU {median(cpus):.1f} µs/event, "
+                          f"p50 {median(p50):.1f} ms intended-to-acknowledged "
+                          f"(runs: {', '.join(f'{r:,.0f}' for r in rates)} events/s)")
+                    print(f"    baseline boto3 put_records, batches of 500, one thread, same emulator: "
+                          f"{base_rate:,.0f} events/s, {base_cpu:.1f} µs CPU/event")
+                finally:
+                    moto.stop()
         finally:
             broker.stop()
     finally:

@@ -181,6 +181,11 @@ impl Fleet {
         }
     }
 
+    /// The sinks and their counters, live, in the order added.
+    pub fn sinks(&self) -> &[Sink] {
+        &self.sinks
+    }
+
     /// The first sink's counters, live.
     pub fn stats(&self) -> Arc<Stats> {
         self.sinks[0].stats.clone()

@@ -26,11 +26,15 @@ fn bounds() -> Vec<f64> {
 /// The labels every series carries.
 pub type Labels = Vec<(String, String)>;
 
+/// One sink's counters and its labels (`shard`, `sink`).
+pub type SinkStats = (Labels, Arc<Stats>);
+
+/// Every sink's series under one descriptor per metric, so several sinks (`--sink mqtt,kinesis`)
+/// are one metric family with a `sink` label each.
 #[derive(Debug)]
 struct FleetCollector {
-    stats: Arc<Stats>,
+    sinks: Vec<SinkStats>,
     devices: usize,
-    labels: Labels,
 }
 
 impl FleetCollector {
@@ -47,8 +51,9 @@ impl FleetCollector {
 
 impl Collector for FleetCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = self.stats.snapshot();
-        self.encode_counts(&mut enc, &s)?;
+        let snapshots: Vec<(&Labels, crate::stats::Snapshot)> =
+            self.sinks.iter().map(|(l, s)| (l, s.snapshot())).collect();
+        self.encode_counts(&mut enc, &snapshots)?;
         self.encode_latency(&mut enc)
     }
 }
@@ -58,72 +63,74 @@ impl FleetCollector {
     fn encode_counts(
         &self,
         enc: &mut DescriptorEncoder,
-        s: &crate::stats::Snapshot,
+        sinks: &[(&Labels, crate::stats::Snapshot)],
     ) -> Result<(), std::fmt::Error> {
-        let labels = &self.labels;
-        let gauges = [
-            (
-                "freezer_fleet_devices",
-                "Devices this process runs",
-                self.devices as i64,
-            ),
+        type Gauge = fn(&crate::stats::Snapshot, usize) -> i64;
+        let gauges: [(&str, &str, Gauge); 2] = [
+            ("freezer_fleet_devices", "Devices this process runs", |_, n| {
+                n as i64
+            }),
             (
                 "freezer_fleet_devices_connected",
                 "Devices connected now",
-                s.devices.online as i64,
+                |s, _| s.devices.online as i64,
             ),
         ];
         for (name, help, value) in gauges {
-            self.series(enc, name, help, MetricType::Gauge)?
-                .encode_family(labels)?
-                .encode_gauge(&value)?;
+            let mut series = self.series(enc, name, help, MetricType::Gauge)?;
+            for (labels, s) in sinks {
+                series
+                    .encode_family(*labels)?
+                    .encode_gauge(&value(s, self.devices))?;
+            }
         }
-        let attempts: u64 = s.connect_attempts_per_second.iter().sum();
-        let m = &s.messages;
-        let counters = [
-            (
-                "freezer_fleet_connection_attempts",
-                "Connection attempts",
-                attempts,
-            ),
+        type Count = fn(&crate::stats::Snapshot) -> u64;
+        let counters: [(&str, &str, Count); 6] = [
+            ("freezer_fleet_connection_attempts", "Connection attempts", |s| {
+                s.connect_attempts_per_second.iter().sum()
+            }),
             (
                 "freezer_fleet_events_taken",
                 "Events the freezers produced",
-                m.taken,
+                |s| s.messages.taken,
             ),
             (
                 "freezer_fleet_events_published",
                 "Events written to a connection",
-                m.published,
+                |s| s.messages.published,
             ),
             (
                 "freezer_fleet_events_acknowledged",
                 "Events the server acknowledged",
-                m.acknowledged,
+                |s| s.messages.acknowledged,
             ),
-            ("freezer_fleet_events_failed", "Events never delivered", m.failed),
+            ("freezer_fleet_events_failed", "Events never delivered", |s| {
+                s.messages.failed
+            }),
             (
                 "freezer_fleet_events_dropped",
                 "Events dropped from a full offline queue",
-                m.dropped,
+                |s| s.messages.dropped,
             ),
         ];
         for (name, help, value) in counters {
             let mut series = self.series(enc, name, help, MetricType::Counter)?;
-            series
-                .encode_family(labels)?
-                .encode_counter::<Labels, _, u64>(&value, None)?;
+            for (labels, s) in sinks {
+                series
+                    .encode_family(*labels)?
+                    .encode_counter::<Labels, _, u64>(&value(s), None)?;
+            }
         }
-        {
-            let help = "Connection attempts that failed, by cause";
-            let mut failures = self.series(
-                enc,
-                "freezer_fleet_connection_failures",
-                help,
-                MetricType::Counter,
-            )?;
+        let help = "Connection attempts that failed, by cause";
+        let mut failures = self.series(
+            enc,
+            "freezer_fleet_connection_failures",
+            help,
+            MetricType::Counter,
+        )?;
+        for (labels, s) in sinks {
             for (cause, n) in &s.connect_failures {
-                let mut with_cause = labels.clone();
+                let mut with_cause = (*labels).clone();
                 with_cause.push(("cause".into(), cause.clone()));
                 failures
                     .encode_family(&with_cause)?
@@ -135,31 +142,34 @@ impl FleetCollector {
 
     /// The latency histograms.
     fn encode_latency(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let labels = &self.labels;
-        let latency = self.stats.latency();
-        let histograms = [
+        let latencies: Vec<(&Labels, crate::stats::Latency)> =
+            self.sinks.iter().map(|(l, s)| (l, s.latency())).collect();
+        type Pick = fn(&crate::stats::Latency) -> &Histogram<u64>;
+        let histograms: [(&str, &str, Pick); 3] = [
             (
                 "freezer_fleet_connect_seconds",
                 "TCP + TLS + CONNACK per connection",
-                &latency.connect,
+                |l| &l.connect,
             ),
             (
                 "freezer_fleet_ack_seconds",
                 "Intended send time to acknowledgement",
-                &latency.puback,
+                |l| &l.puback,
             ),
             (
                 "freezer_fleet_lag_seconds",
                 "Intended send time to written",
-                &latency.lag,
+                |l| &l.lag,
             ),
         ];
-        for (name, help, h) in histograms {
-            let (sum, count, buckets) = buckets(h);
+        for (name, help, pick) in histograms {
             let mut series = self.series(enc, name, help, MetricType::Histogram)?;
-            series
-                .encode_family(labels)?
-                .encode_histogram::<Labels>(sum, count, &buckets, None)?;
+            for (labels, latency) in &latencies {
+                let (sum, count, buckets) = buckets(pick(latency));
+                series
+                    .encode_family(*labels)?
+                    .encode_histogram::<Labels>(sum, count, &buckets, None)?;
+            }
         }
         Ok(())
     }
@@ -189,15 +199,11 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
         .map_err(|e| input!("--metrics {addr}: cannot listen there: {e}; pick another address or port"))
 }
 
-/// Serves `/metrics` on `listener` until the process ends.
-pub fn serve(listener: tokio::net::TcpListener, stats: Arc<Stats>, devices: usize, labels: Labels) {
+/// Serves `/metrics` on `listener` until the process ends: every sink's series.
+pub fn serve(listener: tokio::net::TcpListener, sinks: Vec<SinkStats>, devices: usize) {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(FleetCollector {
-        stats,
-        devices,
-        labels,
-    }));
+    registry.register_collector(Box::new(FleetCollector { sinks, devices }));
     let registry = Arc::new(registry);
     tracing::info!("Prometheus metrics at http://{addr}/metrics");
     tokio::spawn(async move {
@@ -257,10 +263,15 @@ mod tests {
             ("shard".to_string(), "0/2".to_string()),
             ("sink".to_string(), "mqtt".to_string()),
         ];
+        let kinesis = Arc::new(Stats::default());
+        kinesis.messages.acknowledged.add(5);
+        let kinesis_labels = vec![
+            ("shard".to_string(), "0/2".to_string()),
+            ("sink".to_string(), "kinesis".to_string()),
+        ];
         registry.register_collector(Box::new(FleetCollector {
-            stats,
+            sinks: vec![(labels, stats), (kinesis_labels, kinesis)],
             devices: 3,
-            labels,
         }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
@@ -271,6 +282,16 @@ mod tests {
         assert!(
             text.contains("freezer_fleet_devices{shard=\"0/2\",sink=\"mqtt\"} 3"),
             "{text}"
+        );
+        assert!(
+            text.contains("freezer_fleet_events_acknowledged_total{shard=\"0/2\",sink=\"kinesis\"} 5"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE freezer_fleet_events_acknowledged counter")
+                .count(),
+            1,
+            "one family for every sink: {text}"
         );
         assert!(
             text.contains("freezer_fleet_ack_seconds_count{shard=\"0/2\",sink=\"mqtt\"} 2"),

@@ -97,6 +97,9 @@ counters! {
         resent,
         /// Events injected from the console.
         injected,
+        /// Requests to an HTTP API (Kinesis PutRecords, Firehose PutRecordBatch, the proxy's
+        /// POSTs), re-sends included; 0 for MQTT.
+        requests,
     }
 }
 

@@ -202,11 +202,23 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
     };
     let mut fleet = prepared.start(cfg);
     if let Some(listener) = metrics {
-        let labels = vec![
-            ("shard".into(), cfg.shard.to_string()),
-            ("sink".into(), sink_name(cfg).into()),
-        ];
-        crate::metrics::serve(listener, fleet.stats(), cfg.devices.len(), labels);
+        let sinks = fleet
+            .sinks()
+            .iter()
+            .zip(&cfg.sinks.kinds)
+            .map(|(sink, kind)| {
+                let name = match kind {
+                    SinkKind::Mqtt => mqtt_sink_name(cfg.transport, cfg.mqtt_version),
+                    other => other.name(),
+                };
+                let labels = vec![
+                    ("shard".into(), cfg.shard.to_string()),
+                    ("sink".into(), name.into()),
+                ];
+                (labels, sink.stats.clone())
+            })
+            .collect();
+        crate::metrics::serve(listener, sinks, cfg.devices.len());
     }
     let mut front = Front {
         console,
@@ -253,14 +265,7 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
     Ok(outcome)
 }
 
-/// The first sink's name, as the `sink` label of metrics.
-fn sink_name(cfg: &FleetConfig) -> &'static str {
-    match (cfg.sinks.kinds[0], cfg.transport, cfg.mqtt_version) {
-        (SinkKind::Mqtt, transport, version) => mqtt_sink_name(transport, version),
-        (other, _, _) => other.name(),
-    }
-}
-
+/// The MQTT sink's name as the `sink` label of metrics: how it reaches the endpoint.
 fn mqtt_sink_name(transport: TransportKind, version: MqttVersion) -> &'static str {
     match (transport, version) {
         (TransportKind::Https, _) => "https",

@@ -116,6 +116,7 @@ fn add_counts(total: &mut Figures, r: &Figures) {
         (&mut m.dropped, r.messages.dropped),
         (&mut m.resent, r.messages.resent),
         (&mut m.injected, r.messages.injected),
+        (&mut m.requests, r.messages.requests),
         (&mut c.attempts, r.connects.attempts),
         (&mut c.counts.ok, r.connects.counts.ok),
         (&mut c.counts.disconnects, r.connects.counts.disconnects),

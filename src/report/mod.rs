@@ -354,9 +354,14 @@ pub fn summary(r: &Report) -> String {
 /// One sink's lines, when a run had several.
 fn write_sink(out: &mut String, name: &str, f: &Figures) {
     let m = &f.messages;
+    let requests = if m.requests > 0 {
+        format!(" in {} requests", m.requests)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "  sink {name}: {} taken, {} sent, {} acknowledged, {} failed, {} re-sent; {} events/s",
+        "  sink {name}: {} taken, {} sent{requests}, {} acknowledged, {} failed, {} re-sent; {} events/s",
         m.taken, m.published, m.acknowledged, m.failed, m.resent, f.rate.achieved
     );
     let l = &f.latency_ms;
@@ -388,9 +393,14 @@ fn write_events(out: &mut String, m: &MessageCounts, qos0: bool) {
     } else {
         String::new()
     };
+    let requests = if m.requests > 0 {
+        format!(" in {} requests", m.requests)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "  events    {} taken, {} published, {acked} acknowledged, {} failed{injected}",
+        "  events    {} taken, {} published{requests}, {acked} acknowledged, {} failed{injected}",
         m.taken, m.published, m.failed
     );
     if m.queued_offline + m.resent + m.dropped > 0 {

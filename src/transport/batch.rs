@@ -345,6 +345,7 @@ impl<P: Put> Batcher<P> {
             records.push(r);
         }
         let (operation, body) = self.put.request(&records);
+        self.stats.messages.requests.inc();
         let api = self.api.clone();
         self.inflight.spawn(async move {
             let answer = api.call(operation, &body).await;

@@ -143,6 +143,7 @@ async fn post(shared: Arc<Shared>, body: Vec<u8>, token: u64, seed: u64) -> Vec<
         for (name, value) in &shared.headers {
             request = request.header(name, value);
         }
+        shared.stats.messages.requests.inc();
         let response = match request.body(body.clone()).send().await {
             Ok(r) => r,
             Err(e) => return vec![LinkEvent::Lost(cause::from_chain(&e, &shared.addr))],
