@@ -222,6 +222,29 @@ mod tests {
     }
 
     #[test]
+    fn every_key_the_example_config_mentions_in_a_comment_is_a_real_key() {
+        let text = include_str!("../../config/aws-iot.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg: Layer = toml::from_str(&uncommented).expect("every commented key is known");
+        assert_eq!(cfg.sink, Some(vec!["mqtt".to_string(), "kinesis".to_string()]));
+        assert_eq!(cfg.stream.as_deref(), Some("freezer_data"));
+        assert!(cfg.role_arn.is_some() && cfg.header.is_some());
+    }
+
+    #[test]
     fn flags_win_and_file_values_name_their_key_and_paths_follow_the_file() {
         let flags = Layer {
             port: Some(1883),
