@@ -207,6 +207,48 @@ fn one_inject_press_sends_the_same_event_to_mqtt_and_to_kinesis() {
 }
 
 #[test]
+fn when_every_mqtt_device_is_refused_kinesis_still_gets_every_reading() {
+    let m = moto();
+    m.aws(&["create-stream", "still", "1"]);
+    let pki = Pki::new(2);
+    // Closes each connection right after CONNECT, as IoT Core does when iot:Connect is denied.
+    let refusing = common::standin::RefusingServer::start(&pki, common::standin::Refuse::AfterConnect);
+    let mut a = certs_args(&pki, refusing.port);
+    a.extend(args(&[
+        "--sink",
+        "mqtt,kinesis",
+        "--stream",
+        "still",
+        "--region",
+        "eu-west-1",
+        "--interval",
+        "250ms",
+        "--count",
+        "24",
+        "--backoff-min",
+        "200ms",
+        "--backoff-max",
+        "400ms",
+    ]));
+    let (code, stderr, report) = run_aws(&a, &m.url());
+    assert_eq!(code, 1, "the MQTT sink failed: {stderr}");
+    assert_eq!(
+        num(
+            &report,
+            "/sinks/mqtt/device_failures/connect not allowed by policy/count"
+        ),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(
+        num(&report, "/sinks/kinesis/messages/acknowledged"),
+        48,
+        "{stderr}"
+    );
+    assert_complete(&seqs_in_order(&m.stream_events("still")), 2, 24);
+}
+
+#[test]
 fn firehose_delivers_every_event_as_one_json_line_in_the_bucket() {
     let m = moto();
     m.aws(&["create-firehose", "fleet-delivery", "fleet-bucket"]);

@@ -154,6 +154,7 @@ impl Device {
 
     /// Stops this device for good and counts why.
     pub(super) fn give_up(&mut self, cause: &Cause) {
+        self.gave_up = Some(cause.kind);
         self.stats.device_failed(&self.id, cause);
         if self.settings.log_gate.may_log() {
             tracing::error!("{}: giving up: {}", self.id, cause.detail);

@@ -6,6 +6,7 @@ use tokio::time::Instant;
 use super::{Device, Fed, Feed, Inject, InjectNote};
 use crate::config::Schedule;
 use crate::freezer::{Event, unix_millis};
+use crate::stats::Loss;
 
 /// What the task does between reports of its link.
 pub(super) enum LocalInput {
@@ -159,7 +160,25 @@ impl Device {
         self.stats.event_taken(!self.online());
         let dropped = self.ledger.push(payload, intended);
         self.stats.events_dropped(dropped);
+        if let Some(kind) = self.gave_up {
+            let owed = self.ledger.clear();
+            self.stats.events_failed(owed, Loss::GaveUp(kind));
+        }
         seq
+    }
+
+    /// The first sink's device passes readings on to the others.
+    pub(super) fn feeds_others(&self) -> bool {
+        matches!(&self.links.feed, Feed::Own { tees } if !tees.is_empty())
+    }
+
+    /// After giving up on its own sink: goes on taking readings for the others until the fleet
+    /// stops or `--count` is reached (each counted here as failed, with the reason it gave up).
+    pub(super) async fn keep_feeding(&mut self) {
+        while self.links.phase.running() && !self.count_reached() && self.feeds_others() {
+            let input = self.next_local().await;
+            self.on_local(input);
+        }
     }
 }
 

@@ -162,6 +162,9 @@ struct Device {
     inject_open: bool,
     /// A diagnosis that stops the device at the next turn of its loop.
     stop_with: Option<Cause>,
+    /// Why the device gave up: it sends nothing more (but may still take readings for the
+    /// fleet's other sinks).
+    gave_up: Option<Kind>,
 }
 
 /// Runs one device until the fleet stops it or it gives up for a permanent cause.
@@ -206,11 +209,15 @@ pub async fn run<T: Transport>(
         links,
         inject_open: true,
         stop_with: None,
+        gave_up: None,
     };
     if device.run(&mut tx, &mut link).await {
         // Boxed, like every rarely taken path below: each device task holds its future inline,
         // so only the hot path (the link's next report) should count towards its size.
         Box::pin(device.drain(&mut tx, &mut link)).await;
+    } else if device.feeds_others() {
+        // This sink gave up; the others still get the device's readings.
+        Box::pin(device.keep_feeding()).await;
     }
 }
 
