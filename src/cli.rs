@@ -131,6 +131,115 @@ pub enum Command {
     /// Merge the JSON reports of a fleet's shards exactly, or show a report's summary.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Define the fleet in AWS IoT Core (things, certificates, policy) and take it down again.
+    #[command(subcommand)]
+    Aws(AwsCommand),
+}
+
+const AWS_EXAMPLES: &str = "\
+Examples:
+  freezer-fleet aws provision --devices 100 --thing-type freezer --thing-group freezers --region eu-west-1
+  freezer-fleet run --endpoint $(freezer-fleet aws endpoint --region eu-west-1) --ca certs/AmazonRootCA1.pem --certs certs/devices
+  freezer-fleet aws teardown --thing-group freezers --thing-type freezer --dry-run
+  freezer-fleet aws teardown --thing-group freezers --thing-type freezer
+
+  # Keys made on this machine, never sent: certificates signed by a local CA, registered without it
+  freezer-fleet certs init ./pki && freezer-fleet aws provision --devices 10 --certs-from-ca ./pki
+
+Everything provision makes carries createdBy=freezer-fleet; teardown deletes nothing else. Provision
+is resumable: run it again after an interruption and it continues, making nothing twice.";
+
+#[derive(Debug, Subcommand)]
+pub enum AwsCommand {
+    /// Things, certificates and the policy for N devices, their files in the layout `run --certs` reads.
+    #[command(after_help = AWS_EXAMPLES)]
+    Provision(Box<ProvisionArgs>),
+    /// Remove what provision made: certificates detached, deactivated and deleted, things deleted, then the group, type and policy when empty.
+    #[command(after_help = AWS_EXAMPLES)]
+    Teardown(Box<TeardownArgs>),
+    /// Print the account's device data endpoint (iot:Data-ATS), what `run --endpoint` needs.
+    #[command(after_help = AWS_EXAMPLES)]
+    Endpoint(AwsArgs),
+}
+
+/// Where the `aws` commands find credentials and the region.
+#[derive(Debug, Clone, Args)]
+pub struct AwsArgs {
+    /// AWS region [default: AWS_REGION or the profile's].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// AWS profile of ~/.aws/config and ~/.aws/credentials [default: AWS_PROFILE, or default].
+    #[arg(long, value_name = "PROFILE")]
+    pub aws_profile: Option<String>,
+    /// Assume this IAM role with STS first.
+    #[arg(long, value_name = "ARN")]
+    pub role_arn: Option<String>,
+    /// The external id the role's trust policy asks for (with --role-arn).
+    #[arg(long, value_name = "ID")]
+    pub external_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// How many devices: things PREFIX1..PREFIXN.
+    #[arg(long, value_name = "N")]
+    pub devices: usize,
+    /// Thing names (and MQTT client ids) are PREFIX1..PREFIXN.
+    #[arg(long, default_value = "freezer", value_name = "PREFIX")]
+    pub id_prefix: String,
+    /// Where the device folders go (the folder `run --certs` takes); AmazonRootCA1.pem goes beside it.
+    #[arg(long, default_value = "certs/devices", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Give every thing this thing type (made if missing).
+    #[arg(long, value_name = "NAME")]
+    pub thing_type: Option<String>,
+    /// Put every thing in this thing group (made if missing).
+    #[arg(long, value_name = "NAME")]
+    pub thing_group: Option<String>,
+    /// The policy attached to every certificate (made if missing).
+    #[arg(long, default_value = "freezer-policy", value_name = "NAME")]
+    pub policy: String,
+    /// The policy document to make --policy with [default: connect as its own thing, publish to --topic, nothing more].
+    #[arg(long, value_name = "FILE")]
+    pub policy_file: Option<PathBuf>,
+    /// The topic the default policy allows publishing to.
+    #[arg(long, default_value = "freezers", value_name = "TOPIC")]
+    pub topic: String,
+    /// Sign device certificates locally with this CA (a `certs init` folder: ca.pem, ca.key) and register them without it (multi-account registration): the keys never leave this machine.
+    #[arg(long, value_name = "DIR")]
+    pub certs_from_ca: Option<PathBuf>,
+    /// Registry calls per second (AWS allows about 10-15 for CreateThing and its kin).
+    #[arg(long, default_value_t = 10.0, value_name = "R")]
+    pub rate: f64,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TeardownArgs {
+    /// The things named PREFIX… that provision made [default: freezer].
+    #[arg(long, value_name = "PREFIX")]
+    pub id_prefix: Option<String>,
+    /// The things in this group that provision made, then the group itself when empty.
+    #[arg(long, value_name = "NAME")]
+    pub thing_group: Option<String>,
+    /// Also the thing type, when provision made it.
+    #[arg(long, value_name = "NAME")]
+    pub thing_type: Option<String>,
+    /// Also this policy, when provision wrote it and nothing uses it any more.
+    #[arg(long, default_value = "freezer-policy", value_name = "NAME")]
+    pub policy: String,
+    /// The device folders provision wrote: the files of deleted certificates are removed from it too.
+    #[arg(long, default_value = "certs/devices", value_name = "DIR")]
+    pub out: PathBuf,
+    /// List what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Registry calls per second.
+    #[arg(long, default_value_t = 10.0, value_name = "R")]
+    pub rate: f64,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 const REPORT_EXAMPLES: &str = "\
@@ -477,6 +586,10 @@ pub struct RunArgs {
     /// Enforce a service's documented limits [default: aws-iot for *.amazonaws.com endpoints, else none].
     #[arg(long, value_enum, value_name = "PROFILE")]
     pub profile: Option<Profile>,
+
+    /// Check the configuration and every device identity, print what would run, and exit without connecting.
+    #[arg(long)]
+    pub check: bool,
 }
 
 impl RunArgs {

@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use crate::cli::Command;
 
+mod aws;
 mod broker;
 mod certs;
 mod demo;
@@ -22,6 +23,7 @@ pub fn run(command: Command) -> Result<i32> {
         Command::Watch(args) => watch::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Report(cmd) => report::run(cmd),
+        Command::Aws(cmd) => aws::run(cmd),
     }
 }
 

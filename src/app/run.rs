@@ -34,8 +34,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 pub fn run(args: RunArgs) -> Result<i32> {
+    let check = args.check;
     let (flags, file) = args.into_layer();
     let cfg = config::resolve(flags, file.as_deref())?;
+    if check {
+        announce(&cfg);
+        live::eprintln(&format!(
+            "check: the configuration and {} device identit{} are valid; nothing was sent (run without --check to start)",
+            cfg.devices.len(),
+            if cfg.devices.len() == 1 { "y" } else { "ies" }
+        ));
+        return Ok(exit::OK);
+    }
     super::runtime()?.block_on(async {
         if cfg.sinks.has(SinkKind::Mqtt) {
             preflight::check(&cfg).await?;

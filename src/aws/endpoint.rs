@@ -83,6 +83,11 @@ pub const FIREHOSE: Service = Service {
     env: "FIREHOSE",
 };
 
+pub const IOT: Service = Service {
+    name: "iot",
+    env: "IOT",
+};
+
 /// The endpoint URL of `service` in `region`, and where it came from.
 pub fn url(service: Service, region: &str) -> Result<(reqwest::Url, String)> {
     let specific = format!("AWS_ENDPOINT_URL_{}", service.env);

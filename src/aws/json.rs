@@ -95,6 +95,8 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+impl std::error::Error for ApiError {}
+
 /// The error code of a `__type` such as `com.amazonaws.kinesis#ResourceNotFoundException:...`.
 fn error_code(raw: &str) -> String {
     let after_hash = raw.rsplit('#').next().unwrap_or(raw);
@@ -150,11 +152,46 @@ impl JsonApi {
         &self.session.region
     }
 
-    /// Calls `operation` with `body`; the parsed answer, or why not.
+    /// Calls `operation` with `body` (the JSON protocol: Kinesis, Firehose); the parsed answer,
+    /// or why not.
     pub async fn call(&self, operation: &str, body: &Value) -> Result<Value, ApiError> {
         let body = serde_json::to_vec(body).expect("JSON values serialise");
         let target = format!("{}.{operation}", self.target_prefix);
-        let content_type = "application/x-amz-json-1.1";
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target.as_str()),
+        ];
+        self.send("POST", self.url.clone(), &headers, body).await
+    }
+
+    /// `method path_and_query` with an optional JSON body (the REST-JSON protocol: the IoT
+    /// registry); the parsed answer, or why not.
+    pub async fn rest(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Value, ApiError> {
+        let url = self
+            .url
+            .join(path_and_query)
+            .map_err(|e| ApiError::Network(format!("{}{path_and_query}: {e}", self.url)))?;
+        let body = body
+            .map(|b| serde_json::to_vec(b).expect("JSON values serialise"))
+            .unwrap_or_default();
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.send(method, url, &all, body).await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        url: reqwest::Url,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Value, ApiError> {
         let credentials = self
             .session
             .credentials
@@ -166,25 +203,25 @@ impl JsonApi {
                 message: e.to_string(),
             })?;
         let signed = super::sigv4::sign_headers(
-            ("POST", self.url.as_str()),
-            &[("content-type", content_type), ("x-amz-target", &target)],
+            (method, url.as_str()),
+            headers,
             &body,
             (self.service.name, &self.session.region),
             &credentials,
             SystemTime::now(),
         )
         .map_err(|e| ApiError::Network(format!("signing: {e}")))?;
-        let mut request = self
-            .http
-            .post(self.url.clone())
-            .header("content-type", content_type)
-            .header("x-amz-target", &target);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        let mut request = self.http.request(method, url.clone());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         for (name, value) in signed {
             request = request.header(name, value);
         }
         let response = request.body(body).send().await.map_err(|e| {
-            let host = self.url.host_str().unwrap_or_default();
-            let addr = format!("{host}:{}", self.url.port_or_known_default().unwrap_or(443));
+            let host = url.host_str().unwrap_or_default();
+            let addr = format!("{host}:{}", url.port_or_known_default().unwrap_or(443));
             ApiError::Network(crate::cause::from_chain(&e, &addr).detail)
         })?;
         let status = response.status().as_u16();
@@ -196,7 +233,7 @@ impl JsonApi {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| ApiError::Network(format!("{}: {e}", self.url)))?;
+            .map_err(|e| ApiError::Network(format!("{url}: {e}")))?;
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if (200..300).contains(&status) {
             return Ok(value);

@@ -4,5 +4,6 @@
 
 pub mod credentials;
 pub mod endpoint;
+pub mod iot;
 pub mod json;
 pub mod sigv4;

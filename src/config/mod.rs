@@ -428,6 +428,32 @@ fn aws_source(m: &mut layer::Merger, endpoint: &str) -> Result<crate::aws::crede
     })
 }
 
+/// Where AWS credentials come from for the `aws` commands (`--region`, `--aws-profile`,
+/// `--role-arn` with `--external-id`).
+pub fn aws_source_of(
+    region: Option<String>,
+    profile: Option<String>,
+    role_arn: Option<String>,
+    external_id: Option<String>,
+) -> Result<crate::aws::credentials::Source> {
+    let arn = sinks::role_arn(role_arn.map(|a| Sourced::flag(a, "--role-arn")))?;
+    let (external_id, session_name) = sinks::role_extras(
+        external_id.map(|e| Sourced::flag(e, "--external-id")),
+        None,
+        arn.is_some(),
+    )?;
+    Ok(crate::aws::credentials::Source {
+        region,
+        fallback_region: None,
+        profile,
+        role: arn.map(|arn| crate::aws::credentials::Role {
+            arn,
+            external_id,
+            session_name,
+        }),
+    })
+}
+
 /// Devices that sign with AWS credentials: ids from `--devices` and `--id-prefix`, no certificate.
 fn signed_identity(m: &mut layer::Merger, requested: Option<Sourced<usize>>) -> Result<identity::Identity> {
     let certificate = [

@@ -239,6 +239,14 @@ fn issue_one(issuer: &Issuer<'static, KeyPair>, opts: &IssueOptions, id: &str) -
     Ok(done)
 }
 
+/// A new P-256 key and a device certificate for `id` signed by `issuer`: (certificate PEM, key
+/// PEM). For `aws provision --certs-from-ca`, whose keys never leave the machine.
+pub fn device_pem(issuer: &Issuer<'static, KeyPair>, id: &str) -> Result<(String, String)> {
+    let key = KeyType::P256.generate()?;
+    let cert = device_params(id)?.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 fn device_params(id: &str) -> Result<CertificateParams> {
     let mut params = CertificateParams::default();
     params.distinguished_name = dn(id);
@@ -329,7 +337,7 @@ fn time_now() -> time::OffsetDateTime {
 }
 
 /// Writes a file that must not exist yet; keys get mode 0600.
-fn write_new(path: &Path, text: &str, secret: bool) -> Result<()> {
+pub(crate) fn write_new(path: &Path, text: &str, secret: bool) -> Result<()> {
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
