@@ -6,8 +6,8 @@
 //! This is the one list of modules (README.md points here). Only what `main` needs is public.
 //! Arrows say who may import whom:
 //! `app → fleet → device → transport`, and `config → identity`; nothing imports `app` or `cli`.
-//! - [`app`]: one file per subcommand (run, demo, certs, broker, watch, report), composed from
-//!   the rest.
+//! - [`app`]: one file per subcommand (run, demo, certs, broker, watch, report, aws), composed
+//!   from the rest; `app::aws` defines the fleet in IoT Core (provision, teardown, endpoint).
 //! - [`cli`]: clap definitions only, converted into config layers.
 //! - [`config`]: flags and the TOML file as layers → pure per-setting functions → one I/O stage →
 //!   a validated [`config::FleetConfig`]; AWS IoT Core's limits (`config::aws_iot`); the
@@ -19,19 +19,26 @@
 //! - [`device`]: what a device sends when: one task per device with its pure delivery ledger
 //!   (`device::ledger`) and reconnect policy (`device::reconnect`).
 //! - [`transport`]: how events are sent, behind one seam: [`transport::mqtt`] (3.1.1),
-//!   [`transport::mqtt5`], [`transport::https`] (IoT Core's HTTPS publish).
-//! - [`fleet`]: starts the devices, runs until the caller's stop future, drains, returns data.
+//!   [`transport::mqtt5`], [`transport::https`] (IoT Core's HTTPS publish), [`transport::batch`]
+//!   (Kinesis PutRecords, Firehose PutRecordBatch: one batcher per sink), [`transport::proxy`]
+//!   (the HTTPS proxy in front of Firehose).
+//! - [`fleet`]: starts the devices on each sink (the first takes the readings and passes them to
+//!   the others), runs until the caller's stop future, drains, returns each sink's data.
 //! - [`console`]: stdin commands (Enter injects one event); [`live`]: the terminal's one writer
 //!   and the status line; [`nofile`]: the open-files limit; [`signals`] and [`stop`]: when to stop.
 //! - [`cause`]: connection errors → a typed [`cause::Kind`] and one actionable sentence.
 //! - [`stats`], [`log_gate`] and [`report`]: counters declared once, throttled per-device logs,
 //!   the summary and the JSON report, and the exact merge of reports (`report::merge`).
-//! - [`preflight`]: one TLS handshake with the endpoint before the fleet starts.
+//! - [`preflight`]: one TLS handshake with the endpoint before the fleet starts;
+//!   [`preflight_sinks`]: the stream exists, the proxy speaks TLS 1.2+.
 //! - [`ratelimit`]: the fleet-wide pacer of connection attempts (`--ramp-up`).
-//! - [`watch`]: the subscriber that prints events and counts gaps, duplicates, latency.
+//! - [`watch`]: the subscriber that prints events and counts gaps, duplicates, latency; and
+//!   `watch::kinesis`, the same accounting over every shard of a Kinesis stream.
 //! - [`local`]: the zero-setup parts: a local PKI and the embedded mTLS broker.
 //! - [`shard`]: which part of the fleet this process runs (`--shard I/N`).
-//! - [`aws`]: the AWS credential chain and SigV4 signing, shared by every AWS path.
+//! - [`aws`]: shared by every AWS path: the credential chain with AssumeRole and refresh
+//!   (`aws::credentials`), endpoints and regions (`aws::endpoint`), SigV4 signing (`aws::sigv4`),
+//!   the JSON and REST-JSON API client (`aws::json`), the IoT registry (`aws::iot`).
 //! - [`error`]: input errors (exit 2) versus run failures (exit 1).
 //!
 //! # Adding a transport
