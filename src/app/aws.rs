@@ -667,6 +667,46 @@ mod tests {
         ));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn throttled_calls_are_paced_and_tried_again_and_mistakes_are_not() {
+        let pacer = Pacer::new(10);
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let throttled = || ApiError::Service {
+            status: 400,
+            code: "ThrottlingException".into(),
+            message: "Rate exceeded".into(),
+        };
+        let t0 = tokio::time::Instant::now();
+        let got = paced(&pacer, || {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { if n < 2 { Err(throttled()) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(got.unwrap(), 2, "the third call went through");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(200),
+            "each try waits for its slot"
+        );
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let denied = paced(&pacer, || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {
+                Err::<(), _>(ApiError::Service {
+                    status: 403,
+                    code: "AccessDeniedException".into(),
+                    message: String::new(),
+                })
+            }
+        })
+        .await;
+        assert!(denied.is_err());
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "a refusal is not retried"
+        );
+    }
+
     #[test]
     fn the_shipped_amazon_root_ca_1_is_the_one_in_the_mozilla_roots() {
         use rustls::pki_types::pem::PemObject;
