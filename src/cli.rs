@@ -162,10 +162,10 @@ pub enum AwsCommand {
     Endpoint(AwsArgs),
 }
 
-/// Where the `aws` commands find credentials and the region.
+/// Where the commands that call AWS find credentials and the region.
 #[derive(Debug, Clone, Args)]
 pub struct AwsArgs {
-    /// AWS region [default: AWS_REGION or the profile's].
+    /// AWS region [default: AWS_REGION, the profile's, or (run) the IoT endpoint's].
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
     /// AWS profile of ~/.aws/config and ~/.aws/credentials [default: AWS_PROFILE, or default].
@@ -387,21 +387,9 @@ pub struct WatchArgs {
     #[arg(long, value_name = "latest|trim-horizon|TIME")]
     pub from: Option<String>,
 
-    /// With --kinesis: the AWS region [default: AWS_REGION or the profile's].
-    #[arg(long, value_name = "REGION")]
-    pub region: Option<String>,
-
-    /// With --kinesis: the AWS profile [default: AWS_PROFILE, or default].
-    #[arg(long, value_name = "PROFILE")]
-    pub aws_profile: Option<String>,
-
-    /// With --kinesis: read with this IAM role's temporary credentials (STS AssumeRole).
-    #[arg(long, value_name = "ARN")]
-    pub role_arn: Option<String>,
-
-    /// With --role-arn: the external id the role's trust policy asks for.
-    #[arg(long, value_name = "ID")]
-    pub external_id: Option<String>,
+    /// With --kinesis: AWS credentials and region.
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// Flags of `run`. Every value may also come from `--config`; a flag given here wins.
@@ -551,21 +539,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "'NAME: VALUE'")]
     pub header: Option<Vec<String>>,
 
-    /// AWS region to sign for (kinesis, firehose, mqtt-ws) [default: AWS_REGION, the profile's, or the endpoint's].
-    #[arg(long, value_name = "REGION")]
-    pub region: Option<String>,
-
-    /// AWS profile of ~/.aws/config and ~/.aws/credentials [default: AWS_PROFILE, or default].
-    #[arg(long, value_name = "PROFILE")]
-    pub aws_profile: Option<String>,
-
-    /// Assume this IAM role with STS and sign with its temporary credentials (refreshed before they expire).
-    #[arg(long, value_name = "ARN")]
-    pub role_arn: Option<String>,
-
-    /// The external id the role's trust policy asks for (with --role-arn).
-    #[arg(long, value_name = "ID")]
-    pub external_id: Option<String>,
+    /// AWS credentials and region (kinesis, firehose, mqtt-ws): the role's temporary credentials are refreshed before they expire.
+    #[command(flatten)]
+    pub aws: AwsArgs,
 
     /// The assumed role's session name, as CloudTrail shows it (with --role-arn) [default: freezer-fleet].
     #[arg(long, value_name = "NAME")]
@@ -627,8 +603,8 @@ impl RunArgs {
             basic_ingest: self.basic_ingest,
             mqtt_version: self.mqtt_version,
             transport: self.transport,
-            region: self.region,
-            aws_profile: self.aws_profile,
+            region: self.aws.region,
+            aws_profile: self.aws.aws_profile,
             shard: self.shard,
             metrics: self.metrics,
             start_at: self.start_at,
@@ -637,8 +613,8 @@ impl RunArgs {
             delivery_stream: self.delivery_stream,
             url: self.url,
             header: self.header,
-            role_arn: self.role_arn,
-            external_id: self.external_id,
+            role_arn: self.aws.role_arn,
+            external_id: self.aws.external_id,
             role_session_name: self.role_session_name,
         };
         (layer, self.config)
@@ -661,10 +637,10 @@ impl From<WatchArgs> for WatchFlags {
             duration: a.duration,
             kinesis: a.kinesis,
             from: a.from,
-            region: a.region,
-            aws_profile: a.aws_profile,
-            role_arn: a.role_arn,
-            external_id: a.external_id,
+            region: a.aws.region,
+            aws_profile: a.aws.aws_profile,
+            role_arn: a.aws.role_arn,
+            external_id: a.aws.external_id,
         }
     }
 }

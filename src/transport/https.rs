@@ -6,14 +6,10 @@
 //! HTTPS has no session: a device is "connected" when it is ready to send, and a request that
 //! fails to reach the server (refused, TLS, timeout) is a lost connection like MQTT's.
 
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
-use super::{Link, LinkEvent, Sender, Transport};
+use super::request::{self, Request, RequestLink, RequestSender, Requests};
+use super::{LinkEvent, Transport};
 use crate::cause::{self, Cause, Kind};
 use crate::config::DeviceConfig;
 
@@ -42,10 +38,10 @@ impl Https {
 }
 
 impl Transport for Https {
-    type Sender = HttpsSender;
-    type Link = HttpsLink;
+    type Sender = RequestSender;
+    type Link = RequestLink<HttpsRequests>;
 
-    fn open(&self, device: &DeviceConfig, _index: usize) -> (HttpsSender, HttpsLink) {
+    fn open(&self, device: &DeviceConfig, _index: usize) -> (RequestSender, RequestLink<HttpsRequests>) {
         // One client per device: its own certificate, its own keep-alive connection.
         let client = reqwest::Client::builder()
             .use_preconfigured_tls((*device.tls).clone())
@@ -53,19 +49,12 @@ impl Transport for Https {
             .pool_max_idle_per_host(1)
             .timeout(self.request_timeout)
             .build();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let link = HttpsLink {
+        request::open(HttpsRequests {
             client,
             url: self.url(),
             topic: self.topic.clone(),
             addr: self.target(),
-            rx,
-            next_token: 1,
-            ready: false,
-            inflight: None,
-            queued: VecDeque::new(),
-        };
-        (HttpsSender { tx }, link)
+        })
     }
 
     fn target(&self) -> String {
@@ -73,30 +62,31 @@ impl Transport for Https {
     }
 }
 
-pub struct HttpsSender {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
-}
-
-impl Sender for HttpsSender {
-    fn try_send(&mut self, payload: &[u8]) -> bool {
-        self.tx.send(payload.to_vec()).is_ok()
-    }
-}
-
-pub struct HttpsLink {
+/// One device's publish requests.
+pub struct HttpsRequests {
     client: reqwest::Result<reqwest::Client>,
     url: reqwest::Url,
     topic: String,
     addr: String,
-    rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    next_token: u64,
-    /// Ready to send (what a connection is to MQTT).
-    ready: bool,
-    /// The request under way. It lives here, not in `next()`, so a caller that stops waiting
-    /// (the fleet changing phase) never loses a request the server may already have.
-    inflight: Option<Pin<Box<dyn Future<Output = Vec<LinkEvent>> + Send>>>,
-    /// Reports of a request, given out one per `next()`.
-    queued: VecDeque<LinkEvent>,
+}
+
+impl Requests for HttpsRequests {
+    fn request(&self, payload: Vec<u8>, token: u64) -> Request {
+        match &self.client {
+            Ok(client) => Box::pin(post(
+                client.clone(),
+                self.url.clone(),
+                self.topic.clone(),
+                self.addr.clone(),
+                payload,
+                token,
+            )),
+            Err(e) => {
+                let lost = LinkEvent::Lost(cause::from_chain(e, &self.addr));
+                Box::pin(std::future::ready(vec![lost]))
+            }
+        }
+    }
 }
 
 /// One POST and what it means, in report order.
@@ -155,62 +145,5 @@ async fn post(
                 },
             ]
         }
-    }
-}
-
-impl HttpsLink {
-    /// Starts the request for the next handed payload.
-    async fn start_next(&mut self) {
-        let Some(payload) = self.rx.recv().await else {
-            return std::future::pending().await;
-        };
-        let token = self.next_token;
-        self.next_token += 1;
-        let request: Pin<Box<dyn Future<Output = Vec<LinkEvent>> + Send>> = match &self.client {
-            Ok(client) => Box::pin(post(
-                client.clone(),
-                self.url.clone(),
-                self.topic.clone(),
-                self.addr.clone(),
-                payload,
-                token,
-            )),
-            Err(e) => {
-                let lost = LinkEvent::Lost(cause::from_chain(e, &self.addr));
-                Box::pin(std::future::ready(vec![lost]))
-            }
-        };
-        self.inflight = Some(request);
-    }
-}
-
-impl Link for HttpsLink {
-    async fn next(&mut self) -> LinkEvent {
-        if let Some(ev) = self.queued.pop_front() {
-            return ev;
-        }
-        if !self.ready {
-            self.ready = true;
-            return LinkEvent::Connected;
-        }
-        if self.inflight.is_none() {
-            self.start_next().await;
-        }
-        let Some(request) = self.inflight.as_mut() else {
-            return LinkEvent::Idle;
-        };
-        let reports = request.await;
-        self.inflight = None;
-        if reports.iter().any(|r| matches!(r, LinkEvent::Lost(_))) {
-            // The connection is gone: what was handed comes back to the device's ledger.
-            self.ready = false;
-            while self.rx.try_recv().is_ok() {}
-        }
-        self.queued.extend(reports);
-        self.queued.pop_front().unwrap_or(LinkEvent::Idle)
-    }
-
-    async fn close(&mut self, _within: Duration, _on_event: impl FnMut(LinkEvent) + Send) {
-        // Nothing to say goodbye with: dropping the client closes its connection.
     }
 }

@@ -31,6 +31,7 @@ pub mod https;
 pub mod mqtt;
 pub mod mqtt5;
 pub mod proxy;
+pub mod request;
 
 /// What a link reports to its device.
 #[derive(Debug)]

@@ -6,17 +6,14 @@
 //! 2xx is delivered. 429 and 5xx are sent again after a backoff with full jitter, by the link
 //! itself, so the event keeps its place. Any other status is counted by status and not retried.
 
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use rand::RngExt;
-use tokio::sync::mpsc;
 
-use super::{Link, LinkEvent, Sender, Transport};
+use super::request::{self, Request, RequestLink, RequestSender, Requests};
+use super::{LinkEvent, Transport};
 use crate::cause::{self, Cause, Kind};
 use crate::config::DeviceConfig;
 use crate::config::sinks::Proxy;
@@ -70,21 +67,14 @@ impl FirehoseProxy {
 }
 
 impl Transport for FirehoseProxy {
-    type Sender = ProxySender;
-    type Link = ProxyLink;
+    type Sender = RequestSender;
+    type Link = RequestLink<ProxyRequests>;
 
-    fn open(&self, _device: &DeviceConfig, index: usize) -> (ProxySender, ProxyLink) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let link = ProxyLink {
+    fn open(&self, _device: &DeviceConfig, index: usize) -> (RequestSender, RequestLink<ProxyRequests>) {
+        request::open(ProxyRequests {
             shared: self.shared.clone(),
-            rx,
-            next_token: 1,
-            ready: false,
-            inflight: None,
-            queued: VecDeque::new(),
             seed: index as u64,
-        };
-        (ProxySender { tx }, link)
+        })
     }
 
     fn target(&self) -> String {
@@ -96,27 +86,18 @@ impl Transport for FirehoseProxy {
     }
 }
 
-pub struct ProxySender {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
-}
-
-impl Sender for ProxySender {
-    fn try_send(&mut self, payload: &[u8]) -> bool {
-        self.tx.send(payload.to_vec()).is_ok()
-    }
-}
-
-type Request = Pin<Box<dyn Future<Output = Vec<LinkEvent>> + Send>>;
-
-pub struct ProxyLink {
+/// One device's POSTs, over the fleet's one client.
+pub struct ProxyRequests {
     shared: Arc<Shared>,
-    rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    next_token: u64,
-    ready: bool,
-    /// The request under way: it lives here, so a caller that stops waiting never loses it.
-    inflight: Option<Request>,
-    queued: VecDeque<LinkEvent>,
+    /// Seeds the jitter of its re-sends.
     seed: u64,
+}
+
+impl Requests for ProxyRequests {
+    fn request(&self, payload: Vec<u8>, token: u64) -> Request {
+        let body = body(&self.shared.delivery_stream, &payload);
+        Box::pin(post(self.shared.clone(), body, token, self.seed))
+    }
 }
 
 /// The request body for one event.
@@ -176,41 +157,6 @@ async fn post(shared: Arc<Shared>, body: Vec<u8>, token: u64, seed: u64) -> Vec<
             }
         }
     }
-}
-
-impl Link for ProxyLink {
-    async fn next(&mut self) -> LinkEvent {
-        if let Some(ev) = self.queued.pop_front() {
-            return ev;
-        }
-        if !self.ready {
-            self.ready = true;
-            return LinkEvent::Connected;
-        }
-        if self.inflight.is_none() {
-            let Some(payload) = self.rx.recv().await else {
-                return std::future::pending().await;
-            };
-            let token = self.next_token;
-            self.next_token += 1;
-            let body = body(&self.shared.delivery_stream, &payload);
-            self.inflight = Some(Box::pin(post(self.shared.clone(), body, token, self.seed)));
-        }
-        let Some(request) = self.inflight.as_mut() else {
-            return LinkEvent::Idle;
-        };
-        let reports = request.await;
-        self.inflight = None;
-        if reports.iter().any(|r| matches!(r, LinkEvent::Lost(_))) {
-            // What was handed comes back to the device's ledger.
-            self.ready = false;
-            while self.rx.try_recv().is_ok() {}
-        }
-        self.queued.extend(reports);
-        self.queued.pop_front().unwrap_or(LinkEvent::Idle)
-    }
-
-    async fn close(&mut self, _within: Duration, _on_event: impl FnMut(LinkEvent) + Send) {}
 }
 
 #[cfg(test)]
