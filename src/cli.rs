@@ -566,6 +566,14 @@ pub struct RunArgs {
     /// Check the configuration and every device identity, print what would run, and exit without connecting.
     #[arg(long)]
     pub check: bool,
+
+    /// Fail the run (exit 3) when this holds at the end, e.g. 'puback.p99 > 250ms', 'lost > 0', 'connect.failed_ratio > 1%'; repeatable (README lists the metrics).
+    #[arg(long, value_name = "EXPR")]
+    pub fail_if: Option<Vec<String>>,
+
+    /// Write one CSV row per second: elapsed, devices connected, attempts, published, acknowledged, failed, dropped, in flight, PUBACK p50/p99 and lag p99 of that second.
+    #[arg(long, value_name = "FILE.csv")]
+    pub timeseries: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -616,6 +624,8 @@ impl RunArgs {
             role_arn: self.aws.role_arn,
             external_id: self.aws.external_id,
             role_session_name: self.role_session_name,
+            fail_if: self.fail_if,
+            timeseries: self.timeseries,
         };
         (layer, self.config)
     }

@@ -47,6 +47,8 @@ pub mod exit {
     pub const RUN_FAILED: i32 = 1;
     /// Bad input: fix the flag, file or config named in the message.
     pub const BAD_INPUT: i32 = 2;
+    /// The run went through but broke a `--fail-if` threshold.
+    pub const THRESHOLD: i32 = 3;
 }
 
 /// The exit code for an error that stopped a command.

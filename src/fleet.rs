@@ -39,6 +39,8 @@ pub struct Outcome {
     pub sinks: Vec<SinkOutcome>,
     pub timings: Timings,
     pub devices: usize,
+    /// `--fail-if` thresholds the run broke (set by the caller, who checks them).
+    pub broken_thresholds: usize,
 }
 
 impl Outcome {
@@ -254,6 +256,7 @@ impl Fleet {
                 elapsed: self.started.elapsed(),
             },
             devices: self.injectors.len(),
+            broken_thresholds: 0,
         }
     }
 }

@@ -110,6 +110,9 @@ pub struct LiveView {
     target_rate: Option<f64>,
     last: Option<(Instant, u64)>,
     last_print: Instant,
+    /// The PUBACK histogram at the last line: the line shows only what came since, so a slow
+    /// ramp-up does not stay in its p99 for the rest of the run.
+    last_puback: hdrhistogram::Histogram<u64>,
 }
 
 impl LiveView {
@@ -120,14 +123,27 @@ impl LiveView {
             target_rate,
             last: None,
             last_print: Instant::now(),
+            last_puback: crate::stats::histogram(),
         }
     }
 
     /// Redraws the line when it is due.
     pub fn tick(&mut self, s: &Snapshot, stats: &Stats) {
+        let Some(line) = self.next_line(s, stats) else {
+            return;
+        };
+        if self.tty {
+            set_status(Some(line));
+        } else {
+            eprintln(&line);
+        }
+    }
+
+    /// The line, when one is due.
+    fn next_line(&mut self, s: &Snapshot, stats: &Stats) -> Option<String> {
         let every = if self.tty { LIVE_EVERY } else { PLAIN_EVERY };
         if self.last_print.elapsed() < every {
-            return;
+            return None;
         }
         let now = Instant::now();
         let published = s.messages.published;
@@ -137,18 +153,17 @@ impl LiveView {
         };
         self.last = Some((now, published));
         self.last_print = now;
-        let line = status_line(
+        let puback = stats.puback_latency();
+        let mut interval = puback.clone();
+        let _ = interval.subtract(&self.last_puback);
+        self.last_puback = puback;
+        Some(status_line(
             s,
             self.devices,
-            rate,
-            self.target_rate,
-            &Quantiles::of(&stats.puback_latency()),
-        );
-        if self.tty {
-            set_status(Some(line));
-        } else {
-            eprintln(&line);
-        }
+            (rate, self.target_rate),
+            &Quantiles::of(&interval),
+            every,
+        ))
     }
 
     /// Removes the line (before the summary).
@@ -157,18 +172,52 @@ impl LiveView {
     }
 }
 
-fn status_line(s: &Snapshot, devices: usize, rate: f64, target: Option<f64>, puback: &Quantiles) -> String {
+/// The line; `puback` holds the last `window`'s acknowledgements only.
+fn status_line(
+    s: &Snapshot,
+    devices: usize,
+    (rate, target): (f64, Option<f64>),
+    puback: &Quantiles,
+    window: Duration,
+) -> String {
     let target = target.map(|t| format!(" (target {t:.0})")).unwrap_or_default();
     let errors = s.devices.failed + s.messages.failed + s.messages.dropped;
     format!(
-        "connected {}/{devices} | {rate:.0} pub/s{target} | PUBACK p50 {:.1} ms p99 {:.1} ms | errors {errors}",
-        s.devices.online, puback.p50, puback.p99
+        "connected {}/{devices} | {rate:.0} pub/s{target} | PUBACK p50 {:.1} ms p99 {:.1} ms (last {} s) | errors {errors}",
+        s.devices.online,
+        puback.p50,
+        puback.p99,
+        window.as_secs()
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_line_shows_the_last_seconds_latency_not_the_whole_runs() {
+        let stats = Stats::default();
+        let mut view = LiveView::new(10, None);
+        for _ in 0..100 {
+            stats.record_puback(0, Duration::from_secs(3));
+        }
+        view.last_print -= Duration::from_secs(20);
+        let slow = view.next_line(&stats.snapshot(), &stats).unwrap();
+        assert!(
+            slow.contains("p99 3001.1 ms") || slow.contains("p99 300"),
+            "{slow}"
+        );
+        for _ in 0..100 {
+            stats.record_puback(0, Duration::from_millis(2));
+        }
+        view.last_print -= Duration::from_secs(20);
+        let fast = view.next_line(&stats.snapshot(), &stats).unwrap();
+        assert!(
+            fast.contains("PUBACK p50 2.0 ms p99 2.0 ms"),
+            "the ramp's seconds are gone: {fast}"
+        );
+    }
 
     #[test]
     fn the_status_line_shows_connections_rate_latency_and_errors() {
@@ -182,8 +231,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            status_line(&s, 4, 19.6, Some(20.0), &q),
-            "connected 3/4 | 20 pub/s (target 20) | PUBACK p50 1.2 ms p99 9.0 ms | errors 3"
+            status_line(&s, 4, (19.6, Some(20.0)), &q, Duration::from_secs(1)),
+            "connected 3/4 | 20 pub/s (target 20) | PUBACK p50 1.2 ms p99 9.0 ms (last 1 s) | errors 3"
         );
     }
 }

@@ -695,3 +695,22 @@ refused!(
     ],
     ["--from yesterday", "latest, trim-horizon or an RFC 3339 time"]
 );
+refused!(
+    a_threshold_on_an_unknown_metric,
+    |f| f.fleet(&["--fail-if", "pubak.p99 > 250ms"]),
+    [
+        "--fail-if 'pubak.p99 > 250ms'",
+        "unknown metric 'pubak.p99'",
+        "known: puback.p99"
+    ]
+);
+refused!(
+    a_latency_threshold_without_a_unit,
+    |f| f.fleet(&["--fail-if", "puback.p99 > 250"]),
+    ["--fail-if", "not a duration", "250ms"]
+);
+refused!(
+    a_time_series_in_a_missing_folder,
+    |f| f.fleet(&["--timeseries", "/nonexistent/run.csv"]),
+    ["--timeseries /nonexistent/run.csv", "cannot create"]
+);

@@ -95,7 +95,7 @@ fn run_in(args: &DemoArgs, dir: &Path) -> Result<i32> {
             "demo: {} freezers publishing; press Enter to inject an event, q to stop",
             args.devices
         ));
-        let outcome = super::run::run_fleet(&cfg, ConsoleLines::spawn()).await?;
+        let outcome = super::run::run_fleet(&cfg, ConsoleLines::spawn(), None).await?;
         // Give the last events time to reach the watcher.
         let published = outcome.first().snapshot.messages.published;
         let _ = tokio::time::timeout(CATCH_UP, received_rx.wait_for(|n| *n >= published)).await;

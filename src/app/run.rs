@@ -18,6 +18,7 @@ use crate::device::InjectNote;
 use crate::error::exit;
 use crate::fleet::{Fleet, Injectors, Outcome, SinkOutcome, StopReason, Target};
 use crate::live::{self, LiveView};
+use crate::report::timeseries::TimeSeries;
 use crate::report::{self, Report, Settings, SinkFigures};
 use crate::signals::Signals;
 use crate::stats::Stats;
@@ -32,6 +33,8 @@ use crate::{nofile, preflight, preflight_sinks, stop};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the live view and the connected announcement are checked.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// One `--timeseries` row per this.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 pub fn run(args: RunArgs) -> Result<i32> {
     let check = args.check;
@@ -47,10 +50,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
         return Ok(exit::OK);
     }
     super::runtime()?.block_on(async {
+        // Created first, so a bad path stops the run before anything connects.
+        let series = match &cfg.timeseries {
+            Some(path) => Some(TimeSeries::create(path, acknowledged(&cfg))?),
+            None => None,
+        };
         if cfg.sinks.has(SinkKind::Mqtt) {
             preflight::check(&cfg).await?;
         }
-        let outcome = run_fleet(&cfg, ConsoleLines::spawn()).await?;
+        let outcome = run_fleet(&cfg, ConsoleLines::spawn(), series).await?;
         Ok(exit_code(&outcome))
     })
 }
@@ -201,7 +209,11 @@ fn json_api(service: endpoint::Service, prefix: &'static str, session: &Session)
 
 /// Runs the fleet to the end with the console on `console`; prints the summary and writes the
 /// report.
-pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outcome> {
+pub async fn run_fleet(
+    cfg: &FleetConfig,
+    console: ConsoleLines,
+    series: Option<TimeSeries>,
+) -> Result<Outcome> {
     nofile::raise_open_files_limit(cfg.devices.len());
     let prepared = Prepared::new(cfg).await?;
     announce(cfg);
@@ -236,6 +248,8 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
         injectors: fleet.injectors(),
         live: LiveView::new(cfg.devices.len(), asked_rate(cfg)),
         announced: false,
+        series,
+        sampled: tokio::time::Instant::now(),
     };
     let started = fleet.started();
     let stats = fleet.stats();
@@ -250,7 +264,7 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
         StopReason::AllEnded if cfg.count.is_some() => tracing::info!("every device sent its --count"),
         StopReason::AllEnded => {}
     }
-    let outcome = fleet
+    let mut outcome = fleet
         .drain(async {
             let sig = signals.recv().await;
             live::eprintln(&format!(
@@ -267,12 +281,35 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines) -> Result<Outco
             latency: &s.latency,
         })
         .collect();
-    let report = Report::new(Settings::of(cfg), &sinks, outcome.timings);
+    if let Some(series) = front.series.as_mut() {
+        let first = outcome.first();
+        let elapsed = outcome.timings.elapsed.as_secs_f64();
+        if let Err(e) = series.sample(elapsed, "drain", &first.snapshot, first.latency.clone()) {
+            tracing::warn!("--timeseries: {e}");
+        }
+    }
+    let mut report = Report::new(Settings::of(cfg), &sinks, outcome.timings);
+    report.broken_thresholds = cfg.thresholds.iter().filter_map(|t| t.check(&report)).collect();
     live::eprint(&report::summary(&report));
+    for b in &report.broken_thresholds {
+        live::eprintln(&format!(
+            "threshold broken: {} (measured {})",
+            b.threshold, b.measured
+        ));
+    }
+    if !cfg.thresholds.is_empty() && report.broken_thresholds.is_empty() {
+        tracing::info!("all {} --fail-if threshold(s) held", cfg.thresholds.len());
+    }
+    outcome.broken_thresholds = report.broken_thresholds.len();
     if let Some(path) = &cfg.report {
         report::write(&report, path)?;
     }
     Ok(outcome)
+}
+
+/// Whether the first sink's events wait for an acknowledgement (QoS 1, or an AWS API's answer).
+fn acknowledged(cfg: &FleetConfig) -> bool {
+    cfg.qos != rumqttc::QoS::AtMostOnce || cfg.sinks.kinds[0] != SinkKind::Mqtt
 }
 
 /// The MQTT sink's name as the `sink` label of metrics: how it reaches the endpoint.
@@ -294,13 +331,16 @@ fn asked_rate(cfg: &FleetConfig) -> Option<f64> {
 }
 
 /// 1 when no device could connect, every device gave up, or a sink delivered nothing of what
-/// it was given; 0 otherwise.
+/// it was given; else 3 when a `--fail-if` threshold broke; 0 otherwise.
 pub fn exit_code(outcome: &Outcome) -> i32 {
     for sink in &outcome.sinks {
         let code = sink_exit_code(sink, outcome.devices, outcome.sinks.len() > 1);
         if code != exit::OK {
             return code;
         }
+    }
+    if outcome.broken_thresholds > 0 {
+        return exit::THRESHOLD;
     }
     exit::OK
 }
@@ -398,6 +438,9 @@ struct Front {
     injectors: Injectors,
     live: LiveView,
     announced: bool,
+    /// `--timeseries`, and when it last had a row.
+    series: Option<TimeSeries>,
+    sampled: tokio::time::Instant,
 }
 
 impl Front {
@@ -430,8 +473,30 @@ impl Front {
                         tracing::info!("{} of {n} device(s) connected in {secs:.2} s", s.devices.connected);
                     }
                     self.live.tick(&s, stats);
+                    self.sample(started, &s, stats);
                 }
             }
+        }
+    }
+
+    /// One `--timeseries` row a second.
+    fn sample(
+        &mut self,
+        started: tokio::time::Instant,
+        s: &crate::stats::Snapshot,
+        stats: &crate::stats::Stats,
+    ) {
+        if self.sampled.elapsed() < SAMPLE_EVERY {
+            return;
+        }
+        self.sampled += SAMPLE_EVERY;
+        let Some(series) = self.series.as_mut() else {
+            return;
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        if let Err(e) = series.sample(elapsed, "run", s, stats.latency()) {
+            tracing::warn!("--timeseries: {e}; no more rows");
+            self.series = None;
         }
     }
 

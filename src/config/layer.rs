@@ -64,6 +64,8 @@ pub struct Layer {
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
     pub role_session_name: Option<String>,
+    pub fail_if: Option<Vec<String>>,
+    pub timeseries: Option<PathBuf>,
 }
 
 /// `rate`: a number, or "max" (a config file may write either; a flag is always text).

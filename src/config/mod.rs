@@ -193,6 +193,10 @@ pub struct FleetConfig {
     pub start_at: Option<std::time::SystemTime>,
     /// Where events go (`--sink`).
     pub sinks: Sinks,
+    /// `--fail-if` thresholds, checked at the end.
+    pub thresholds: Vec<crate::report::verdict::Threshold>,
+    /// `--timeseries`: one CSV row per second.
+    pub timeseries: Option<PathBuf>,
 }
 
 /// A socket address (`--metrics`).
@@ -270,6 +274,15 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     let payload_bytes = s::payload_bytes(m.pick(|l| l.payload_bytes.take(), "--payload-bytes"))?;
     let max_inflight = s::max_inflight(m.pick(|l| l.max_inflight.take(), "--max-inflight"))?;
     let report = m.path(|l| l.report.take(), "--report").map(|r| r.value);
+    let thresholds = match m.pick(|l| l.fail_if.take(), "--fail-if") {
+        Some(t) => t
+            .value
+            .iter()
+            .map(|e| crate::report::verdict::parse(e, &t.origin))
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    let timeseries = m.path(|l| l.timeseries.take(), "--timeseries").map(|t| t.value);
     let metrics = s::metrics(m.pick(|l| l.metrics.take(), "--metrics"))?;
     let start_at = s::start_at(m.pick(|l| l.start_at.take(), "--start-at"))?;
     let bind = check_local_addresses(s::bind_addrs(m.pick(|l| l.bind.take(), "--bind"))?)?;
@@ -315,6 +328,8 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         metrics,
         start_at,
         sinks,
+        thresholds,
+        timeseries,
     })
 }
 

@@ -15,6 +15,8 @@ use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
 
 pub mod merge;
+pub mod timeseries;
+pub mod verdict;
 
 use crate::config::{FleetConfig, Profile, Schedule};
 use crate::stats::{
@@ -33,6 +35,9 @@ pub struct Report {
     /// Each sink's figures, keyed by sink name (`mqtt`, `kinesis`, `firehose`, `firehose-proxy`).
     #[serde(default)]
     pub sinks: BTreeMap<String, Figures>,
+    /// The `--fail-if` thresholds the run broke, with what was measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broken_thresholds: Vec<verdict::Broken>,
 }
 
 impl std::ops::Deref for Report {
@@ -228,6 +233,7 @@ impl Report {
             duration_s: round2(t.elapsed.as_secs_f64()),
             settings,
             sinks: figures,
+            broken_thresholds: Vec::new(),
         }
     }
 }

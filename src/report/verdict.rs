@@ -1,0 +1,293 @@
+//! Pass/fail thresholds for CI (`--fail-if 'puback.p99 > 250ms'`, repeatable, or `fail_if` in the
+//! config file): checked against the report at the end; each broken one is a line with the
+//! measured value, and the run exits 3.
+//!
+//! An expression is `[SINK.]METRIC OP VALUE`:
+//! - latency, in a duration (`250ms`, `1s`, `800us`): `puback.p50|p90|p99|p999|max` (also
+//!   `ack.…`), `lag.…`, `connect.…`;
+//! - counts: `lost` (failed + dropped), `failed`, `dropped`, `taken`, `published`, `acknowledged`,
+//!   `resent`, `devices.failed`, `devices.connected`, `connects.failed`;
+//! - ratios, as a fraction or a percentage (`0.01`, `1%`): `connect.failed_ratio` (failed
+//!   attempts / attempts), `lost_ratio` (lost / taken);
+//! - `rate` (events per second achieved);
+//! - `SINK.` picks one sink's figures (`kinesis.lost > 0`); without it, the first sink's.
+//!
+//! OP is one of `>`, `>=`, `<`, `<=`, `==`, `!=`.
+
+use anyhow::Result;
+
+use super::{Figures, Report};
+use crate::input;
+
+/// One threshold, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    /// As the user wrote it.
+    pub text: String,
+    sink: Option<String>,
+    metric: Metric,
+    op: Op,
+    value: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Metric {
+    Latency(Hist, Q),
+    Count(Count),
+    Ratio(Ratio),
+    Rate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Hist {
+    Puback,
+    Lag,
+    Connect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Q {
+    P50,
+    P90,
+    P99,
+    P999,
+    Max,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Count {
+    Lost,
+    Failed,
+    Dropped,
+    Taken,
+    Published,
+    Acknowledged,
+    Resent,
+    DevicesFailed,
+    DevicesConnected,
+    ConnectsFailed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ratio {
+    ConnectFailed,
+    Lost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Op {
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Eq,
+    Ne,
+}
+
+const METRICS: &str = "puback.p99 (p50, p90, p999, max; lag., connect.), lost, failed, dropped, taken, published, \
+                       acknowledged, resent, devices.failed, devices.connected, connects.failed, \
+                       connect.failed_ratio, lost_ratio, rate";
+
+fn metric(name: &str) -> Option<Metric> {
+    use Count as C;
+    let count = |c| Some(Metric::Count(c));
+    match name {
+        "lost" => count(C::Lost),
+        "failed" => count(C::Failed),
+        "dropped" => count(C::Dropped),
+        "taken" => count(C::Taken),
+        "published" => count(C::Published),
+        "acknowledged" => count(C::Acknowledged),
+        "resent" => count(C::Resent),
+        "devices.failed" => count(C::DevicesFailed),
+        "devices.connected" => count(C::DevicesConnected),
+        "connects.failed" => count(C::ConnectsFailed),
+        "connect.failed_ratio" => Some(Metric::Ratio(Ratio::ConnectFailed)),
+        "lost_ratio" => Some(Metric::Ratio(Ratio::Lost)),
+        "rate" => Some(Metric::Rate),
+        _ => {
+            let (h, q) = name.split_once('.')?;
+            let h = match h {
+                "puback" | "ack" => Hist::Puback,
+                "lag" => Hist::Lag,
+                "connect" => Hist::Connect,
+                _ => return None,
+            };
+            let q = match q {
+                "p50" => Q::P50,
+                "p90" => Q::P90,
+                "p99" => Q::P99,
+                "p999" => Q::P999,
+                "max" => Q::Max,
+                _ => return None,
+            };
+            Some(Metric::Latency(h, q))
+        }
+    }
+}
+
+/// Parses one expression; `origin` names the flag or config key in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Threshold> {
+    let bad = |why: &str| input!("{origin} '{text}': {why}");
+    let ops = [
+        (">=", Op::Ge),
+        ("<=", Op::Le),
+        ("==", Op::Eq),
+        ("!=", Op::Ne),
+        (">", Op::Gt),
+        ("<", Op::Lt),
+    ];
+    let (at, op_text, op) = ops
+        .iter()
+        .filter_map(|(s, op)| text.find(s).map(|at| (at, *s, *op)))
+        .min_by_key(|(at, s, _)| (*at, std::cmp::Reverse(s.len())))
+        .ok_or_else(|| bad("no comparison; write e.g. 'puback.p99 > 250ms'"))?;
+    let name = text[..at].trim();
+    let value = text[at + op_text.len()..].trim();
+    let (sink, metric_name) = match name.split_once('.') {
+        Some((s, rest)) if crate::config::SinkKind::ALL.iter().any(|k| k.name() == s) => {
+            (Some(s.to_string()), rest)
+        }
+        _ => (None, name),
+    };
+    let metric = metric(metric_name)
+        .ok_or_else(|| bad(&format!("unknown metric '{metric_name}'; known: {METRICS}")))?;
+    let value = match metric {
+        Metric::Latency(..) => {
+            let d = humantime::parse_duration(value).map_err(|_| {
+                bad(&format!(
+                    "'{value}' is not a duration; give one with a unit, e.g. 250ms"
+                ))
+            })?;
+            d.as_secs_f64() * 1000.0
+        }
+        Metric::Ratio(_) => match value.strip_suffix('%') {
+            Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+            None => value.parse::<f64>(),
+        }
+        .map_err(|_| bad(&format!("'{value}' is not a ratio; give e.g. 0.01 or 1%")))?,
+        Metric::Count(_) | Metric::Rate => value
+            .parse::<f64>()
+            .map_err(|_| bad(&format!("'{value}' is not a number")))?,
+    };
+    Ok(Threshold {
+        text: text.trim().to_string(),
+        sink,
+        metric,
+        op,
+        value,
+    })
+}
+
+/// A threshold the run broke, and what was measured.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Broken {
+    pub threshold: String,
+    pub measured: String,
+}
+
+impl Threshold {
+    /// The measured value, or None when the report has no such sink.
+    fn measure(&self, r: &Report) -> Option<f64> {
+        let f: &Figures = match &self.sink {
+            Some(s) => r.sinks.get(s)?,
+            None => &r.figures,
+        };
+        let m = &f.messages;
+        Some(match self.metric {
+            Metric::Latency(h, q) => {
+                let l = match h {
+                    Hist::Puback => &f.latency_ms.puback,
+                    Hist::Lag => &f.latency_ms.lag,
+                    Hist::Connect => &f.latency_ms.connect,
+                };
+                match q {
+                    Q::P50 => l.p50,
+                    Q::P90 => l.p90,
+                    Q::P99 => l.p99,
+                    Q::P999 => l.p999,
+                    Q::Max => l.max,
+                }
+            }
+            Metric::Count(c) => {
+                (match c {
+                    Count::Lost => m.failed + m.dropped,
+                    Count::Failed => m.failed,
+                    Count::Dropped => m.dropped,
+                    Count::Taken => m.taken,
+                    Count::Published => m.published,
+                    Count::Acknowledged => m.acknowledged,
+                    Count::Resent => m.resent,
+                    Count::DevicesFailed => f.devices.counts.failed,
+                    Count::DevicesConnected => f.devices.counts.connected,
+                    Count::ConnectsFailed => f.connects.failed.values().sum(),
+                }) as f64
+            }
+            Metric::Ratio(Ratio::ConnectFailed) => {
+                let failed: u64 = f.connects.failed.values().sum();
+                failed as f64 / f.connects.attempts.max(1) as f64
+            }
+            Metric::Ratio(Ratio::Lost) => (m.failed + m.dropped) as f64 / m.taken.max(1) as f64,
+            Metric::Rate => f.rate.achieved,
+        })
+    }
+
+    fn show(&self, v: f64) -> String {
+        match self.metric {
+            Metric::Latency(..) => format!("{v:.3} ms"),
+            Metric::Ratio(_) => format!("{:.3}%", v * 100.0),
+            Metric::Rate => format!("{v:.2}/s"),
+            Metric::Count(_) => format!("{v:.0}"),
+        }
+    }
+
+    /// The verdict on `r`: None when the threshold holds.
+    pub fn check(&self, r: &Report) -> Option<Broken> {
+        let Some(v) = self.measure(r) else {
+            return Some(Broken {
+                threshold: self.text.clone(),
+                measured: "no such sink in this run".into(),
+            });
+        };
+        let broken = match self.op {
+            Op::Gt => v > self.value,
+            Op::Ge => v >= self.value,
+            Op::Lt => v < self.value,
+            Op::Le => v <= self.value,
+            Op::Eq => v == self.value,
+            Op::Ne => v != self.value,
+        };
+        broken.then(|| Broken {
+            threshold: self.text.clone(),
+            measured: self.show(v),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expressions_parse_with_units_and_sinks() {
+        let t = parse("puback.p99 > 250ms", "--fail-if").unwrap();
+        assert_eq!(
+            (t.metric, t.op, t.value),
+            (Metric::Latency(Hist::Puback, Q::P99), Op::Gt, 250.0)
+        );
+        let t = parse("kinesis.lost>=1", "--fail-if").unwrap();
+        assert_eq!((t.sink.as_deref(), t.op, t.value), (Some("kinesis"), Op::Ge, 1.0));
+        let t = parse("connect.failed_ratio > 1%", "--fail-if").unwrap();
+        assert!((t.value - 0.01).abs() < 1e-12);
+        assert_eq!(parse("lag.max <= 2s", "x").unwrap().value, 2000.0);
+    }
+
+    #[test]
+    fn bad_expressions_say_what_is_wrong() {
+        let e = |t: &str| parse(t, "--fail-if").unwrap_err().to_string();
+        assert!(e("puback.p99 250ms").contains("no comparison"));
+        assert!(e("pubak.p99 > 250ms").contains("unknown metric 'pubak.p99'"));
+        assert!(e("puback.p99 > 250").contains("not a duration"));
+        assert!(e("lost > many").contains("not a number"));
+    }
+}

@@ -1,0 +1,128 @@
+//! Verdicts for CI and the time series: `--fail-if` thresholds (exit 3 naming each broken one
+//! with the measured value) and `--timeseries` (one CSV row per second whose columns sum to the
+//! report's totals), against a real mosquitto with mutual TLS.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+fn fleet_args(pki: &Pki, port: u16, extra: &[&str]) -> Vec<String> {
+    let mut a = certs_args(pki, port);
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+#[test]
+fn a_stalled_broker_breaks_the_latency_threshold_and_a_quiet_run_passes_it() {
+    let pki = Pki::new(5);
+    let broker = Mosquitto::start(&pki);
+    let threshold = ["--fail-if", "puback.p99 > 500ms", "--fail-if", "lost > 0"];
+    let mut quiet = fleet_args(&pki, broker.port, &["--rate", "50", "--duration", "3s"]);
+    quiet.extend(threshold.iter().map(|s| s.to_string()));
+    let (code, stderr, report) = run_report(&strs(&quiet), Duration::from_secs(40));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("all 2 --fail-if threshold(s) held"), "{stderr}");
+    assert!(report.get("broken_thresholds").is_none(), "{report:#}");
+
+    let mut stalled = fleet_args(
+        &pki,
+        broker.port,
+        &["--rate", "50", "--duration", "6s", "--drain-timeout", "5s"],
+    );
+    stalled.extend(threshold.iter().map(|s| s.to_string()));
+    stalled.extend(["--report".to_string(), "-".to_string()]);
+    let mut fleet = Fleet::spawn(&strs(&stalled));
+    fleet.close_stdin();
+    assert!(
+        fleet.wait_stderr("5 of 5 device(s) connected", Duration::from_secs(10)),
+        "{}",
+        fleet.stderr()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    signal(broker.pid(), "-STOP");
+    std::thread::sleep(Duration::from_secs(2));
+    signal(broker.pid(), "-CONT");
+    let (code, stderr, stdout) = fleet.finish(Duration::from_secs(40));
+    assert_eq!(code, 3, "a broken threshold: {stderr}");
+    let broken: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("threshold broken: "))
+        .collect();
+    assert_eq!(broken.len(), 1, "only the latency threshold: {stderr}");
+    assert!(
+        broken[0].starts_with("threshold broken: puback.p99 > 500ms (measured "),
+        "{}",
+        broken[0]
+    );
+    let report = report_of(&stdout, &stderr);
+    let measured = report["latency_ms"]["puback"]["p99"].as_f64().unwrap();
+    assert!(measured > 500.0);
+    assert!(
+        broken[0].contains(&format!("{measured:.3} ms")),
+        "{} vs {measured}",
+        broken[0]
+    );
+    assert_eq!(report["broken_thresholds"][0]["threshold"], "puback.p99 > 500ms");
+}
+
+#[test]
+fn the_time_series_has_a_row_a_second_and_sums_to_the_report() {
+    let pki = Pki::new(4);
+    let broker = Mosquitto::start(&pki);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("run.csv");
+    let a = fleet_args(
+        &pki,
+        broker.port,
+        &[
+            "--rate",
+            "40",
+            "--duration",
+            "5s",
+            "--timeseries",
+            &csv.display().to_string(),
+        ],
+    );
+    let (code, stderr, report) = run_report(&strs(&a), Duration::from_secs(40));
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "elapsed_s,stage,devices_connected,attempts,published,acknowledged,failed,dropped,in_flight,\
+         puback_p50_ms,puback_p99_ms,lag_p99_ms"
+    );
+    let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(String::from).collect()).collect();
+    assert!((5..=8).contains(&rows.len()), "about one row a second: {text}");
+    assert_eq!(rows.last().unwrap()[1], "drain", "the last row covers the drain");
+    let sum = |col: usize| rows.iter().map(|r| r[col].parse::<u64>().unwrap()).sum::<u64>();
+    for (col, key) in [
+        (3, "/connects/attempts"),
+        (4, "/messages/published"),
+        (5, "/messages/acknowledged"),
+        (6, "/messages/failed"),
+        (7, "/messages/dropped"),
+    ] {
+        assert_eq!(sum(col), num(&report, key), "column {col} sums to {key}");
+    }
+    let elapsed: Vec<f64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+    for w in elapsed.windows(2).take(rows.len() - 2) {
+        assert!((w[1] - w[0] - 1.0).abs() < 0.3, "a row a second: {elapsed:?}");
+    }
+    let busy: Vec<&Vec<String>> = rows.iter().filter(|r| r[4] != "0").collect();
+    assert!(
+        busy.iter().all(|r| r[10].parse::<f64>().unwrap() > 0.0),
+        "each busy second has its own p99"
+    );
+}
