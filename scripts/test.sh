@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README.md and .ci/run call exactly this): installs what the tests need on a
-# fresh Debian/Ubuntu machine (mosquitto, its clients, openssl, prometheus; Python tools in a venv), then checks formatting and lints
+# fresh Debian/Ubuntu machine (mosquitto, its clients, openssl, prometheus, chromium; Python tools in a venv,
+# kinesalite from npm), then checks formatting and lints
 # and runs every test against real brokers on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

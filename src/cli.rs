@@ -269,6 +269,9 @@ pub enum ReportCommand {
     Show {
         #[arg(value_name = "REPORT")]
         file: PathBuf,
+        /// Also write the report as one self-contained HTML page with its plots.
+        #[arg(long, value_name = "OUT.html")]
+        html: Option<PathBuf>,
     },
 }
 

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
+
+use crate::report::timeseries::TimeSeries;
 use tokio::sync::{oneshot, watch as tokio_watch};
 
 use crate::cli::DemoArgs;
@@ -95,7 +97,8 @@ fn run_in(args: &DemoArgs, dir: &Path) -> Result<i32> {
             "demo: {} freezers publishing; press Enter to inject an event, q to stop",
             args.devices
         ));
-        let outcome = super::run::run_fleet(&cfg, ConsoleLines::spawn(), None).await?;
+        let outcome =
+            super::run::run_fleet(&cfg, ConsoleLines::spawn(), TimeSeries::new(None, true)?).await?;
         // Give the last events time to reach the watcher.
         let published = outcome.first().snapshot.messages.published;
         let _ = tokio::time::timeout(CATCH_UP, received_rx.wait_for(|n| *n >= published)).await;

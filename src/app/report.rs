@@ -18,8 +18,14 @@ pub fn run(cmd: ReportCommand) -> Result<i32> {
             eprint!("{}", report::summary(&merged));
             Ok(exit::OK)
         }
-        ReportCommand::Show { file } => {
-            print!("{}", report::summary(&merge::read(&file)?));
+        ReportCommand::Show { file, html } => {
+            let r = merge::read(&file)?;
+            print!("{}", report::summary(&r));
+            if let Some(out) = html {
+                std::fs::write(&out, report::html::render(&r))
+                    .map_err(|e| crate::input!("--html {}: cannot write: {e}", out.display()))?;
+                eprintln!("wrote {}", out.display());
+            }
             Ok(exit::OK)
         }
     }

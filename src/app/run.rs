@@ -51,10 +51,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     }
     super::runtime()?.block_on(async {
         // Created first, so a bad path stops the run before anything connects.
-        let series = match &cfg.timeseries {
-            Some(path) => Some(TimeSeries::create(path, acknowledged(&cfg))?),
-            None => None,
-        };
+        let series = TimeSeries::new(cfg.timeseries.as_deref(), acknowledged(&cfg))?;
         if cfg.sinks.has(SinkKind::Mqtt) {
             preflight::check(&cfg).await?;
         }
@@ -209,11 +206,7 @@ fn json_api(service: endpoint::Service, prefix: &'static str, session: &Session)
 
 /// Runs the fleet to the end with the console on `console`; prints the summary and writes the
 /// report.
-pub async fn run_fleet(
-    cfg: &FleetConfig,
-    console: ConsoleLines,
-    series: Option<TimeSeries>,
-) -> Result<Outcome> {
+pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines, series: TimeSeries) -> Result<Outcome> {
     nofile::raise_open_files_limit(cfg.devices.len());
     let prepared = Prepared::new(cfg).await?;
     announce(cfg);
@@ -281,14 +274,16 @@ pub async fn run_fleet(
             latency: &s.latency,
         })
         .collect();
-    if let Some(series) = front.series.as_mut() {
-        let first = outcome.first();
-        let elapsed = outcome.timings.elapsed.as_secs_f64();
-        if let Err(e) = series.sample(elapsed, "drain", &first.snapshot, first.latency.clone()) {
-            tracing::warn!("--timeseries: {e}");
-        }
+    let first = outcome.first();
+    let elapsed = outcome.timings.elapsed.as_secs_f64();
+    if let Err(e) = front
+        .series
+        .sample(elapsed, "drain", &first.snapshot, first.latency.clone())
+    {
+        tracing::warn!("--timeseries: {e}");
     }
     let mut report = Report::new(Settings::of(cfg), &sinks, outcome.timings);
+    report.timeline = std::mem::take(&mut front.series.rows);
     report.broken_thresholds = cfg.thresholds.iter().filter_map(|t| t.check(&report)).collect();
     live::eprint(&report::summary(&report));
     for b in &report.broken_thresholds {
@@ -438,8 +433,8 @@ struct Front {
     injectors: Injectors,
     live: LiveView,
     announced: bool,
-    /// `--timeseries`, and when it last had a row.
-    series: Option<TimeSeries>,
+    /// A row a second (the report's timeline, and `--timeseries`), and when it last had one.
+    series: TimeSeries,
     sampled: tokio::time::Instant,
 }
 
@@ -490,13 +485,9 @@ impl Front {
             return;
         }
         self.sampled += SAMPLE_EVERY;
-        let Some(series) = self.series.as_mut() else {
-            return;
-        };
         let elapsed = started.elapsed().as_secs_f64();
-        if let Err(e) = series.sample(elapsed, "run", s, stats.latency()) {
-            tracing::warn!("--timeseries: {e}; no more rows");
-            self.series = None;
+        if let Err(e) = self.series.sample(elapsed, "run", s, stats.latency()) {
+            tracing::warn!("--timeseries: {e}; no more rows written");
         }
     }
 

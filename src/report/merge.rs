@@ -53,7 +53,9 @@ pub fn merge(path_and_reports: Vec<(String, Report)>) -> Result<Report> {
             }
         }
         total.duration_s = total.duration_s.max(r.duration_s);
+        total.running_s = total.running_s.max(r.running_s);
         total.settings.devices += r.settings.devices;
+        add_timeline(&mut total.timeline, &r.timeline);
     }
     total.figures = top.finish();
     total.sinks = sinks.into_iter().map(|(k, s)| (k, s.finish())).collect();
@@ -142,6 +144,30 @@ fn add_counts(total: &mut Figures, r: &Figures) {
     };
 }
 
+/// Second by second: counts added, each second's percentiles the worst shard's (a per-second
+/// percentile of several shards is not kept exactly; the totals above are).
+fn add_timeline(total: &mut Vec<super::timeseries::Row>, add: &[super::timeseries::Row]) {
+    if total.len() < add.len() {
+        total.resize(add.len(), Default::default());
+    }
+    for (t, a) in total.iter_mut().zip(add) {
+        t.elapsed_s = t.elapsed_s.max(a.elapsed_s);
+        if t.stage.is_empty() {
+            t.stage = a.stage.clone();
+        }
+        t.devices_connected += a.devices_connected;
+        t.attempts += a.attempts;
+        t.published += a.published;
+        t.acknowledged += a.acknowledged;
+        t.failed += a.failed;
+        t.dropped += a.dropped;
+        t.in_flight += a.in_flight;
+        t.puback_p50_ms = t.puback_p50_ms.max(a.puback_p50_ms);
+        t.puback_p99_ms = t.puback_p99_ms.max(a.puback_p99_ms);
+        t.lag_p99_ms = t.lag_p99_ms.max(a.lag_p99_ms);
+    }
+}
+
 fn add_map(total: &mut BTreeMap<String, u64>, add: &BTreeMap<String, u64>) {
     for (k, v) in add {
         *total.entry(k.clone()).or_default() += v;
@@ -164,7 +190,7 @@ fn add_causes(total: &mut BTreeMap<String, CauseCount>, add: &BTreeMap<String, C
 }
 
 /// The histograms of a report, decoded.
-fn decode_all(origin: &str, r: &Figures) -> Result<BTreeMap<String, Histogram<u64>>> {
+pub(crate) fn decode_all(origin: &str, r: &Figures) -> Result<BTreeMap<String, Histogram<u64>>> {
     r.histograms
         .iter()
         .map(|(name, b64)| {

@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
 
+pub mod html;
 pub mod merge;
 pub mod timeseries;
 pub mod verdict;
@@ -31,6 +32,9 @@ pub struct Report {
     pub figures: Figures,
     /// Wall time of the run, start to exit.
     pub duration_s: f64,
+    /// Start to the stop request; the drain follows until `duration_s`.
+    #[serde(default)]
+    pub running_s: f64,
     pub settings: Settings,
     /// Each sink's figures, keyed by sink name (`mqtt`, `kinesis`, `firehose`, `firehose-proxy`).
     #[serde(default)]
@@ -38,6 +42,9 @@ pub struct Report {
     /// The `--fail-if` thresholds the run broke, with what was measured.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub broken_thresholds: Vec<verdict::Broken>,
+    /// One row per second of the first sink (the `--timeseries` columns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<timeseries::Row>,
 }
 
 impl std::ops::Deref for Report {
@@ -231,9 +238,11 @@ impl Report {
         Report {
             figures: first,
             duration_s: round2(t.elapsed.as_secs_f64()),
+            running_s: round2(t.running_for.as_secs_f64()),
             settings,
             sinks: figures,
             broken_thresholds: Vec::new(),
+            timeline: Vec::new(),
         }
     }
 }
@@ -298,8 +307,15 @@ pub(crate) fn encode(h: &Histogram<u64>) -> Option<String> {
     Some(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-/// Writes the JSON report to `path`, or to stdout for `-`.
+/// Writes the report to `path`: HTML when it ends in `.html`, else JSON (`-` = stdout).
 pub fn write(report: &Report, path: &Path) -> Result<()> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"))
+    {
+        return std::fs::write(path, html::render(report))
+            .with_context(|| format!("writing the report {}", path.display()));
+    }
     let json = serde_json::to_string_pretty(report)?;
     if path == Path::new("-") {
         println!("{json}");

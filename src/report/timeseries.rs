@@ -25,9 +25,48 @@ struct Totals {
     dropped: u64,
 }
 
-/// Rows from successive snapshots of one sink's counters.
+/// One second of the run (the report's `timeline`, and a CSV row).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Row {
+    pub elapsed_s: f64,
+    pub stage: String,
+    pub devices_connected: u64,
+    pub attempts: u64,
+    pub published: u64,
+    pub acknowledged: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub in_flight: u64,
+    pub puback_p50_ms: f64,
+    pub puback_p99_ms: f64,
+    pub lag_p99_ms: f64,
+}
+
+impl Row {
+    fn csv(&self) -> String {
+        format!(
+            "{:.1},{},{},{},{},{},{},{},{},{},{},{}",
+            self.elapsed_s,
+            self.stage,
+            self.devices_connected,
+            self.attempts,
+            self.published,
+            self.acknowledged,
+            self.failed,
+            self.dropped,
+            self.in_flight,
+            self.puback_p50_ms,
+            self.puback_p99_ms,
+            self.lag_p99_ms
+        )
+    }
+}
+
+/// Rows from successive snapshots of one sink's counters, kept for the report and, with
+/// `--timeseries`, written as they come.
 pub struct TimeSeries {
-    out: std::io::BufWriter<std::fs::File>,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    pub rows: Vec<Row>,
     last: Totals,
     last_latency: Latency,
     /// Events wait for an acknowledgement (QoS 1, AWS APIs): in flight until then.
@@ -35,20 +74,28 @@ pub struct TimeSeries {
 }
 
 impl TimeSeries {
-    /// Creates the file (before the run, so a bad path is an input error) and writes the header.
-    pub fn create(path: &Path, acked: bool) -> Result<TimeSeries> {
-        let file = std::fs::File::create(path).map_err(|e| {
-            input!(
-                "--timeseries {}: cannot create: {}",
-                path.display(),
-                io_cause(&e, false)
-            )
-        })?;
-        let mut out = std::io::BufWriter::new(file);
-        writeln!(out, "{HEADER}")?;
-        out.flush()?;
+    /// With `csv`, creates the file (before the run, so a bad path is an input error) and writes
+    /// the header.
+    pub fn new(csv: Option<&Path>, acked: bool) -> Result<TimeSeries> {
+        let out = match csv {
+            None => None,
+            Some(path) => {
+                let file = std::fs::File::create(path).map_err(|e| {
+                    input!(
+                        "--timeseries {}: cannot create: {}",
+                        path.display(),
+                        io_cause(&e, false)
+                    )
+                })?;
+                let mut out = std::io::BufWriter::new(file);
+                writeln!(out, "{HEADER}")?;
+                out.flush()?;
+                Some(out)
+            }
+        };
         Ok(TimeSeries {
             out,
+            rows: Vec::new(),
             last: Totals::default(),
             last_latency: Latency::default(),
             acked,
@@ -58,12 +105,19 @@ impl TimeSeries {
     /// Writes the row for the time since the previous one.
     pub fn sample(&mut self, elapsed_s: f64, stage: &str, s: &Snapshot, latency: Latency) -> Result<()> {
         let row = self.row(elapsed_s, stage, s, latency);
-        writeln!(self.out, "{row}")?;
-        self.out.flush()?;
+        let written = match self.out.as_mut() {
+            Some(out) => writeln!(out, "{}", row.csv()).and_then(|()| out.flush()),
+            None => Ok(()),
+        };
+        self.rows.push(row);
+        if let Err(e) = written {
+            self.out = None;
+            return Err(e.into());
+        }
         Ok(())
     }
 
-    fn row(&mut self, elapsed_s: f64, stage: &str, s: &Snapshot, latency: Latency) -> String {
+    fn row(&mut self, elapsed_s: f64, stage: &str, s: &Snapshot, latency: Latency) -> Row {
         let m = &s.messages;
         let now = Totals {
             attempts: s.connect_attempts_per_second.iter().sum(),
@@ -80,18 +134,20 @@ impl TimeSeries {
         let (p, l) = (Quantiles::of(&puback), Quantiles::of(&lag));
         let settled = if self.acked { m.acknowledged } else { m.published };
         let in_flight = m.taken.saturating_sub(settled + m.failed + m.dropped);
-        let row = format!(
-            "{elapsed_s:.1},{stage},{},{},{},{},{},{},{in_flight},{},{},{}",
-            s.devices.online,
-            d(now.attempts, self.last.attempts),
-            d(now.published, self.last.published),
-            d(now.acknowledged, self.last.acknowledged),
-            d(now.failed, self.last.failed),
-            d(now.dropped, self.last.dropped),
-            p.p50,
-            p.p99,
-            l.p99
-        );
+        let row = Row {
+            elapsed_s: (elapsed_s * 10.0).round() / 10.0,
+            stage: stage.to_string(),
+            devices_connected: s.devices.online,
+            attempts: d(now.attempts, self.last.attempts),
+            published: d(now.published, self.last.published),
+            acknowledged: d(now.acknowledged, self.last.acknowledged),
+            failed: d(now.failed, self.last.failed),
+            dropped: d(now.dropped, self.last.dropped),
+            in_flight,
+            puback_p50_ms: p.p50,
+            puback_p99_ms: p.p99,
+            lag_p99_ms: l.p99,
+        };
         self.last = now;
         self.last_latency = latency;
         row
@@ -107,7 +163,7 @@ mod tests {
     #[test]
     fn each_row_counts_its_own_second_and_its_own_percentiles() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ts = TimeSeries::create(&dir.path().join("t.csv"), true).unwrap();
+        let mut ts = TimeSeries::new(Some(&dir.path().join("t.csv")), true).unwrap();
         let stats = Stats::default();
         for _ in 0..10 {
             stats.event_taken(false);
@@ -115,14 +171,14 @@ mod tests {
             stats.messages.acknowledged.inc();
             stats.record_puback(0, Duration::from_millis(100));
         }
-        let first = ts.row(1.0, "run", &stats.snapshot(), stats.latency());
+        let first = ts.row(1.0, "run", &stats.snapshot(), stats.latency()).csv();
         for _ in 0..5 {
             stats.event_taken(false);
             stats.messages.published.inc();
             stats.messages.acknowledged.inc();
             stats.record_puback(0, Duration::from_millis(2));
         }
-        let second = ts.row(2.0, "run", &stats.snapshot(), stats.latency());
+        let second = ts.row(2.0, "run", &stats.snapshot(), stats.latency()).csv();
         let cols = |r: &str| r.split(',').map(String::from).collect::<Vec<_>>();
         assert_eq!(cols(&first)[4..6], ["10", "10"]);
         assert_eq!(cols(&second)[4..6], ["5", "5"], "{second}");
