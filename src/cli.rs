@@ -574,6 +574,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "EXPR")]
     pub fail_if: Option<Vec<String>>,
 
+    /// Run these stages in order (a TOML file of [[stage]] tables: name, duration, rate, rate_to, disconnect = "all"; a last "drain" ends the run); figures per stage in the report.
+    #[arg(long, value_name = "FILE.toml")]
+    pub scenario: Option<PathBuf>,
+
     /// Write one CSV row per second: elapsed, devices connected, attempts, published, acknowledged, failed, dropped, in flight, PUBACK p50/p99 and lag p99 of that second.
     #[arg(long, value_name = "FILE.csv")]
     pub timeseries: Option<PathBuf>,
@@ -629,6 +633,8 @@ impl RunArgs {
             role_session_name: self.role_session_name,
             fail_if: self.fail_if,
             timeseries: self.timeseries,
+            scenario: self.scenario,
+            stage: None,
         };
         (layer, self.config)
     }

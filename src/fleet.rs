@@ -15,7 +15,9 @@ use tokio::time::Instant;
 
 use crate::config::FleetConfig;
 use crate::device::drops::DropLog;
-use crate::device::{self, DeviceLinks, DeviceSettings, Fed, Feed, Inject, InjectNote, Phase, PhaseWatch};
+use crate::device::{
+    self, Control, DeviceLinks, DeviceSettings, Fed, Feed, Inject, InjectNote, Phase, PhaseWatch,
+};
 use crate::log_gate::LogGate;
 use crate::ratelimit::Pacer;
 use crate::stats::{Latency, Snapshot, Stats, Timings};
@@ -71,6 +73,8 @@ pub struct Fleet {
     tees: Vec<Vec<mpsc::UnboundedSender<Fed>>>,
     devices: Vec<crate::config::DeviceConfig>,
     base: DeviceSettings,
+    /// Scenario stages' changes, sent to every device.
+    control: Option<watch::Sender<Control>>,
     started: Instant,
     running_for: Option<Duration>,
 }
@@ -130,6 +134,7 @@ impl Fleet {
             tees,
             devices: cfg.devices.clone(),
             base,
+            control: (!cfg.stages.is_empty()).then(|| watch::channel(Control::default()).0),
             started,
             running_for: None,
         }
@@ -171,6 +176,7 @@ impl Fleet {
                 notes: self.notes_tx.clone(),
                 phase: PhaseWatch::new(self.phase_rx.clone()),
                 feed,
+                control: self.control.as_ref().map(|c| c.subscribe()),
             };
             self.tasks.spawn(device::run(
                 dev,
@@ -181,6 +187,11 @@ impl Fleet {
                 links,
             ));
         }
+    }
+
+    /// Where scenario stages send their changes (None without stages).
+    pub fn control(&self) -> Option<watch::Sender<Control>> {
+        self.control.clone()
     }
 
     /// The sinks and their counters, live, in the order added.

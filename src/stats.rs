@@ -260,6 +260,74 @@ pub struct Snapshot {
     pub refusals: BTreeMap<String, u64>,
 }
 
+/// `later - earlier`, key by key.
+fn map_since(later: &BTreeMap<String, u64>, earlier: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    later
+        .iter()
+        .map(|(k, v)| (k.clone(), v.saturating_sub(earlier.get(k).copied().unwrap_or(0))))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+impl Snapshot {
+    /// What happened between `earlier` and this snapshot (a scenario stage): counts and causes
+    /// are the differences; devices connected now and device totals are as they are now.
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        let (m, e) = (&self.messages, &earlier.messages);
+        let messages = MessageCounts {
+            taken: m.taken.saturating_sub(e.taken),
+            queued_offline: m.queued_offline.saturating_sub(e.queued_offline),
+            published: m.published.saturating_sub(e.published),
+            acknowledged: m.acknowledged.saturating_sub(e.acknowledged),
+            failed: m.failed.saturating_sub(e.failed),
+            dropped: m.dropped.saturating_sub(e.dropped),
+            resent: m.resent.saturating_sub(e.resent),
+            injected: m.injected.saturating_sub(e.injected),
+            requests: m.requests.saturating_sub(e.requests),
+        };
+        let (c, ec) = (&self.connects, &earlier.connects);
+        let connects = ConnectCounts {
+            ok: c.ok.saturating_sub(ec.ok),
+            disconnects: c.disconnects.saturating_sub(ec.disconnects),
+            reconnects: c.reconnects.saturating_sub(ec.reconnects),
+        };
+        let from = earlier.connect_attempts_per_second.len().saturating_sub(1);
+        let mut per_second = self
+            .connect_attempts_per_second
+            .get(from..)
+            .unwrap_or_default()
+            .to_vec();
+        // The second the stage began in was shared with the stage before: count only its part.
+        if let (Some(first), Some(before)) =
+            (per_second.first_mut(), earlier.connect_attempts_per_second.last())
+        {
+            *first = first.saturating_sub(*before);
+        }
+        Snapshot {
+            devices: self.devices,
+            messages,
+            connects,
+            connect_failures: map_since(&self.connect_failures, &earlier.connect_failures),
+            connect_attempts_per_second: per_second,
+            device_causes: self.device_causes.clone(),
+            suspected: self.suspected.clone(),
+            event_causes: map_since(&self.event_causes, &earlier.event_causes),
+            refusals: map_since(&self.refusals, &earlier.refusals),
+        }
+    }
+}
+
+impl Latency {
+    /// The samples recorded since `earlier` (histograms subtract exactly).
+    pub fn since(&self, earlier: &Latency) -> Latency {
+        let mut l = self.clone();
+        let _ = l.connect.subtract(&earlier.connect);
+        let _ = l.puback.subtract(&earlier.puback);
+        let _ = l.lag.subtract(&earlier.lag);
+        l
+    }
+}
+
 impl Stats {
     /// A connection attempt failed for `kind`.
     pub fn connect_failed(&self, kind: Kind) {

@@ -17,6 +17,8 @@ pub enum StopReason {
     Deadline,
     /// Every device ended by itself (each sent its `--count`, or gave up).
     AllEnded,
+    /// The scenario's last stage is over.
+    StagesOver,
 }
 
 /// Sleeps until `deadline`, or forever when there is none.

@@ -714,3 +714,25 @@ refused!(
     |f| f.fleet(&["--timeseries", "/nonexistent/run.csv"]),
     ["--timeseries /nonexistent/run.csv", "cannot create"]
 );
+refused!(
+    a_scenario_stage_without_a_duration,
+    |f| {
+        let path = f.at("no-duration.toml");
+        std::fs::write(&path, "[[stage]]\nname = \"soak\"\nrate = 10\n").unwrap();
+        f.fleet(&["--scenario", &text(&path)])
+    },
+    ["stage 'soak'", "no duration", "drain"]
+);
+refused!(
+    a_scenario_with_duration,
+    |f| {
+        let path = f.at("ok.toml");
+        std::fs::write(
+            &path,
+            "[[stage]]\nname = \"soak\"\nduration = \"1s\"\nrate = 10\n",
+        )
+        .unwrap();
+        f.fleet(&["--scenario", &text(&path), "--duration", "5s"])
+    },
+    ["--duration and scenario stages both given"]
+);

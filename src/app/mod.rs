@@ -12,6 +12,7 @@ mod certs;
 mod demo;
 mod report;
 mod run;
+mod scenario;
 mod watch;
 
 /// Runs one subcommand to the end and returns the process exit code.

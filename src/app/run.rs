@@ -243,6 +243,9 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines, series: TimeSer
         announced: false,
         series,
         sampled: tokio::time::Instant::now(),
+        scenario: fleet
+            .control()
+            .map(|c| super::scenario::Scenario::new(cfg.stages.clone(), c, cfg.target_rate())),
     };
     let started = fleet.started();
     let stats = fleet.stats();
@@ -254,6 +257,7 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines, series: TimeSer
         StopReason::Quit => live::eprintln("stopping (q)"),
         StopReason::Signal(sig) => live::eprintln(&format!("stopping ({sig})")),
         StopReason::Deadline => tracing::info!("--duration reached"),
+        StopReason::StagesOver => tracing::info!("the scenario's stages are over"),
         StopReason::AllEnded if cfg.count.is_some() => tracing::info!("every device sent its --count"),
         StopReason::AllEnded => {}
     }
@@ -284,6 +288,10 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines, series: TimeSer
     }
     let mut report = Report::new(Settings::of(cfg), &sinks, outcome.timings);
     report.timeline = std::mem::take(&mut front.series.rows);
+    if let Some(scenario) = &front.scenario {
+        let end = (&first.snapshot, &first.latency, tokio::time::Instant::now());
+        report.stages = scenario.figures(&report.settings, end).into_iter().collect();
+    }
     report.broken_thresholds = cfg.thresholds.iter().filter_map(|t| t.check(&report)).collect();
     live::eprint(&report::summary(&report));
     for b in &report.broken_thresholds {
@@ -435,6 +443,8 @@ struct Front {
     announced: bool,
     /// A row a second (the report's timeline, and `--timeseries`), and when it last had one.
     series: TimeSeries,
+    /// The scenario's stages, when the run has them.
+    scenario: Option<super::scenario::Scenario>,
     sampled: tokio::time::Instant,
 }
 
@@ -459,6 +469,9 @@ impl Front {
                     }
                 }
                 Some(note) = self.notes.recv() => live::eprintln(&describe(&note)),
+                over = step(&mut self.scenario, stats) => if over {
+                    return StopReason::StagesOver;
+                },
                 _ = progress.tick() => {
                     let s = stats.snapshot();
                     let n = self.injectors.len() as u64;
@@ -486,7 +499,12 @@ impl Front {
         }
         self.sampled += SAMPLE_EVERY;
         let elapsed = started.elapsed().as_secs_f64();
-        if let Err(e) = self.series.sample(elapsed, "run", s, stats.latency()) {
+        let stage = self
+            .scenario
+            .as_ref()
+            .map_or("run", |sc| sc.current())
+            .to_string();
+        if let Err(e) = self.series.sample(elapsed, &stage, s, stats.latency()) {
             tracing::warn!("--timeseries: {e}; no more rows written");
         }
     }
@@ -506,6 +524,14 @@ impl Front {
             live::eprintln(&refusal.to_string());
         }
         None
+    }
+}
+
+/// The scenario's next step; never ready without one.
+async fn step(scenario: &mut Option<super::scenario::Scenario>, stats: &crate::stats::Stats) -> bool {
+    match scenario {
+        Some(s) => s.step(stats).await,
+        None => std::future::pending().await,
     }
 }
 

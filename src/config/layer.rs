@@ -66,6 +66,9 @@ pub struct Layer {
     pub role_session_name: Option<String>,
     pub fail_if: Option<Vec<String>>,
     pub timeseries: Option<PathBuf>,
+    pub scenario: Option<PathBuf>,
+    /// `[[stage]]` tables (config file only).
+    pub stage: Option<Vec<super::stages::StageSpec>>,
 }
 
 /// `rate`: a number, or "max" (a config file may write either; a flag is always text).

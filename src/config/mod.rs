@@ -23,6 +23,7 @@ pub mod aws_iot;
 pub mod layer;
 pub mod settings;
 pub mod sinks;
+pub mod stages;
 pub mod validate;
 pub mod watch;
 
@@ -197,6 +198,8 @@ pub struct FleetConfig {
     pub thresholds: Vec<crate::report::verdict::Threshold>,
     /// `--timeseries`: one CSV row per second.
     pub timeseries: Option<PathBuf>,
+    /// Scenario stages (`--scenario`, or `[[stage]]` in the config file), in order.
+    pub stages: Vec<stages::Stage>,
 }
 
 /// A socket address (`--metrics`).
@@ -283,6 +286,19 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         None => Vec::new(),
     };
     let timeseries = m.path(|l| l.timeseries.take(), "--timeseries").map(|t| t.value);
+    let stages = scenario(&mut m)?;
+    if !stages.is_empty() && duration.is_some() {
+        return Err(input!(
+            "--duration and scenario stages both given: the stages say how long the run lasts; leave --duration out"
+        ));
+    }
+    // A stage with a rate needs every device on a timer.
+    let schedule = match (stages.iter().find_map(|s| s.rate), schedule) {
+        (Some(rate), Schedule::OnDemand | Schedule::Max) => {
+            s::schedule(None, Some(settings::RateSpec::PerSecond(rate)), fleet_size)
+        }
+        (_, schedule) => schedule,
+    };
     let metrics = s::metrics(m.pick(|l| l.metrics.take(), "--metrics"))?;
     let start_at = s::start_at(m.pick(|l| l.start_at.take(), "--start-at"))?;
     let bind = check_local_addresses(s::bind_addrs(m.pick(|l| l.bind.take(), "--bind"))?)?;
@@ -330,7 +346,20 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         sinks,
         thresholds,
         timeseries,
+        stages,
     })
+}
+
+/// The stages of `--scenario FILE`, else the `[[stage]]` tables of the config file.
+fn scenario(m: &mut layer::Merger) -> Result<Vec<stages::Stage>> {
+    if let Some(file) = m.path(|l| l.scenario.take(), "--scenario") {
+        let specs = stages::read_file(&file.value)?;
+        return stages::check(specs, &format!("--scenario {}", file.value.display()));
+    }
+    match m.pick(|l| l.stage.take(), "--stage") {
+        Some(specs) => stages::check(specs.value, &specs.origin),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// What each sink needs: the stream names, the proxy's URL, headers and TLS.

@@ -1,6 +1,8 @@
 //! A device's local inputs: its timer, console injections and the fleet's phase, and the
 //! readings they turn into events.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use super::{Device, Fed, Feed, Inject, InjectNote};
@@ -15,6 +17,8 @@ pub(super) enum LocalInput {
     Inject,
     /// An event taken by the same device on the fleet's first sink.
     Fed(Fed),
+    /// A scenario stage changed the rate or asked for a disconnect.
+    Control,
     Phase,
 }
 
@@ -58,6 +62,12 @@ impl Device {
                     Some(Inject) => return LocalInput::Inject,
                     None => self.inject_open = false,
                 },
+                changed = control_changed(&mut self.links.control) => {
+                    if changed {
+                        return LocalInput::Control;
+                    }
+                    self.links.control = None;
+                }
                 fed = fed(&mut self.links.feed) => match fed {
                     Some(f) => return LocalInput::Fed(f),
                     None => {
@@ -98,7 +108,32 @@ impl Device {
                 let _ = self.links.notes.send(note);
             }
             LocalInput::Fed(fed) => self.take_fed(fed),
+            LocalInput::Control => self.on_control(),
             LocalInput::Phase => {}
+        }
+    }
+
+    /// A stage's change: a new rate for the timer (the device keeps its place in the spread), or
+    /// a disconnect to make.
+    fn on_control(&mut self) {
+        let Some(control) = self.links.control.as_mut().map(|c| *c.borrow_and_update()) else {
+            return;
+        };
+        if let (Some(rate), Feed::Own { .. }) = (control.rate, &self.links.feed) {
+            let period = Duration::from_secs_f64(self.settings.fleet_size.max(1) as f64 / rate);
+            let done = self.count_reached();
+            match self.timer.as_mut() {
+                Some(t) => t.set_period(period),
+                None if !done => {
+                    let offset = period.mul_f64(self.index as f64 / self.settings.fleet_size.max(1) as f64);
+                    self.timer = Some(super::ticker::Ticker::new(Instant::now() + offset, period));
+                }
+                None => {}
+            }
+        }
+        if control.storms > self.storms_seen {
+            self.storms_seen = control.storms;
+            self.storm_pending = true;
         }
     }
 
@@ -179,6 +214,14 @@ impl Device {
             let input = self.next_local().await;
             self.on_local(input);
         }
+    }
+}
+
+/// Whether the scenario's control changed (false once its sender is gone); never ready without one.
+async fn control_changed(control: &mut Option<tokio::sync::watch::Receiver<super::Control>>) -> bool {
+    match control {
+        Some(c) => c.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

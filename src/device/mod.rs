@@ -13,7 +13,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::Instant;
 
 use crate::cause::{Cause, Kind};
 use crate::config::{DeviceConfig, Schedule};
@@ -30,11 +30,13 @@ mod inputs;
 pub mod ledger;
 pub mod phase;
 pub mod reconnect;
+pub mod ticker;
 
 use drops::DropLog;
 use ledger::Ledger;
 pub use phase::{Phase, PhaseWatch};
 use reconnect::{Neighbours, Policy};
+use ticker::Ticker;
 
 /// Settings every device shares.
 #[derive(Debug, Clone)]
@@ -109,6 +111,17 @@ pub struct DeviceLinks {
     pub notes: mpsc::UnboundedSender<InjectNote>,
     pub phase: PhaseWatch,
     pub feed: Feed,
+    /// Scenario stages' changes (rate, disconnects), when the run has stages.
+    pub control: Option<tokio::sync::watch::Receiver<Control>>,
+}
+
+/// What scenario stages change while the fleet runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Control {
+    /// Fleet-wide events per second now (each device: one every fleet size / rate seconds).
+    pub rate: Option<f64>,
+    /// Disconnects asked for so far: every device drops its connection once per increment.
+    pub storms: u64,
 }
 
 /// Where a device's events come from. With several sinks (`--sink mqtt,kinesis`) the device
@@ -155,7 +168,7 @@ struct Device {
     policy: Policy,
     last_attempt: Option<Instant>,
     last_cause: Option<Cause>,
-    timer: Option<Interval>,
+    timer: Option<Ticker>,
     /// Timed events taken so far (for --count).
     timed_taken: u64,
     links: DeviceLinks,
@@ -165,6 +178,10 @@ struct Device {
     /// Why the device gave up: it sends nothing more (but may still take readings for the
     /// fleet's other sinks).
     gave_up: Option<Kind>,
+    /// The scenario asked for a disconnect the loop has not made yet.
+    storm_pending: bool,
+    /// Disconnects asked for so far (`Control::storms`).
+    storms_seen: u64,
 }
 
 /// Runs one device until the fleet stops it or it gives up for a permanent cause.
@@ -181,10 +198,7 @@ pub async fn run<T: Transport>(
     let timer = settings.schedule.interval().filter(|_| own).map(|interval| {
         // Spread the fleet's timers evenly over one interval so it never publishes in bursts.
         let offset = interval.mul_f64(index as f64 / settings.fleet_size.max(1) as f64);
-        let mut t = tokio::time::interval_at(settings.start + offset, interval);
-        // Keep the schedule: a late tick is made up, not skipped, so the rate stays honest.
-        t.set_missed_tick_behavior(MissedTickBehavior::Burst);
-        t
+        Ticker::new(settings.start + offset, interval)
     });
     let mut device = Device {
         freezer: Freezer::new(settings.seed, index as u64),
@@ -210,6 +224,8 @@ pub async fn run<T: Transport>(
         inject_open: true,
         stop_with: None,
         gave_up: None,
+        storm_pending: false,
+        storms_seen: 0,
     };
     if device.run(&mut tx, &mut link).await {
         // Boxed, like every rarely taken path below: each device task holds its future inline,
@@ -240,7 +256,7 @@ impl Device {
                         ev = &mut next => break Some(ev),
                         input = self.next_local() => {
                             self.on_local(input);
-                            if !self.links.phase.running() {
+                            if !self.links.phase.running() || self.storm_pending {
                                 break None;
                             }
                             self.hand_off(tx);
@@ -249,6 +265,7 @@ impl Device {
                 }
             };
             match event {
+                None if self.storm_pending => Box::pin(self.drop_connection(link)).await,
                 None => break,
                 Some(LinkEvent::Lost(cause)) => match self.after_lost(cause) {
                     Some(at) => retry_at = Some(at),
@@ -269,6 +286,20 @@ impl Device {
 
     fn online(&self) -> bool {
         matches!(self.conn, Conn::Online { .. })
+    }
+
+    /// A scenario's storm: the connection is closed now and made again through the usual gates
+    /// (backoff, one attempt a second per id, the fleet's ramp-up).
+    async fn drop_connection(&mut self, link: &mut impl Link) {
+        self.storm_pending = false;
+        if !self.online() {
+            return;
+        }
+        link.close(Duration::from_secs(1), |ev| self.on_event(ev)).await;
+        self.go_offline();
+        self.stats.connects.disconnects.inc();
+        let dropped = self.ledger.take_back_unacked();
+        self.stats.events_dropped(dropped);
     }
 
     /// Waits for the next attempt's turn (backoff, one per second per id, the fleet's pacer),

@@ -42,13 +42,19 @@ pub fn merge(path_and_reports: Vec<(String, Report)>) -> Result<Report> {
     for (name, f) in &total.sinks {
         sinks.insert(name.clone(), Sum::new(&first, f.clone())?);
     }
+    let mut stages = BTreeMap::new();
+    for (name, f) in &total.stages {
+        stages.insert(name.clone(), Sum::new(&first, f.clone())?);
+    }
     for (path, r) in parts {
         top.add(&path, &r.figures)?;
-        for (name, f) in &r.sinks {
-            match sinks.get_mut(name) {
-                Some(sum) => sum.add(&path, f)?,
-                None => {
-                    sinks.insert(name.clone(), Sum::new(&path, f.clone())?);
+        for (group, theirs) in [(&mut sinks, &r.sinks), (&mut stages, &r.stages)] {
+            for (name, f) in theirs {
+                match group.get_mut(name) {
+                    Some(sum) => sum.add(&path, f)?,
+                    None => {
+                        group.insert(name.clone(), Sum::new(&path, f.clone())?);
+                    }
                 }
             }
         }
@@ -59,6 +65,7 @@ pub fn merge(path_and_reports: Vec<(String, Report)>) -> Result<Report> {
     }
     total.figures = top.finish();
     total.sinks = sinks.into_iter().map(|(k, s)| (k, s.finish())).collect();
+    total.stages = stages.into_iter().map(|(k, s)| (k, s.finish())).collect();
     total.settings.shard = Some(format!("merged from {count} reports"));
     Ok(total)
 }

@@ -45,6 +45,10 @@ pub struct Report {
     /// One row per second of the first sink (the `--timeseries` columns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<timeseries::Row>,
+    /// Each scenario stage's own figures (the first sink's), keyed by stage name; the order is
+    /// `settings.stages`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stages: BTreeMap<String, Figures>,
 }
 
 impl std::ops::Deref for Report {
@@ -160,6 +164,9 @@ pub struct Settings {
     /// The proxy, scheme, host and path only (`--url`); its headers are never reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The scenario's stages, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<String>,
 }
 
 impl Settings {
@@ -184,7 +191,8 @@ impl Settings {
                 Schedule::Rate { per_second, .. } => Some(per_second.to_string()),
                 _ => None,
             },
-            target_rate: cfg.target_rate(),
+            // With stages the rate changes; each stage's figures carry its own target.
+            target_rate: cfg.target_rate().filter(|_| cfg.stages.is_empty()),
             count: cfg.count,
             payload_bytes: cfg.payload_bytes,
             max_inflight: cfg.max_inflight,
@@ -208,6 +216,7 @@ impl Settings {
                     u.path()
                 )
             }),
+            stages: cfg.stages.iter().map(|s| s.name.clone()).collect(),
         }
     }
 }
@@ -243,6 +252,7 @@ impl Report {
             sinks: figures,
             broken_thresholds: Vec::new(),
             timeline: Vec::new(),
+            stages: BTreeMap::new(),
         }
     }
 }
@@ -363,6 +373,11 @@ pub fn summary(r: &Report) -> String {
     }
     write_refusals(&mut out, &r.refusals);
     write_failures(&mut out, r);
+    for name in &r.settings.stages {
+        if let Some(f) = r.stages.get(name) {
+            write_stage(&mut out, name, f);
+        }
+    }
     if r.sinks.len() > 1 {
         for name in &r.settings.sinks {
             if let Some(f) = r.sinks.get(name) {
@@ -371,6 +386,23 @@ pub fn summary(r: &Report) -> String {
         }
     }
     out
+}
+
+/// One scenario stage's line.
+fn write_stage(out: &mut String, name: &str, f: &Figures) {
+    let m = &f.messages;
+    let p = &f.latency_ms.puback;
+    let _ = writeln!(
+        out,
+        "  stage {name}: {} events/s, {} published, {} acknowledged, {} lost, {} disconnects; PUBACK p50 {} p99 {} ms",
+        f.rate.achieved,
+        m.published,
+        m.acknowledged,
+        m.failed + m.dropped,
+        f.connects.counts.disconnects,
+        p.p50,
+        p.p99
+    );
 }
 
 /// One sink's lines, when a run had several.
@@ -492,6 +524,7 @@ mod tests {
             stream: None,
             delivery_stream: None,
             url: None,
+            stages: vec![],
         }
     }
 

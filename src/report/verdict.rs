@@ -10,7 +10,8 @@
 //! - ratios, as a fraction or a percentage (`0.01`, `1%`): `connect.failed_ratio` (failed
 //!   attempts / attempts), `lost_ratio` (lost / taken);
 //! - `rate` (events per second achieved);
-//! - `SINK.` picks one sink's figures (`kinesis.lost > 0`); without it, the first sink's.
+//! - `SINK.` picks one sink's figures (`kinesis.lost > 0`), `STAGE.` one scenario stage's
+//!   (`spike.puback.p99 > 1s`); without either, the first sink's over the whole run.
 //!
 //! OP is one of `>`, `>=`, `<`, `<=`, `==`, `!=`.
 
@@ -24,10 +25,20 @@ use crate::input;
 pub struct Threshold {
     /// As the user wrote it.
     pub text: String,
-    sink: Option<String>,
+    scope: Scope,
     metric: Metric,
     op: Op,
     value: f64,
+}
+
+/// Whose figures a threshold reads.
+#[derive(Debug, Clone, PartialEq)]
+enum Scope {
+    /// The first sink's, over the whole run.
+    Run,
+    Sink(String),
+    /// A scenario stage's own.
+    Stage(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -144,11 +155,14 @@ pub fn parse(text: &str, origin: &str) -> Result<Threshold> {
         .ok_or_else(|| bad("no comparison; write e.g. 'puback.p99 > 250ms'"))?;
     let name = text[..at].trim();
     let value = text[at + op_text.len()..].trim();
-    let (sink, metric_name) = match name.split_once('.') {
+    // `kinesis.lost`: a sink; `spike.puback.p99`: a stage; else the metric itself.
+    let (scope, metric_name) = match name.split_once('.') {
+        _ if metric(name).is_some() => (Scope::Run, name),
         Some((s, rest)) if crate::config::SinkKind::ALL.iter().any(|k| k.name() == s) => {
-            (Some(s.to_string()), rest)
+            (Scope::Sink(s.to_string()), rest)
         }
-        _ => (None, name),
+        Some((s, rest)) if metric(rest).is_some() => (Scope::Stage(s.to_string()), rest),
+        _ => (Scope::Run, name),
     };
     let metric = metric(metric_name)
         .ok_or_else(|| bad(&format!("unknown metric '{metric_name}'; known: {METRICS}")))?;
@@ -172,7 +186,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Threshold> {
     };
     Ok(Threshold {
         text: text.trim().to_string(),
-        sink,
+        scope,
         metric,
         op,
         value,
@@ -187,11 +201,12 @@ pub struct Broken {
 }
 
 impl Threshold {
-    /// The measured value, or None when the report has no such sink.
+    /// The measured value, or None when the report has no such sink or stage.
     fn measure(&self, r: &Report) -> Option<f64> {
-        let f: &Figures = match &self.sink {
-            Some(s) => r.sinks.get(s)?,
-            None => &r.figures,
+        let f: &Figures = match &self.scope {
+            Scope::Sink(s) => r.sinks.get(s)?,
+            Scope::Stage(s) => r.stages.get(s)?,
+            Scope::Run => &r.figures,
         };
         let m = &f.messages;
         Some(match self.metric {
@@ -246,7 +261,7 @@ impl Threshold {
         let Some(v) = self.measure(r) else {
             return Some(Broken {
                 threshold: self.text.clone(),
-                measured: "no such sink in this run".into(),
+                measured: "no such sink or stage in this run".into(),
             });
         };
         let broken = match self.op {
@@ -276,7 +291,13 @@ mod tests {
             (Metric::Latency(Hist::Puback, Q::P99), Op::Gt, 250.0)
         );
         let t = parse("kinesis.lost>=1", "--fail-if").unwrap();
-        assert_eq!((t.sink.as_deref(), t.op, t.value), (Some("kinesis"), Op::Ge, 1.0));
+        assert_eq!(
+            (t.scope, t.op, t.value),
+            (Scope::Sink("kinesis".into()), Op::Ge, 1.0)
+        );
+        let t = parse("spike.puback.p99 > 1s", "--fail-if").unwrap();
+        assert_eq!((t.scope, t.value), (Scope::Stage("spike".into()), 1000.0));
+        assert_eq!(parse("connect.p99 > 1s", "x").unwrap().scope, Scope::Run);
         let t = parse("connect.failed_ratio > 1%", "--fail-if").unwrap();
         assert!((t.value - 0.01).abs() < 1e-12);
         assert_eq!(parse("lag.max <= 2s", "x").unwrap().value, 2000.0);
