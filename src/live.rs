@@ -113,6 +113,9 @@ pub struct LiveView {
     /// The PUBACK histogram at the last line: the line shows only what came since, so a slow
     /// ramp-up does not stay in its p99 for the rest of the run.
     last_puback: hdrhistogram::Histogram<u64>,
+    /// The generator's own health at the last line: timer lateness and CPU seconds.
+    last_sched: hdrhistogram::Histogram<u64>,
+    last_cpu: f64,
 }
 
 impl LiveView {
@@ -124,6 +127,8 @@ impl LiveView {
             last: None,
             last_print: Instant::now(),
             last_puback: crate::stats::histogram(),
+            last_sched: crate::stats::histogram(),
+            last_cpu: crate::report::timeseries::cpu_seconds(),
         }
     }
 
@@ -153,22 +158,50 @@ impl LiveView {
         };
         self.last = Some((now, published));
         self.last_print = now;
-        let puback = stats.puback_latency();
-        let mut interval = puback.clone();
+        let latency = stats.latency();
+        let mut interval = latency.puback.clone();
         let _ = interval.subtract(&self.last_puback);
-        self.last_puback = puback;
-        Some(status_line(
-            s,
-            self.devices,
-            (rate, self.target_rate),
-            &Quantiles::of(&interval),
-            every,
-        ))
+        self.last_puback = latency.puback;
+        let mut late = latency.sched.clone();
+        let _ = late.subtract(&self.last_sched);
+        self.last_sched = latency.sched;
+        let cpu = crate::report::timeseries::cpu_seconds();
+        let cpu_pct = (cpu - self.last_cpu) / every.as_secs_f64() * 100.0;
+        self.last_cpu = cpu;
+        let health = Health {
+            cpu_pct,
+            late_p99_ms: Quantiles::of(&late).p99,
+        };
+        Some(
+            status_line(
+                s,
+                self.devices,
+                (rate, self.target_rate),
+                &Quantiles::of(&interval),
+                every,
+            ) + &health.to_string(),
+        )
     }
 
     /// Removes the line (before the summary).
     pub fn clear(&mut self) {
         set_status(None);
+    }
+}
+
+/// The generator's own health over the last interval, at the end of the line.
+struct Health {
+    cpu_pct: f64,
+    late_p99_ms: f64,
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            " | CPU {:.0}% timers late p99 {:.1} ms",
+            self.cpu_pct, self.late_p99_ms
+        )
     }
 }
 

@@ -176,6 +176,8 @@ pub struct Latency {
     pub puback: Histogram<u64>,
     /// From the intended send time to the publish being written.
     pub lag: Histogram<u64>,
+    /// How late device timers fired (the generator's own scheduling delay).
+    pub sched: Histogram<u64>,
 }
 
 pub fn histogram() -> Histogram<u64> {
@@ -188,6 +190,7 @@ impl Default for Latency {
             connect: histogram(),
             puback: histogram(),
             lag: histogram(),
+            sched: histogram(),
         }
     }
 }
@@ -198,6 +201,7 @@ impl Latency {
         let _ = self.connect.add(&other.connect);
         let _ = self.puback.add(&other.puback);
         let _ = self.lag.add(&other.lag);
+        let _ = self.sched.add(&other.sched);
     }
 }
 
@@ -324,6 +328,7 @@ impl Latency {
         let _ = l.connect.subtract(&earlier.connect);
         let _ = l.puback.subtract(&earlier.puback);
         let _ = l.lag.subtract(&earlier.lag);
+        let _ = l.sched.subtract(&earlier.sched);
         l
     }
 }
@@ -367,15 +372,8 @@ impl Stats {
     pub fn record_lag(&self, device: usize, d: Duration) {
         self.record(device, d, |l| &mut l.lag);
     }
-
-    /// The fleet's PUBACK latency histogram alone, for the live view (merging the others every
-    /// second would be wasted work).
-    pub fn puback_latency(&self) -> Histogram<u64> {
-        let mut all = histogram();
-        for shard in &self.latency {
-            let _ = all.add(&lock(shard).puback);
-        }
-        all
+    pub fn record_sched(&self, device: usize, d: Duration) {
+        self.record(device, d, |l| &mut l.sched);
     }
 
     /// The fleet's latency histograms, all shards merged.
@@ -504,7 +502,6 @@ mod tests {
         for device in 0..8 {
             s.record_puback(device, Duration::from_millis(10 + device as u64));
         }
-        assert_eq!(s.puback_latency().len(), 8);
         assert_eq!(s.latency().puback.len(), 8);
         let max = Quantiles::of(&s.latency().puback).max;
         assert!((17.0..17.1).contains(&max), "{max}");

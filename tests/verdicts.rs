@@ -101,7 +101,7 @@ fn the_time_series_has_a_row_a_second_and_sums_to_the_report() {
     assert_eq!(
         lines.next().unwrap(),
         "elapsed_s,stage,devices_connected,attempts,published,acknowledged,failed,dropped,in_flight,\
-         puback_p50_ms,puback_p99_ms,lag_p99_ms"
+         puback_p50_ms,puback_p99_ms,lag_p99_ms,late_p99_ms,cpu_pct"
     );
     let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(String::from).collect()).collect();
     assert!((5..=8).contains(&rows.len()), "about one row a second: {text}");
@@ -124,5 +124,71 @@ fn the_time_series_has_a_row_a_second_and_sums_to_the_report() {
     assert!(
         busy.iter().all(|r| r[10].parse::<f64>().unwrap() > 0.0),
         "each busy second has its own p99"
+    );
+}
+
+#[test]
+fn a_generator_pinned_to_one_core_and_overloaded_says_so_and_a_quiet_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    let p = pki_dir.display().to_string();
+    for args in [
+        vec!["certs", "init", &p],
+        vec!["certs", "issue", &p, "--devices", "1500"],
+    ] {
+        let (code, err, _) = run_to_end(&args, Duration::from_secs(120));
+        assert_eq!(code, 0, "{err}");
+    }
+    let broker = Mosquitto::start_with_files(&pki_dir);
+    let base = |rate: &str, secs: &str| {
+        vec![
+            "run".to_string(),
+            "--endpoint".into(),
+            "localhost".into(),
+            "--port".into(),
+            broker.port.to_string(),
+            "--ca".into(),
+            format!("{p}/ca.pem"),
+            "--certs".into(),
+            format!("{p}/devices"),
+            "--rate".into(),
+            rate.into(),
+            "--duration".into(),
+            secs.into(),
+            "--drain-timeout".into(),
+            "2s".into(),
+        ]
+    };
+    // 1,500 devices asked for 60,000 events a second on one core.
+    let mut pinned = vec!["taskset".to_string(), "-c".into(), "0".into(), BIN.to_string()];
+    pinned.extend(base("60000", "6s"));
+    pinned.extend(["--report".to_string(), "-".to_string()]);
+    let out = std::process::Command::new(&pinned[0])
+        .args(&pinned[1..])
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let report = report_of(&stdout, &stderr);
+    let g = &report["generator"];
+    assert_eq!(g["cores"], 1, "{g}");
+    assert_eq!(g["saturated"], true, "{g}\n{stderr}");
+    assert!(
+        stderr.contains("WARNING: the generator was saturated ("),
+        "{stderr}"
+    );
+
+    let mut quiet = base("100", "4s");
+    quiet.extend(["--devices".to_string(), "50".to_string()]);
+    let (code, stderr, quiet) = run_report(&strs(&quiet), Duration::from_secs(60));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(quiet["generator"]["saturated"], false, "{}", quiet["generator"]);
+    assert!(
+        !stderr.contains("WARNING: the generator was saturated"),
+        "{stderr}"
     );
 }

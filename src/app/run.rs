@@ -288,6 +288,12 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines, series: TimeSer
     }
     let mut report = Report::new(Settings::of(cfg), &sinks, outcome.timings);
     report.timeline = std::mem::take(&mut front.series.rows);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    report.generator = Some(report::Generator::judge(
+        &report.timeline,
+        &report.latency_ms.sched,
+        cores,
+    ));
     if let Some(scenario) = &front.scenario {
         let end = (&first.snapshot, &first.latency, tokio::time::Instant::now());
         report.stages = scenario.figures(&report.settings, end).into_iter().collect();

@@ -84,6 +84,11 @@ impl Device {
     pub(super) fn on_local(&mut self, input: LocalInput) {
         match input {
             LocalInput::Tick(intended) => {
+                // How late the timer fired: the generator's own delay, not the endpoint's
+                // (while connected: before, the device waits for its connection anyway).
+                if self.online() {
+                    self.stats.record_sched(self.index, intended.elapsed());
+                }
                 if self.links.phase.running() && !self.count_reached() {
                     self.timed_taken += 1;
                     self.take_reading(intended, false);

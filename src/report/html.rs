@@ -31,6 +31,13 @@ pub fn render(r: &Report) -> String {
         esc(&title),
         esc(&title)
     );
+    if let Some(why) = r.generator.as_ref().and_then(|g| g.why.as_ref()) {
+        let _ = writeln!(
+            out,
+            "<div class=\"broken\"><h2>The generator was saturated</h2><p>{}: its latency figures describe itself, not the endpoint.</p></div>",
+            esc(why)
+        );
+    }
     if !r.broken_thresholds.is_empty() {
         out.push_str("<div class=\"broken\"><h2>Thresholds broken</h2><ul>");
         for b in &r.broken_thresholds {

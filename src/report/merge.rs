@@ -98,6 +98,7 @@ impl Sum {
             connect: q("connect"),
             puback: q("puback"),
             lag: q("lag"),
+            sched: q("sched"),
         };
         self.figures.histograms = self
             .histograms

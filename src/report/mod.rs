@@ -45,6 +45,10 @@ pub struct Report {
     /// One row per second of the first sink (the `--timeseries` columns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<timeseries::Row>,
+    /// The generator's own health: its CPU and how late its timers fired, and whether it was
+    /// saturated (then its latency figures describe itself, not the endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<Generator>,
     /// Each scenario stage's own figures (the first sink's), keyed by stage name; the order is
     /// `settings.stages`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -109,6 +113,9 @@ pub struct LatencyMs {
     pub puback: Quantiles,
     /// Intended send time to the publish being written.
     pub lag: Quantiles,
+    /// How late device timers fired: the generator's own delay.
+    #[serde(default)]
+    pub sched: Quantiles,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -252,6 +259,7 @@ impl Report {
             sinks: figures,
             broken_thresholds: Vec::new(),
             timeline: Vec::new(),
+            generator: None,
             stages: BTreeMap::new(),
         }
     }
@@ -271,6 +279,7 @@ impl Figures {
             ("connect", &latency.connect),
             ("puback", &latency.puback),
             ("lag", &latency.lag),
+            ("sched", &latency.sched),
         ]
         .into_iter()
         .filter_map(|(name, h)| encode(h).map(|b| (name.to_string(), b)))
@@ -290,6 +299,7 @@ impl Figures {
                 connect: Quantiles::of(&latency.connect),
                 puback: Quantiles::of(&latency.puback),
                 lag: Quantiles::of(&latency.lag),
+                sched: Quantiles::of(&latency.sched),
             },
             errors,
             device_failures: s.device_causes.clone(),
@@ -373,6 +383,9 @@ pub fn summary(r: &Report) -> String {
     }
     write_refusals(&mut out, &r.refusals);
     write_failures(&mut out, r);
+    if let Some(g) = &r.generator {
+        write_generator(&mut out, g);
+    }
     for name in &r.settings.stages {
         if let Some(f) = r.stages.get(name) {
             write_stage(&mut out, name, f);
@@ -386,6 +399,73 @@ pub fn summary(r: &Report) -> String {
         }
     }
     out
+}
+
+/// The generator's own health over a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Generator {
+    /// Cores this process may run on.
+    pub cores: usize,
+    /// Its CPU, in percent of one core: the mean over the running seconds, and the busiest second.
+    pub cpu_mean_pct: f64,
+    pub cpu_max_pct: f64,
+    /// How late device timers fired, p99 over the run.
+    pub timers_late_p99_ms: f64,
+    pub saturated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+/// Timers late by more than this at p99 mean the generator could not keep its schedule.
+pub const LATE_LIMIT_MS: f64 = 10.0;
+/// A mean CPU above this share of the cores available means the generator had no room left.
+pub const CPU_LIMIT: f64 = 0.9;
+
+impl Generator {
+    /// Judges a run from its timeline (the drain left out) and its timer lateness.
+    pub fn judge(timeline: &[timeseries::Row], late: &Quantiles, cores: usize) -> Generator {
+        let running: Vec<f64> = timeline
+            .iter()
+            .filter(|r| r.stage != "drain")
+            .map(|r| r.cpu_pct)
+            .collect();
+        let mean = running.iter().sum::<f64>() / running.len().max(1) as f64;
+        let max = running.iter().copied().fold(0.0, f64::max);
+        let mut why = Vec::new();
+        if late.p99 > LATE_LIMIT_MS {
+            why.push(format!(
+                "timers late by {:.1} ms at p99 (over {LATE_LIMIT_MS} ms)",
+                late.p99
+            ));
+        }
+        if mean >= CPU_LIMIT * 100.0 * cores as f64 {
+            why.push(format!("CPU {mean:.0}% of {cores} core(s) on average"));
+        }
+        Generator {
+            cores,
+            cpu_mean_pct: round2(mean),
+            cpu_max_pct: round2(max),
+            timers_late_p99_ms: late.p99,
+            saturated: !why.is_empty(),
+            why: (!why.is_empty()).then(|| why.join(", ")),
+        }
+    }
+}
+
+/// The generator's line, and a warning when it was saturated.
+fn write_generator(out: &mut String, g: &Generator) {
+    let _ = writeln!(
+        out,
+        "  generator CPU {}% mean, {}% max (100% = one core; {} available), timers late p99 {} ms",
+        g.cpu_mean_pct, g.cpu_max_pct, g.cores, g.timers_late_p99_ms
+    );
+    if let Some(why) = &g.why {
+        let _ = writeln!(
+            out,
+            "  WARNING: the generator was saturated ({why}): its latency figures describe itself, not the endpoint; \
+             run fewer devices per process (--shard) or give it more cores"
+        );
+    }
 }
 
 /// One scenario stage's line.

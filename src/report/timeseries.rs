@@ -13,7 +13,7 @@ use crate::input;
 use crate::stats::{Latency, Quantiles, Snapshot};
 
 pub const HEADER: &str = "elapsed_s,stage,devices_connected,attempts,published,acknowledged,failed,dropped,in_flight,\
-                          puback_p50_ms,puback_p99_ms,lag_p99_ms";
+                          puback_p50_ms,puback_p99_ms,lag_p99_ms,late_p99_ms,cpu_pct";
 
 /// The cumulative figures at the last row.
 #[derive(Default)]
@@ -40,12 +40,18 @@ pub struct Row {
     pub puback_p50_ms: f64,
     pub puback_p99_ms: f64,
     pub lag_p99_ms: f64,
+    /// How late device timers fired this second (p99): the generator's own delay.
+    #[serde(default)]
+    pub late_p99_ms: f64,
+    /// This process's CPU this second, in percent of one core.
+    #[serde(default)]
+    pub cpu_pct: f64,
 }
 
 impl Row {
     fn csv(&self) -> String {
         format!(
-            "{:.1},{},{},{},{},{},{},{},{},{},{},{}",
+            "{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{:.1}",
             self.elapsed_s,
             self.stage,
             self.devices_connected,
@@ -57,7 +63,9 @@ impl Row {
             self.in_flight,
             self.puback_p50_ms,
             self.puback_p99_ms,
-            self.lag_p99_ms
+            self.lag_p99_ms,
+            self.late_p99_ms,
+            self.cpu_pct
         )
     }
 }
@@ -71,6 +79,8 @@ pub struct TimeSeries {
     last_latency: Latency,
     /// Events wait for an acknowledgement (QoS 1, AWS APIs): in flight until then.
     acked: bool,
+    /// This process's CPU seconds and the time, at the last row.
+    last_cpu: (f64, std::time::Instant),
 }
 
 impl TimeSeries {
@@ -99,6 +109,7 @@ impl TimeSeries {
             last: Totals::default(),
             last_latency: Latency::default(),
             acked,
+            last_cpu: (cpu_seconds(), std::time::Instant::now()),
         })
     }
 
@@ -131,7 +142,13 @@ impl TimeSeries {
         let _ = puback.subtract(&self.last_latency.puback);
         let mut lag = latency.lag.clone();
         let _ = lag.subtract(&self.last_latency.lag);
+        let mut late = latency.sched.clone();
+        let _ = late.subtract(&self.last_latency.sched);
         let (p, l) = (Quantiles::of(&puback), Quantiles::of(&lag));
+        let (cpu, now_t) = (cpu_seconds(), std::time::Instant::now());
+        let wall = now_t.duration_since(self.last_cpu.1).as_secs_f64().max(1e-3);
+        let cpu_pct = ((cpu - self.last_cpu.0) / wall * 100.0).max(0.0);
+        self.last_cpu = (cpu, now_t);
         let settled = if self.acked { m.acknowledged } else { m.published };
         let in_flight = m.taken.saturating_sub(settled + m.failed + m.dropped);
         let row = Row {
@@ -147,11 +164,24 @@ impl TimeSeries {
             puback_p50_ms: p.p50,
             puback_p99_ms: p.p99,
             lag_p99_ms: l.p99,
+            late_p99_ms: Quantiles::of(&late).p99,
+            cpu_pct: (cpu_pct * 10.0).round() / 10.0,
         };
         self.last = now;
         self.last_latency = latency;
         row
     }
+}
+
+/// This process's CPU time so far (user + system), in seconds.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass and reads nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 #[cfg(test)]

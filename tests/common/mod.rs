@@ -257,7 +257,17 @@ impl Mosquitto {
         m
     }
 
+    /// Starts on a fresh port with the CA and server files of `dir` (a `certs init` folder).
+    pub fn start_with_files(dir: &Path) -> Mosquitto {
+        let acl = "pattern readwrite #\n";
+        Self::start_in(dir, free_port(), acl, "max_queued_messages 0\n")
+    }
+
     fn start_with(pki: &Pki, port: u16, acl_text: &str, queue: &str) -> Mosquitto {
+        Self::start_in(pki.path(), port, acl_text, queue)
+    }
+
+    fn start_in(dir: &Path, port: u16, acl_text: &str, queue: &str) -> Mosquitto {
         require("mosquitto");
         let state = tempfile::tempdir().unwrap();
         let log = state.path().join("mosquitto.log");
@@ -271,9 +281,9 @@ impl Mosquitto {
              require_certificate true\nuse_identity_as_username true\ntls_version tlsv1.2\n",
             log = log.display(),
             acl = acl.display(),
-            ca = pki.ca_pem().display(),
-            cert = pki.path().join("server.pem").display(),
-            key = pki.path().join("server.key").display(),
+            ca = dir.join("ca.pem").display(),
+            cert = dir.join("server.pem").display(),
+            key = dir.join("server.key").display(),
         );
         let conf_path = state.path().join("mosquitto.conf");
         write(&conf_path, &conf);
