@@ -31,10 +31,14 @@ pub type SinkStats = (Labels, Arc<Stats>);
 
 /// Every sink's series under one descriptor per metric, so several sinks (`--sink mqtt,kinesis`)
 /// are one metric family with a `sink` label each.
+/// The scenario stage under way (empty without stages), shared with the stage runner.
+pub type CurrentStage = Arc<std::sync::Mutex<String>>;
+
 #[derive(Debug)]
 struct FleetCollector {
     sinks: Vec<SinkStats>,
     devices: usize,
+    stage: CurrentStage,
 }
 
 impl FleetCollector {
@@ -54,7 +58,8 @@ impl Collector for FleetCollector {
         let snapshots: Vec<(&Labels, crate::stats::Snapshot)> =
             self.sinks.iter().map(|(l, s)| (l, s.snapshot())).collect();
         self.encode_counts(&mut enc, &snapshots)?;
-        self.encode_latency(&mut enc)
+        self.encode_latency(&mut enc)?;
+        self.encode_stage(&mut enc)
     }
 }
 
@@ -140,12 +145,43 @@ impl FleetCollector {
         Ok(())
     }
 
+    /// `freezer_fleet_stage{stage="…"} 1` for the stage under way, so PromQL can slice a run by
+    /// stage.
+    fn encode_stage(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut shard: Labels = self.sinks.first().map(|(l, _)| l.clone()).unwrap_or_default();
+        shard.retain(|(k, _)| k == "shard");
+        let cpu = crate::report::timeseries::cpu_seconds();
+        let help = "CPU seconds this process used (rate() of it: the generator's own load)";
+        self.series(
+            enc,
+            "freezer_fleet_process_cpu_seconds",
+            help,
+            MetricType::Counter,
+        )?
+        .encode_family(&shard)?
+        .encode_counter::<Labels, _, f64>(&cpu, None)?;
+        let stage = crate::stats::lock(&self.stage).clone();
+        if stage.is_empty() {
+            return Ok(());
+        }
+        let mut series = self.series(
+            enc,
+            "freezer_fleet_stage",
+            "The scenario stage under way",
+            MetricType::Gauge,
+        )?;
+        let mut labels = shard;
+        labels.push(("stage".into(), stage));
+        series.encode_family(&labels)?.encode_gauge(&1i64)?;
+        Ok(())
+    }
+
     /// The latency histograms.
     fn encode_latency(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let latencies: Vec<(&Labels, crate::stats::Latency)> =
             self.sinks.iter().map(|(l, s)| (l, s.latency())).collect();
         type Pick = fn(&crate::stats::Latency) -> &Histogram<u64>;
-        let histograms: [(&str, &str, Pick); 3] = [
+        let histograms: [(&str, &str, Pick); 4] = [
             (
                 "freezer_fleet_connect_seconds",
                 "TCP + TLS + CONNACK per connection",
@@ -160,6 +196,11 @@ impl FleetCollector {
                 "freezer_fleet_lag_seconds",
                 "Intended send time to written",
                 |l| &l.lag,
+            ),
+            (
+                "freezer_fleet_timer_late_seconds",
+                "How late device timers fired (the generator's own delay)",
+                |l| &l.sched,
             ),
         ];
         for (name, help, pick) in histograms {
@@ -200,10 +241,14 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 }
 
 /// Serves `/metrics` on `listener` until the process ends: every sink's series.
-pub fn serve(listener: tokio::net::TcpListener, sinks: Vec<SinkStats>, devices: usize) {
+pub fn serve(listener: tokio::net::TcpListener, sinks: Vec<SinkStats>, devices: usize, stage: CurrentStage) {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(FleetCollector { sinks, devices }));
+    registry.register_collector(Box::new(FleetCollector {
+        sinks,
+        devices,
+        stage,
+    }));
     let registry = Arc::new(registry);
     tracing::info!("Prometheus metrics at http://{addr}/metrics");
     tokio::spawn(async move {
@@ -272,6 +317,7 @@ mod tests {
         registry.register_collector(Box::new(FleetCollector {
             sinks: vec![(labels, stats), (kinesis_labels, kinesis)],
             devices: 3,
+            stage: Arc::new(std::sync::Mutex::new("spike".into())),
         }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();

@@ -216,6 +216,7 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines, series: TimeSer
         None => None,
     };
     let mut fleet = prepared.start(cfg);
+    let stage = crate::metrics::CurrentStage::default();
     if let Some(listener) = metrics {
         let sinks = fleet
             .sinks()
@@ -233,7 +234,7 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines, series: TimeSer
                 (labels, sink.stats.clone())
             })
             .collect();
-        crate::metrics::serve(listener, sinks, cfg.devices.len());
+        crate::metrics::serve(listener, sinks, cfg.devices.len(), stage.clone());
     }
     let mut front = Front {
         console,
@@ -245,7 +246,7 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines, series: TimeSer
         sampled: tokio::time::Instant::now(),
         scenario: fleet
             .control()
-            .map(|c| super::scenario::Scenario::new(cfg.stages.clone(), c, cfg.target_rate())),
+            .map(|c| super::scenario::Scenario::new(cfg.stages.clone(), c, cfg.target_rate(), stage)),
     };
     let started = fleet.started();
     let stats = fleet.stats();

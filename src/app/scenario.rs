@@ -40,12 +40,19 @@ pub struct Scenario {
     wake: Instant,
     /// Devices online when a disconnect stage began, and whether they were seen gone.
     storm: Option<(u64, bool)>,
+    /// The stage under way, for the metrics.
+    shown: crate::metrics::CurrentStage,
     pub marks: Vec<Mark>,
 }
 
 impl Scenario {
     /// `rate` is the fleet's rate before the first stage (`--rate`, `--interval`).
-    pub fn new(stages: Vec<Stage>, control: watch::Sender<Control>, rate: Option<f64>) -> Scenario {
+    pub fn new(
+        stages: Vec<Stage>,
+        control: watch::Sender<Control>,
+        rate: Option<f64>,
+        shown: crate::metrics::CurrentStage,
+    ) -> Scenario {
         Scenario {
             stages,
             control,
@@ -55,6 +62,7 @@ impl Scenario {
             started: false,
             wake: Instant::now(),
             storm: None,
+            shown,
             marks: Vec::new(),
         }
     }
@@ -75,6 +83,7 @@ impl Scenario {
         self.since = Instant::now();
         self.wake = self.since;
         self.storm = stage.disconnect.then(|| (stats.devices.online.get(), false));
+        *crate::stats::lock(&self.shown) = stage.name.clone();
         tracing::info!("stage {}: {}", stage.name, describe(stage, self.rate_before));
         let rate = stage.rate_at(Duration::ZERO, self.rate_before);
         let disconnect = stage.disconnect;
