@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::aws::{Moto, aws_env};
+use common::aws::{Moto, aws_env, refused_with_env};
 use common::*;
 
 fn scratch() -> tempfile::TempDir {
@@ -332,21 +332,6 @@ fn teardown_removes_what_provision_made_and_leaves_the_rest() {
 
 // Bad input: one line each, exit 2.
 
-fn refused(env: &[(String, String)], args: &[&str], needles: &[&str]) {
-    let mut f = Fleet::spawn_with_env(args, env);
-    f.close_stdin();
-    let (code, stderr, _) = f.finish(Duration::from_secs(30));
-    assert_eq!(code, 2, "{stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("error: "),
-        "not one error line:\n{stderr}"
-    );
-    for n in needles {
-        assert!(lines[0].contains(n), "missing '{n}':\n{stderr}");
-    }
-}
-
 #[test]
 fn bad_input_to_provision_is_one_line_each() {
     let dir = scratch();
@@ -356,24 +341,24 @@ fn bad_input_to_provision_is_one_line_each() {
     std::fs::write(p.join("a-file"), "x").unwrap();
     let policy = p.join("policy.json").display().to_string();
     let file = p.join("a-file").display().to_string();
-    refused(
+    refused_with_env(
         &env,
         &["aws", "provision", "--devices", "0"],
         &["--devices", "0 devices"],
     );
-    refused(
+    refused_with_env(
         &env,
         &["aws", "provision", "--devices", "2", "--policy-file", &policy],
         &["--policy-file", "not JSON"],
     );
-    refused(
+    refused_with_env(
         &env,
         &["aws", "provision", "--devices", "2", "--out", &file],
         &["--out", "it is a file, not a folder"],
     );
     let mut no_region = env.clone();
     no_region.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
-    refused(
+    refused_with_env(
         &no_region,
         &[
             "aws",
@@ -389,7 +374,7 @@ fn bad_input_to_provision_is_one_line_each() {
     );
     let mut no_keys = env.clone();
     no_keys.retain(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET"));
-    refused(
+    refused_with_env(
         &no_keys,
         &[
             "aws",

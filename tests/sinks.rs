@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::aws::{Kinesalite, Moto, RefusingKinesis, aws_env};
+use common::aws::{Kinesalite, Moto, RefusingKinesis, aws_env, refused_with_env};
 use common::standin::{Answer, HttpsServer};
 use common::*;
 
@@ -631,28 +631,12 @@ fn a_proxy_that_offers_only_tls_1_1_or_1_0_is_refused_naming_the_version() {
 
 // Bad input that needs an AWS environment of its own (the rest is in bad_input.rs).
 
-fn refused_with(env: &[(String, String)], a: &[&str], needles: &[&str]) {
-    let mut fleet = Fleet::spawn_with_env(a, env);
-    fleet.close_stdin();
-    let (code, stderr, _) = fleet.finish(Duration::from_secs(30));
-    assert_eq!(code, 2, "{stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("error: "),
-        "not one error line:\n{stderr}"
-    );
-    for n in needles {
-        assert!(lines[0].contains(n), "missing '{n}':\n{stderr}");
-    }
-    assert!(!stderr.contains("fleet-secret-never-printed"));
-}
-
 #[test]
 fn no_aws_credentials_names_the_places_searched() {
     let dir = scratch();
     let mut env = aws_env(&moto().url(), dir.path());
     env.retain(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET"));
-    refused_with(
+    refused_with_env(
         &env,
         &[
             "run",
@@ -678,7 +662,7 @@ fn an_unknown_region_is_refused() {
     let dir = scratch();
     let mut env = aws_env(&moto().url(), dir.path());
     env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
-    refused_with(
+    refused_with_env(
         &env,
         &[
             "run",
@@ -698,7 +682,7 @@ fn an_unknown_region_is_refused() {
 #[test]
 fn a_stream_that_does_not_exist_is_refused_before_the_run() {
     let dir = scratch();
-    refused_with(
+    refused_with_env(
         &aws_env(&moto().url(), dir.path()),
         &[
             "run",

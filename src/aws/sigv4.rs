@@ -49,22 +49,12 @@ pub fn presign(
     } else {
         SessionTokenMode::Exclude
     };
-    let identity = credentials.clone().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name(service)
-        .time(time)
-        .settings(settings)
-        .build()
-        .context("SigV4 parameters")?
-        .into();
     let body = match payload {
         Payload::Empty => SignableBody::Bytes(&[]),
         Payload::Unsigned => SignableBody::UnsignedPayload,
     };
     let signable = SignableRequest::new("GET", url, std::iter::empty(), body).context("SigV4 request")?;
-    let (instructions, _) = sign(signable, &params).context("SigV4 signing")?.into_parts();
+    let instructions = signed(signable, credentials, (service, region), time, settings)?;
     let mut request = http::Request::builder()
         .method("GET")
         .uri(url)
@@ -90,7 +80,24 @@ pub fn sign_headers(
     credentials: &Credentials,
     time: SystemTime,
 ) -> Result<Vec<(String, String)>> {
+    let signable = SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body))
+        .context("SigV4 request")?;
     let settings = SigningSettings::default();
+    let instructions = signed(signable, credentials, (service, region), time, settings)?;
+    Ok(instructions
+        .headers()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
+
+/// Signs `signable` for `service` in `region` with `settings`: what to add to the request.
+fn signed(
+    signable: SignableRequest<'_>,
+    credentials: &Credentials,
+    (service, region): (&str, &str),
+    time: SystemTime,
+    settings: SigningSettings,
+) -> Result<aws_sigv4::http_request::SigningInstructions> {
     let identity = credentials.clone().into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
@@ -101,13 +108,8 @@ pub fn sign_headers(
         .build()
         .context("SigV4 parameters")?
         .into();
-    let signable = SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body))
-        .context("SigV4 request")?;
     let (instructions, _) = sign(signable, &params).context("SigV4 signing")?.into_parts();
-    Ok(instructions
-        .headers()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect())
+    Ok(instructions)
 }
 
 /// What SigV4 percent-encodes in a query value: everything but the unreserved characters.

@@ -389,3 +389,21 @@ async fn forward(
     let answer = serde_json::json!({"FailedRecordCount": failed, "Records": results});
     reply(200, serde_json::to_vec(&answer).unwrap())
 }
+
+/// Runs freezer-fleet with `args` in `env` (stdin closed) and checks a refusal: exit 2, exactly
+/// one `error:` line holding every needle, and no secret of `aws_env` printed.
+pub fn refused_with_env(env: &[(String, String)], args: &[&str], needles: &[&str]) {
+    let mut fleet = super::Fleet::spawn_with_env(args, env);
+    fleet.close_stdin();
+    let (code, stderr, _) = fleet.finish(Duration::from_secs(30));
+    assert_eq!(code, 2, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("error: "),
+        "not one error line:\n{stderr}"
+    );
+    for n in needles {
+        assert!(lines[0].contains(n), "missing '{n}':\n{stderr}");
+    }
+    assert!(!stderr.contains("fleet-secret-never-printed"));
+}
