@@ -25,7 +25,8 @@ pub fn venv_bin(name: &str) -> PathBuf {
     path
 }
 
-/// moto's server on loopback, every request recorded (moto's recorder), ended by its pid.
+/// moto's server on loopback, every request recorded (moto's recorder), ended by its pid when
+/// dropped, or by itself when the test process ends (a static one is never dropped).
 pub struct Moto {
     pub port: u16,
     child: Child,
@@ -37,7 +38,9 @@ impl Moto {
     pub fn start() -> Moto {
         let port = free_port();
         let recording = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-        let child = Command::new(venv_bin("moto_server"))
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/moto_server.py");
+        let child = Command::new(venv_bin("python"))
+            .arg(script)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_ENABLE_RECORDING", "True")
             .env("MOTO_RECORDER_FILEPATH", recording.path().join("moto_recording"))
