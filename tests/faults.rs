@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::standin::{Refuse, RefusingServer};
@@ -225,49 +224,6 @@ fn two_processes_with_the_same_client_id_are_reported_by_name() {
         "{reporter}"
     );
     assert!(!reporter.contains("giving up"), "{reporter}");
-}
-
-/// `openssl s_server` offering only an old TLS version, on a free loopback port.
-struct OldTls {
-    child: Child,
-    port: u16,
-}
-
-impl OldTls {
-    fn start(pki: &Pki, version_flag: &str) -> OldTls {
-        let port = free_port();
-        let child = Command::new("openssl")
-            .args([
-                "s_server",
-                "-accept",
-                &format!("127.0.0.1:{port}"),
-                version_flag,
-                "-cipher",
-                "ALL@SECLEVEL=0",
-            ])
-            .arg("-cert")
-            .arg(pki.path().join("server.pem"))
-            .arg("-key")
-            .arg(pki.path().join("server.key"))
-            // s_server quits at end of stdin: keep a pipe open for its life.
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("openssl is installed");
-        wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .expect("openssl s_server listens");
-        OldTls { child, port }
-    }
-}
-
-impl Drop for OldTls {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

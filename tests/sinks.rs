@@ -565,53 +565,6 @@ fn the_proxy_retries_a_429_and_counts_a_403_by_status() {
     assert_eq!(forbidden.requests().len(), 3, "a 403 is not retried");
 }
 
-/// `openssl s_server` offering only `version` (-tls1_1, -tls1), on a free port.
-struct OldTls {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl OldTls {
-    fn start(pki: &Pki, version: &str) -> OldTls {
-        let port = free_port();
-        let (cert, key) = (pki.path().join("server.pem"), pki.path().join("server.key"));
-        let child = std::process::Command::new("openssl")
-            .args([
-                "s_server",
-                "-accept",
-                &port.to_string(),
-                version,
-                "-cipher",
-                "DEFAULT:@SECLEVEL=0",
-            ])
-            .args([
-                "-cert",
-                &cert.display().to_string(),
-                "-key",
-                &key.display().to_string(),
-                "-www",
-                "-quiet",
-            ])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("openssl is installed (README's test command installs it)");
-        let up = wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up.is_some(), "openssl s_server did not listen");
-        OldTls { child, port }
-    }
-}
-
-impl Drop for OldTls {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_proxy_that_offers_only_tls_1_1_or_1_0_is_refused_naming_the_version() {
     let pki = Pki::new(1);

@@ -488,11 +488,7 @@ fn write_stage(out: &mut String, name: &str, f: &Figures) {
 /// One sink's lines, when a run had several.
 fn write_sink(out: &mut String, name: &str, f: &Figures) {
     let m = &f.messages;
-    let requests = if m.requests > 0 {
-        format!(" in {} requests", m.requests)
-    } else {
-        String::new()
-    };
+    let requests = in_requests(m);
     let _ = writeln!(
         out,
         "  sink {name}: {} taken, {} sent{requests}, {} acknowledged, {} failed, {} re-sent; {} events/s",
@@ -507,6 +503,15 @@ fn write_sink(out: &mut String, name: &str, f: &Figures) {
         );
     }
     write_refusals(out, &f.refusals);
+}
+
+/// " in N requests" for the sinks that make HTTP requests; nothing for MQTT.
+fn in_requests(m: &MessageCounts) -> String {
+    if m.requests > 0 {
+        format!(" in {} requests", m.requests)
+    } else {
+        String::new()
+    }
 }
 
 fn write_refusals(out: &mut String, refusals: &BTreeMap<String, u64>) {
@@ -527,11 +532,7 @@ fn write_events(out: &mut String, m: &MessageCounts, qos0: bool) {
     } else {
         String::new()
     };
-    let requests = if m.requests > 0 {
-        format!(" in {} requests", m.requests)
-    } else {
-        String::new()
-    };
+    let requests = in_requests(m);
     let _ = writeln!(
         out,
         "  events    {} taken, {} published{requests}, {acked} acknowledged, {} failed{injected}",
