@@ -182,8 +182,10 @@ fn a_generator_pinned_to_one_core_and_overloaded_says_so_and_a_quiet_one_does_no
         "{stderr}"
     );
 
-    let mut quiet = base("100", "4s");
-    quiet.extend(["--devices".to_string(), "50".to_string()]);
+    // A light load (few devices: the connect phase of many, under a test suite running in
+    // parallel, can make a few timers late on its own).
+    let mut quiet = base("20", "5s");
+    quiet.extend(["--devices".to_string(), "5".to_string()]);
     let (code, stderr, quiet) = run_report(&strs(&quiet), Duration::from_secs(60));
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(quiet["generator"]["saturated"], false, "{}", quiet["generator"]);
