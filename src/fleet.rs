@@ -103,7 +103,7 @@ impl Fleet {
             backoff_min: cfg.link.backoff_min,
             backoff_max: cfg.link.backoff_max,
             offline_queue: cfg.link.offline_queue,
-            pacer: cfg.link.ramp_up.map(|r| Arc::new(Pacer::new(r))),
+            pacer: pacer(cfg),
             log_gate: Arc::new(LogGate::default()),
             drops: Arc::new(DropLog::new(started)),
             topic: cfg.topic.clone(),
@@ -134,7 +134,16 @@ impl Fleet {
             tees,
             devices: cfg.devices.clone(),
             base,
-            control: (!cfg.stages.is_empty()).then(|| watch::channel(Control::default()).0),
+            // The first stage's rate and devices hold from the first connection on.
+            control: cfg.stages.first().map(|first| {
+                let opening = Control {
+                    rate: first.rate,
+                    devices: first.devices,
+                    outage: first.outage,
+                    ..Control::default()
+                };
+                watch::channel(opening).0
+            }),
             started,
             running_for: None,
         }
@@ -187,6 +196,11 @@ impl Fleet {
                 links,
             ));
         }
+    }
+
+    /// The fleet's pacer of connection attempts (None when nothing paces them).
+    pub fn pacer(&self) -> Option<Arc<Pacer>> {
+        self.base.pacer.clone()
     }
 
     /// Where scenario stages send their changes (None without stages).
@@ -270,6 +284,14 @@ impl Fleet {
             broken_thresholds: 0,
         }
     }
+}
+
+/// The pacer of connection attempts: `--ramp-up`, or the first stage's `ramp_up`; a pacer with
+/// no limit yet when only a later stage sets one.
+fn pacer(cfg: &FleetConfig) -> Option<Arc<Pacer>> {
+    let staged = cfg.stages.iter().any(|s| s.ramp_up.is_some());
+    let opening = cfg.stages.first().and_then(|s| s.ramp_up).or(cfg.link.ramp_up);
+    (staged || opening.is_some()).then(|| Arc::new(Pacer::new(opening)))
 }
 
 /// Which device(s) an injection is for.

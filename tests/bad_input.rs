@@ -724,6 +724,49 @@ refused!(
     ["stage 'soak'", "no duration", "drain"]
 );
 refused!(
+    a_stage_with_more_devices_than_the_fleet,
+    |f| {
+        let path = f.at("too-many.toml");
+        std::fs::write(
+            &path,
+            "[[stage]]\nname = \"ramp\"\nduration = \"1m\"\ndevices = 10000\n",
+        )
+        .unwrap();
+        f.fleet(&["--scenario", &text(&path)])
+    },
+    [
+        "stage 'ramp'",
+        "devices = 10000 but the fleet has",
+        "raise --devices"
+    ]
+);
+refused!(
+    a_stage_churn_that_is_not_a_rate,
+    |f| {
+        let path = f.at("churn.toml");
+        std::fs::write(
+            &path,
+            "[[stage]]\nname = \"churn\"\nduration = \"1m\"\nchurn = \"often\"\n",
+        )
+        .unwrap();
+        f.fleet(&["--scenario", &text(&path)])
+    },
+    ["stage 'churn'", "churn = \"often\"", "\"10/s\""]
+);
+refused!(
+    an_outage_stage_without_a_duration,
+    |f| {
+        let path = f.at("outage.toml");
+        std::fs::write(
+            &path,
+            "[[stage]]\nname = \"cut\"\ndisconnect = \"all\"\nthen_reconnect = false\n",
+        )
+        .unwrap();
+        f.fleet(&["--scenario", &text(&path)])
+    },
+    ["stage 'cut'", "then_reconnect = false", "give it one"]
+);
+refused!(
     a_scenario_with_duration,
     |f| {
         let path = f.at("ok.toml");

@@ -131,7 +131,7 @@ fn provision(args: ProvisionArgs) -> Result<i32> {
     let plan = Plan::check(args)?;
     super::runtime()?.block_on(async {
         let registry = registry(&plan.aws).await?;
-        let pacer = Arc::new(Pacer::new(plan.rate));
+        let pacer = Arc::new(Pacer::new(Some(plan.rate)));
         let endpoint = paced(&pacer, || registry.endpoint())
             .await
             .map_err(|e| refused("aws provision", &e))?;
@@ -509,7 +509,7 @@ fn teardown(a: TeardownArgs) -> Result<i32> {
     let prefix = a.id_prefix.clone().unwrap_or_else(|| "freezer".into());
     super::runtime()?.block_on(async {
         let registry = registry(&a.aws).await?;
-        let pacer = Pacer::new(a.rate.ceil().max(1.0) as u32);
+        let pacer = Pacer::new(Some(a.rate.ceil().max(1.0) as u32));
         let candidates = match &a.thing_group {
             Some(g) => paced(&pacer, || registry.things_in_group(g)).await,
             None => paced(&pacer, || registry.things_made_here()).await,
@@ -637,7 +637,7 @@ async fn teardown_shared(registry: &Registry, pacer: &Pacer, a: &TeardownArgs, f
 fn endpoint(a: AwsArgs) -> Result<i32> {
     super::runtime()?.block_on(async {
         let registry = registry(&a).await?;
-        let pacer = Pacer::new(10);
+        let pacer = Pacer::new(Some(10));
         let endpoint = paced(&pacer, || registry.endpoint())
             .await
             .map_err(|e| refused("aws endpoint", &e))?;
@@ -669,7 +669,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn throttled_calls_are_paced_and_tried_again_and_mistakes_are_not() {
-        let pacer = Pacer::new(10);
+        let pacer = Pacer::new(Some(10));
         let calls = std::sync::atomic::AtomicU32::new(0);
         let throttled = || ApiError::Service {
             status: 400,

@@ -244,9 +244,9 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines, series: TimeSer
         announced: false,
         series,
         sampled: tokio::time::Instant::now(),
-        scenario: fleet
-            .control()
-            .map(|c| super::scenario::Scenario::new(cfg.stages.clone(), c, cfg.target_rate(), stage)),
+        scenario: fleet.control().map(|c| {
+            super::scenario::Scenario::new(cfg.stages.clone(), c, fleet.pacer(), cfg.target_rate(), stage)
+        }),
     };
     let started = fleet.started();
     let stats = fleet.stats();

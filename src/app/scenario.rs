@@ -1,7 +1,9 @@
 //! Runs a run's scenario stages: at each stage's start it marks the first sink's figures (so
 //! each stage is reported on its own), sets the fleet-wide rate (ramped every 250 ms for
-//! `rate_to`) and asks for disconnects; it says when the last stage is over.
+//! `rate_to`), the devices connected, the pace of connections and the churn, and asks for
+//! disconnects; it says when the last stage is over.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -9,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::config::stages::Stage;
 use crate::device::Control;
+use crate::ratelimit::Pacer;
 use crate::stats::{Latency, Snapshot, Stats};
 
 /// How often a `rate_to` ramp moves the rate.
@@ -29,6 +32,8 @@ pub struct Mark {
 pub struct Scenario {
     stages: Vec<Stage>,
     control: watch::Sender<Control>,
+    /// Paces connection attempts (`ramp_up`); None when no stage and no --ramp-up sets a pace.
+    pacer: Option<Arc<Pacer>>,
     /// The stage under way (`stages.len()` when all are over).
     i: usize,
     since: Instant,
@@ -40,6 +45,8 @@ pub struct Scenario {
     wake: Instant,
     /// Devices online when a disconnect stage began, and whether they were seen gone.
     storm: Option<(u64, bool)>,
+    /// The devices connected, as the stages so far set them (an outage aside).
+    devices: Option<u64>,
     /// The stage under way, for the metrics.
     shown: crate::metrics::CurrentStage,
     pub marks: Vec<Mark>,
@@ -50,18 +57,21 @@ impl Scenario {
     pub fn new(
         stages: Vec<Stage>,
         control: watch::Sender<Control>,
+        pacer: Option<Arc<Pacer>>,
         rate: Option<f64>,
         shown: crate::metrics::CurrentStage,
     ) -> Scenario {
         Scenario {
             stages,
             control,
+            pacer,
             i: 0,
             since: Instant::now(),
             rate_before: rate,
             started: false,
             wake: Instant::now(),
             storm: None,
+            devices: None,
             shown,
             marks: Vec::new(),
         }
@@ -82,16 +92,28 @@ impl Scenario {
         });
         self.since = Instant::now();
         self.wake = self.since;
-        self.storm = stage.disconnect.then(|| (stats.devices.online.get(), false));
+        // An outage (then_reconnect = false) is over at its duration, not when devices are back.
+        self.storm = (stage.disconnect && !stage.outage).then(|| (stats.devices.online.get(), false));
+        self.devices = stage.devices.or(self.devices);
         *crate::stats::lock(&self.shown) = stage.name.clone();
         tracing::info!("stage {}: {}", stage.name, describe(stage, self.rate_before));
+        if let (Some(r), Some(pacer)) = (stage.ramp_up, &self.pacer) {
+            pacer.set_rate(r);
+        }
         let rate = stage.rate_at(Duration::ZERO, self.rate_before);
         let disconnect = stage.disconnect;
-        self.control.send_modify(|c| {
+        let (devices, outage) = (self.devices, stage.outage);
+        let churn = stage.churn.map(|c| (c, self.since));
+        self.control.send_if_modified(|c| {
+            let before = *c;
             c.rate = rate.or(c.rate);
+            c.devices = devices;
+            c.outage = outage;
+            c.churn = churn;
             if disconnect {
                 c.storms += 1;
             }
+            *c != before
         });
     }
 
@@ -185,7 +207,18 @@ impl Scenario {
 
 fn describe(stage: &Stage, before: Option<f64>) -> String {
     let mut parts = Vec::new();
-    if stage.disconnect {
+    if let Some(n) = stage.devices {
+        parts.push(format!("{n} device(s) connected"));
+    }
+    if let Some(r) = stage.ramp_up {
+        parts.push(format!("connecting at most {r}/s"));
+    }
+    if let Some(c) = stage.churn {
+        parts.push(format!("{c} connect/disconnect cycle(s)/s"));
+    }
+    if stage.outage {
+        parts.push("every device disconnects and stays off".to_string());
+    } else if stage.disconnect {
         parts.push("every device disconnects and comes back".to_string());
     }
     match (stage.rate.or(before), stage.rate_to) {

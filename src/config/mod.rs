@@ -287,6 +287,16 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     };
     let timeseries = m.path(|l| l.timeseries.take(), "--timeseries").map(|t| t.value);
     let stages = scenario(&mut m)?;
+    if let Some(s) = stages
+        .iter()
+        .find(|s| s.devices.is_some_and(|d| d > fleet_size as u64))
+    {
+        return Err(input!(
+            "stage '{}': devices = {} but the fleet has {fleet_size}; raise --devices (or add certificates) or lower the stage's devices",
+            s.name,
+            s.devices.unwrap_or_default()
+        ));
+    }
     if !stages.is_empty() && duration.is_some() {
         return Err(input!(
             "--duration and scenario stages both given: the stages say how long the run lasts; leave --duration out"
@@ -317,6 +327,9 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
             ids,
         })?;
         link.ramp_up = Some(aws_iot::ramp_up(link.ramp_up));
+        for r in stages.iter().filter_map(|s| s.ramp_up) {
+            aws_iot::ramp_up(Some(r));
+        }
     }
     Ok(FleetConfig {
         endpoint,

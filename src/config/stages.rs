@@ -1,7 +1,10 @@
 //! Scenario stages (`--scenario FILE.toml`, or `[[stage]]` tables in the `--config` file): load
-//! shapes in order — a rate held or ramped (`rate`, `rate_to`) for a `duration`, every device
-//! dropped at once (`disconnect = "all"`, then back through the ramp-up), and a last `drain`.
-//! Each stage's figures are reported on their own as well as in total.
+//! shapes in order — a rate held or ramped (`rate`, `rate_to`) for a `duration`, the devices
+//! connected (`devices`) and how fast they connect (`ramp_up`), connect/disconnect cycles
+//! (`churn`), every device dropped at once (`disconnect = "all"`, then back through the
+//! ramp-up, or off for the stage with `then_reconnect = false`), and a last `drain`. `rate`, `devices` and `ramp_up` hold until a later stage
+//! changes them; `churn` lasts its own stage. Each stage's figures are reported on their own as
+//! well as in total.
 
 use std::path::Path;
 use std::time::Duration;
@@ -47,6 +50,61 @@ pub struct Stage {
     pub rate_to: Option<f64>,
     /// Every device drops its connection at the stage's start and comes back.
     pub disconnect: bool,
+    /// … and cannot connect for the stage's duration (`then_reconnect = false`), as in a
+    /// network outage: devices go on taking readings, queued until the next stage.
+    pub outage: bool,
+    /// Devices connected from this stage on, fleet-wide (the first N of the fleet; the others
+    /// finish what they owe and disconnect). Unchanged from the stage before when None.
+    pub devices: Option<u64>,
+    /// Connection attempts per second from this stage on (as --ramp-up).
+    pub ramp_up: Option<u32>,
+    /// Connect/disconnect cycles per second, fleet-wide, during this stage only.
+    pub churn: Option<f64>,
+}
+
+/// A whole number of at least `min`, from a TOML integer (or a string holding one).
+fn whole(v: &toml::Value, at: &str, key: &str, want: &str, min: u64) -> Result<u64> {
+    let n = match v {
+        toml::Value::Integer(i) => u64::try_from(*i).ok(),
+        toml::Value::String(s) => s.trim().replace('_', "").parse::<u64>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if n >= min => Ok(n),
+        _ => Err(input!("{at}: {key} = {v}; give {want}")),
+    }
+}
+
+/// Cycles per second: `10`, `2.5`, `"10/s"` or `"120/min"`.
+fn per_second(v: &toml::Value, at: &str) -> Result<f64> {
+    let bad = || {
+        input!(
+            "{at}: churn = {v}; give connect/disconnect cycles per second above 0, e.g. churn = \"10/s\" or \"120/min\""
+        )
+    };
+    let rate = match v {
+        toml::Value::Integer(i) => *i as f64,
+        toml::Value::Float(f) => *f,
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let (n, per) = match s.split_once('/') {
+                Some((n, unit)) => match unit.trim() {
+                    "s" | "sec" | "second" => (n, 1.0),
+                    "min" | "m" | "minute" => (n, 60.0),
+                    "h" | "hour" => (n, 3600.0),
+                    _ => return Err(bad()),
+                },
+                None => (s, 1.0),
+            };
+            n.trim().parse::<f64>().map_err(|_| bad())? / per
+        }
+        _ => return Err(bad()),
+    };
+    if rate > 0.0 && rate.is_finite() {
+        Ok(rate)
+    } else {
+        Err(bad())
+    }
 }
 
 /// Reads `--scenario FILE`.
@@ -82,26 +140,53 @@ pub fn check(specs: Vec<StageSpec>, origin: &str) -> Result<Vec<Stage>> {
         if stages.iter().any(|st| st.name == name) {
             return Err(input!("{at}: named twice; give each stage its own name"));
         }
-        for (given, key) in [
-            (s.devices.is_some(), "devices"),
-            (s.ramp_up.is_some(), "ramp_up"),
-            (s.churn.is_some(), "churn"),
-        ] {
-            if given {
-                return Err(input!(
-                    "{at}: `{key}` in a stage is not supported yet; set it for the whole run (--{} …) instead",
-                    key.replace('_', "-")
-                ));
-            }
-        }
+        let devices = s
+            .devices
+            .as_ref()
+            .map(|v| {
+                whole(
+                    v,
+                    &at,
+                    "devices",
+                    "a number of devices, 0 or more (devices = 1000)",
+                    0,
+                )
+            })
+            .transpose()?;
+        let ramp_up = s
+            .ramp_up
+            .as_ref()
+            .map(|v| {
+                whole(
+                    v,
+                    &at,
+                    "ramp_up",
+                    "connections per second above 0 (ramp_up = 200)",
+                    1,
+                )
+                .map(|r| r.min(u32::MAX as u64) as u32)
+            })
+            .transpose()?;
+        let churn = s.churn.as_ref().map(|v| per_second(v, &at)).transpose()?;
         let disconnect = match s.disconnect.as_deref() {
             None => false,
             Some("all") => true,
             Some(other) => return Err(input!("{at}: disconnect = \"{other}\"; only \"all\" is known")),
         };
-        if s.then_reconnect == Some(false) {
+        let outage = s.then_reconnect == Some(false);
+        if outage && !disconnect {
             return Err(input!(
-                "{at}: then_reconnect = false is not supported; devices always come back"
+                "{at}: then_reconnect without disconnect = \"all\"; add disconnect = \"all\" (or leave then_reconnect out)"
+            ));
+        }
+        if outage && s.duration.is_none() {
+            return Err(input!(
+                "{at}: then_reconnect = false keeps every device off for the stage's duration; give it one (duration = \"30s\")"
+            ));
+        }
+        if outage && (devices.is_some() || churn.is_some()) {
+            return Err(input!(
+                "{at}: then_reconnect = false keeps every device off; devices and churn belong in another stage"
             ));
         }
         let duration = match (&s.duration, disconnect) {
@@ -121,6 +206,11 @@ pub fn check(specs: Vec<StageSpec>, origin: &str) -> Result<Vec<Stage>> {
                 return Err(input!("{at}: {key} = {r}; give events per second above 0"));
             }
         }
+        if churn.is_some() && duration.is_none_or(|d| d.is_zero()) {
+            return Err(input!(
+                "{at}: churn cycles devices over the stage's duration; give it a duration"
+            ));
+        }
         if s.rate_to.is_some() && duration.is_none_or(|d| d.is_zero()) {
             return Err(input!(
                 "{at}: rate_to ramps over the stage's duration; give it a duration"
@@ -132,6 +222,10 @@ pub fn check(specs: Vec<StageSpec>, origin: &str) -> Result<Vec<Stage>> {
             rate: s.rate,
             rate_to: s.rate_to,
             disconnect,
+            outage,
+            devices,
+            ramp_up,
+            churn,
         });
     }
     Ok(stages)
@@ -178,7 +272,13 @@ mod tests {
             name: Some("drain".into()),
             ..Default::default()
         };
+        ramp.devices = Some(toml::Value::Integer(200));
+        ramp.ramp_up = Some(toml::Value::String("50".into()));
+        let mut churn = spec("churn");
+        churn.churn = Some(toml::Value::String("120/min".into()));
         let stages = check(vec![ramp, storm, drain], "--scenario s.toml").unwrap();
+        assert_eq!((stages[0].devices, stages[0].ramp_up), (Some(200), Some(50)));
+        assert_eq!(check(vec![churn], "x").unwrap()[0].churn, Some(2.0));
         assert_eq!(stages[1].duration, Some(Duration::ZERO));
         assert!(stages[1].disconnect);
         assert_eq!(stages[2].duration, None);
@@ -198,8 +298,22 @@ mod tests {
         no_duration.duration = None;
         assert!(e(vec![no_duration]).contains("no duration"));
         let mut churn = spec("churn");
-        churn.churn = Some(toml::Value::String("10/s".into()));
-        assert!(e(vec![churn]).contains("`churn` in a stage is not supported yet"));
+        churn.churn = Some(toml::Value::String("10/fortnight".into()));
+        assert!(e(vec![churn]).contains("churn = \"10/fortnight\"; give connect/disconnect cycles"));
+        let mut devices = spec("ramp");
+        devices.devices = Some(toml::Value::Integer(-3));
+        assert!(e(vec![devices]).contains("devices = -3; give a number of devices"));
+        let mut ramp = spec("ramp");
+        ramp.ramp_up = Some(toml::Value::Integer(0));
+        assert!(e(vec![ramp]).contains("ramp_up = 0; give connections per second above 0"));
+        let mut off = spec("off");
+        off.then_reconnect = Some(false);
+        assert!(e(vec![off.clone()]).contains("then_reconnect without disconnect"));
+        off.disconnect = Some("all".into());
+        off.duration = None;
+        assert!(e(vec![off.clone()]).contains("keeps every device off for the stage's duration"));
+        off.duration = Some("5s".into());
+        assert!(check(vec![off], "x").unwrap()[0].outage);
         let mut bad = spec("b");
         bad.rate = Some(0.0);
         assert!(e(vec![bad]).contains("rate = 0"));

@@ -19,6 +19,8 @@ pub(super) enum LocalInput {
     Fed(Fed),
     /// A scenario stage changed the rate or asked for a disconnect.
     Control,
+    /// This device's turn in a churn stage.
+    Churn,
     Phase,
 }
 
@@ -39,6 +41,8 @@ impl Device {
     /// With --rate max: room for one more event in the in-flight window, and more to send.
     fn wants_more(&self) -> bool {
         self.settings.schedule == Schedule::Max
+            && !self.parked
+            && self.closing.is_none()
             && matches!(self.links.feed, Feed::Own { .. })
             && self.online()
             && self.links.phase.running()
@@ -49,6 +53,8 @@ impl Device {
     /// Waits for the next timer tick, console injection or phase change.
     pub(super) async fn next_local(&mut self) -> LocalInput {
         let has_timer = self.timer.is_some();
+        let has_churn = self.churn.is_some();
+        let closing = self.closing;
         let more = self.wants_more();
         loop {
             tokio::select! {
@@ -58,6 +64,13 @@ impl Device {
                     return LocalInput::Tick(at);
                 }
                 _ = std::future::ready(()), if more => return LocalInput::Tick(Instant::now()),
+                _ = async { self.churn.as_mut().expect("guarded").tick().await }, if has_churn => {
+                    return LocalInput::Churn;
+                }
+                // A disconnect's grace is over: the loop closes now, acknowledged or not.
+                _ = tokio::time::sleep_until(closing.unwrap_or_else(Instant::now)), if closing.is_some() => {
+                    return LocalInput::Phase;
+                }
                 m = self.links.inject_rx.recv(), if self.inject_open => match m {
                     Some(Inject) => return LocalInput::Inject,
                     None => self.inject_open = false,
@@ -83,6 +96,7 @@ impl Device {
 
     pub(super) fn on_local(&mut self, input: LocalInput) {
         match input {
+            LocalInput::Tick(_) if self.parked => {}
             LocalInput::Tick(intended) => {
                 // How late the timer fired: the generator's own delay, not the endpoint's
                 // (while connected: before, the device waits for its connection anyway).
@@ -114,31 +128,48 @@ impl Device {
             }
             LocalInput::Fed(fed) => self.take_fed(fed),
             LocalInput::Control => self.on_control(),
+            LocalInput::Churn => self.close_soon(),
             LocalInput::Phase => {}
         }
     }
 
-    /// A stage's change: a new rate for the timer (the device keeps its place in the spread), or
-    /// a disconnect to make.
-    fn on_control(&mut self) {
+    /// A stage's change: a new rate for the timer (the device keeps its place in the spread),
+    /// the devices to keep connected, churn turns, or a disconnect to make.
+    pub(super) fn on_control(&mut self) {
         let Some(control) = self.links.control.as_mut().map(|c| *c.borrow_and_update()) else {
             return;
         };
+        // The devices connected share the rate; the fleet's size when the stages keep all.
+        let connected = control.devices.unwrap_or(self.settings.fleet_size as u64).max(1);
+        self.parked = !control.connected(self.index);
+        self.outage = control.outage;
         if let (Some(rate), Feed::Own { .. }) = (control.rate, &self.links.feed) {
-            let period = Duration::from_secs_f64(self.settings.fleet_size.max(1) as f64 / rate);
+            let period = Duration::from_secs_f64(connected as f64 / rate);
             let done = self.count_reached();
             match self.timer.as_mut() {
                 Some(t) => t.set_period(period),
                 None if !done => {
-                    let offset = period.mul_f64(self.index as f64 / self.settings.fleet_size.max(1) as f64);
-                    self.timer = Some(super::ticker::Ticker::new(Instant::now() + offset, period));
+                    let offset = period.mul_f64(self.index as f64 / connected as f64);
+                    let from = self.settings.start.max(Instant::now());
+                    self.timer = Some(super::ticker::Ticker::new(from + offset, period));
                 }
                 None => {}
             }
         }
+        // Churn: device i of the n connected takes turns i, i + n, i + 2n, … of the fleet's
+        // `per_second` turns a second, so the fleet cycles evenly.
+        let made_for = control.churn.map(|c| (c, connected));
+        if made_for != self.churn_made_for {
+            self.churn_made_for = made_for;
+            let parked = self.parked;
+            self.churn = control.churn.filter(|_| !parked).map(|(per_second, since)| {
+                let first = since + Duration::from_secs_f64(self.index as f64 / per_second);
+                super::ticker::Ticker::new(first, Duration::from_secs_f64(connected as f64 / per_second))
+            });
+        }
         if control.storms > self.storms_seen {
             self.storms_seen = control.storms;
-            self.storm_pending = true;
+            self.close_soon();
         }
     }
 

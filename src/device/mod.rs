@@ -118,11 +118,31 @@ pub struct DeviceLinks {
 /// What scenario stages change while the fleet runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Control {
-    /// Fleet-wide events per second now (each device: one every fleet size / rate seconds).
+    /// Fleet-wide events per second now (each connected device: one every devices / rate
+    /// seconds).
     pub rate: Option<f64>,
     /// Disconnects asked for so far: every device drops its connection once per increment.
     pub storms: u64,
+    /// Devices connected, fleet-wide: those with an index below it; the others deliver what
+    /// they owe, disconnect and take no timed readings. All of them when None.
+    pub devices: Option<u64>,
+    /// Connect/disconnect cycles per second, fleet-wide, counted from the instant given: the
+    /// connected devices take turns, each closing cleanly (after its acknowledgements) and
+    /// connecting again.
+    pub churn: Option<(f64, Instant)>,
+    /// An outage: no device connects (readings are queued, as offline).
+    pub outage: bool,
 }
+
+impl Control {
+    /// Whether the device of fleet index `index` is to be connected.
+    pub fn connected(&self, index: usize) -> bool {
+        self.devices.is_none_or(|n| (index as u64) < n)
+    }
+}
+
+/// How long a device asked to disconnect waits for its acknowledgements before it closes anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Where a device's events come from. With several sinks (`--sink mqtt,kinesis`) the device
 /// runs once per sink: on the first it takes the readings (timer, console) and passes each event
@@ -178,10 +198,18 @@ struct Device {
     /// Why the device gave up: it sends nothing more (but may still take readings for the
     /// fleet's other sinks).
     gave_up: Option<Kind>,
-    /// The scenario asked for a disconnect the loop has not made yet.
-    storm_pending: bool,
     /// Disconnects asked for so far (`Control::storms`).
     storms_seen: u64,
+    /// A stage wants this device disconnected (`devices` below its index).
+    parked: bool,
+    /// A stage's outage: no connection until it is over.
+    outage: bool,
+    /// A churn stage's turns for this device, and the settings they were made from.
+    churn: Option<Ticker>,
+    churn_made_for: Option<((f64, Instant), u64)>,
+    /// A stage wants the connection closed (a storm, a churn turn): hand nothing more, close
+    /// once what was written is acknowledged, or at this deadline.
+    closing: Option<Instant>,
 }
 
 /// Runs one device until the fleet stops it or it gives up for a permanent cause.
@@ -224,9 +252,24 @@ pub async fn run<T: Transport>(
         inject_open: true,
         stop_with: None,
         gave_up: None,
-        storm_pending: false,
         storms_seen: 0,
+        parked: false,
+        outage: false,
+        churn: None,
+        churn_made_for: None,
+        closing: None,
     };
+    // A first stage's settings (devices, rate) hold from the start: its rate makes the timer
+    // afresh, spread over its own period.
+    if device
+        .links
+        .control
+        .as_ref()
+        .is_some_and(|c| c.borrow().rate.is_some())
+    {
+        device.timer = None;
+    }
+    device.on_control();
     if device.run(&mut tx, &mut link).await {
         // Boxed, like every rarely taken path below: each device task holds its future inline,
         // so only the hot path (the link's next report) should count towards its size.
@@ -242,6 +285,9 @@ impl Device {
     async fn run(&mut self, tx: &mut impl Sender, link: &mut impl Link) -> bool {
         let mut retry_at: Option<Instant> = None;
         while self.links.phase.running() {
+            if self.online() && self.ready_to_close() {
+                Box::pin(self.drop_connection(link)).await;
+            }
             if !self.online() && !Box::pin(self.pass_gates(retry_at.take())).await {
                 break;
             }
@@ -256,7 +302,7 @@ impl Device {
                         ev = &mut next => break Some(ev),
                         input = self.next_local() => {
                             self.on_local(input);
-                            if !self.links.phase.running() || self.storm_pending {
+                            if !self.links.phase.running() || self.ready_to_close() {
                                 break None;
                             }
                             self.hand_off(tx);
@@ -265,8 +311,8 @@ impl Device {
                 }
             };
             match event {
-                None if self.storm_pending => Box::pin(self.drop_connection(link)).await,
-                None => break,
+                None if !self.links.phase.running() => break,
+                None => Box::pin(self.drop_connection(link)).await,
                 Some(LinkEvent::Lost(cause)) => match self.after_lost(cause) {
                     Some(at) => retry_at = Some(at),
                     None => return false,
@@ -288,10 +334,27 @@ impl Device {
         matches!(self.conn, Conn::Online { .. })
     }
 
-    /// A scenario's storm: the connection is closed now and made again through the usual gates
-    /// (backoff, one attempt a second per id, the fleet's ramp-up).
+    /// Whether a stage wants the connection closed now: a storm or a churn turn once what was
+    /// written is acknowledged (so nothing is sent twice); a parked device once it owes nothing.
+    fn ready_to_close(&self) -> bool {
+        self.closing
+            .is_some_and(|by| self.ledger.in_flight() == 0 || Instant::now() >= by)
+            || (self.parked && self.ledger.owed() == 0)
+            || (self.outage && self.ledger.in_flight() == 0)
+    }
+
+    /// A storm or a churn turn: close once acknowledged.
+    fn close_soon(&mut self) {
+        if self.online() && self.closing.is_none() {
+            self.closing = Some(Instant::now() + CLOSE_GRACE);
+        }
+    }
+
+    /// A scenario's storm, churn turn or parking: the connection is closed now and made again
+    /// (unless parked) through the usual gates (backoff, one attempt a second per id, the
+    /// fleet's ramp-up).
     async fn drop_connection(&mut self, link: &mut impl Link) {
-        self.storm_pending = false;
+        self.closing = None;
         if !self.online() {
             return;
         }
@@ -305,6 +368,15 @@ impl Device {
     /// Waits for the next attempt's turn (backoff, one per second per id, the fleet's pacer),
     /// still taking readings meanwhile; false when the fleet is stopping.
     async fn pass_gates(&mut self, retry_at: Option<Instant>) -> bool {
+        // Parked by a stage: no connection until a later stage wants it, or it owes an event
+        // (an injection), which it then delivers. In an outage: none until it is over.
+        while self.outage || (self.parked && self.ledger.owed() == 0) {
+            let input = self.next_local().await;
+            self.on_local(input);
+            if !self.links.phase.running() {
+                return false;
+            }
+        }
         let at = backoff::attempt_at(retry_at, self.last_attempt, Instant::now());
         if !self.wait_until(at).await {
             return false;
@@ -337,7 +409,7 @@ impl Device {
 
     /// Hands queued events to the transport while connected and below the in-flight limit.
     fn hand_off(&mut self, tx: &mut impl Sender) {
-        if !self.online() {
+        if !self.online() || self.closing.is_some() || self.outage {
             return;
         }
         while let Some(payload) = self.ledger.next_to_hand() {
@@ -372,6 +444,10 @@ impl Device {
         if self.online() {
             link.close(Duration::from_secs(1), |ev| self.on_event(ev)).await;
             self.go_offline();
+        }
+        if !self.ever_connected && self.parked && self.ledger.owed() == 0 {
+            // Kept off by the stages all along: nothing owed, nothing failed.
+            return;
         }
         if !self.ever_connected {
             // Still retrying when the run ended: count it with the last cause seen.

@@ -63,7 +63,7 @@ pub trait Link: Send + 'static {
     /// Connects if needed and waits until there is something to report.
     fn next(&mut self) -> impl Future<Output = LinkEvent> + Send;
     /// Says goodbye cleanly (e.g. MQTT DISCONNECT), waiting at most `within`; events that
-    /// arrive meanwhile are passed to `on_event`.
+    /// arrive meanwhile are passed to `on_event`. The next `next()` connects afresh.
     fn close(
         &mut self,
         within: Duration,

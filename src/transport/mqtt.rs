@@ -253,5 +253,9 @@ impl Link for MqttLink {
             on_event(to_link_event(ev))
         })
         .await;
+        // A stage's disconnect is followed by a new connection: the next `next()` connects
+        // afresh rather than reading the old socket's end; the device re-sends from its ledger.
+        self.eventloop.clean();
+        self.eventloop.pending.clear();
     }
 }

@@ -191,18 +191,20 @@ impl Link for Mqtt5Link {
     }
 
     async fn close(&mut self, within: Duration, mut on_event: impl FnMut(LinkEvent) + Send) {
-        if self.client.try_disconnect().is_err() {
-            return;
-        }
-        let _ = tokio::time::timeout(within, async {
-            loop {
-                match self.eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(ev) => on_event(to_link_event(ev)),
+        if self.client.try_disconnect().is_ok() {
+            let _ = tokio::time::timeout(within, async {
+                loop {
+                    match self.eventloop.poll().await {
+                        Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                        Ok(ev) => on_event(to_link_event(ev)),
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
+        }
+        // The next `next()` connects afresh; the device re-sends from its ledger.
+        self.eventloop.clean();
+        self.eventloop.pending.clear();
     }
 }
 
