@@ -69,6 +69,7 @@ mod preflight;
 mod preflight_sinks;
 mod ratelimit;
 mod report;
+mod sendq;
 mod shard;
 mod signals;
 mod stats;

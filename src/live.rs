@@ -171,6 +171,7 @@ impl LiveView {
         let health = Health {
             cpu_pct,
             late_p99_ms: Quantiles::of(&late).p99,
+            send_queues: crate::sendq::latest(),
         };
         Some(
             status_line(
@@ -193,6 +194,7 @@ impl LiveView {
 struct Health {
     cpu_pct: f64,
     late_p99_ms: f64,
+    send_queues: Option<crate::sendq::SendQueues>,
 }
 
 impl std::fmt::Display for Health {
@@ -201,7 +203,11 @@ impl std::fmt::Display for Health {
             f,
             " | CPU {:.0}% timers late p99 {:.1} ms",
             self.cpu_pct, self.late_p99_ms
-        )
+        )?;
+        match self.send_queues {
+            Some(q) => write!(f, " send queues {}", crate::report::bytes(q.total_bytes)),
+            None => Ok(()),
+        }
     }
 }
 

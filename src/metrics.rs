@@ -31,8 +31,17 @@ pub type SinkStats = (Labels, Arc<Stats>);
 
 /// Every sink's series under one descriptor per metric, so several sinks (`--sink mqtt,kinesis`)
 /// are one metric family with a `sink` label each.
-/// The scenario stage under way (empty without stages), shared with the stage runner.
-pub type CurrentStage = Arc<std::sync::Mutex<String>>;
+/// The scenario's stages so far, shared with the stage runner: each stage's name and the first
+/// sink's figures when it began (the last one is under way). Empty without stages.
+pub type CurrentStage = Arc<std::sync::Mutex<Vec<StageMark>>>;
+
+/// A stage's name and the figures when it began.
+#[derive(Debug, Clone)]
+pub struct StageMark {
+    pub name: String,
+    pub snapshot: crate::stats::Snapshot,
+    pub latency: crate::stats::Latency,
+}
 
 #[derive(Debug)]
 struct FleetCollector {
@@ -59,7 +68,8 @@ impl Collector for FleetCollector {
             self.sinks.iter().map(|(l, s)| (l, s.snapshot())).collect();
         self.encode_counts(&mut enc, &snapshots)?;
         self.encode_latency(&mut enc)?;
-        self.encode_stage(&mut enc)
+        self.encode_stage(&mut enc)?;
+        self.encode_stages(&mut enc, snapshots.first().map(|(_, s)| s))
     }
 }
 
@@ -160,10 +170,28 @@ impl FleetCollector {
         )?
         .encode_family(&shard)?
         .encode_counter::<Labels, _, f64>(&cpu, None)?;
-        let stage = crate::stats::lock(&self.stage).clone();
-        if stage.is_empty() {
-            return Ok(());
+        if let Some(q) = crate::sendq::latest() {
+            for (name, help, value) in [
+                (
+                    "freezer_fleet_send_queue_bytes",
+                    "Bytes in this process's TCP send queues (written, not yet acknowledged by the peer)",
+                    q.total_bytes,
+                ),
+                (
+                    "freezer_fleet_send_queue_max_bytes",
+                    "Bytes in this process's longest TCP send queue",
+                    q.max_bytes,
+                ),
+            ] {
+                self.series(enc, name, help, MetricType::Gauge)?
+                    .encode_family(&shard)?
+                    .encode_gauge(&(value as i64))?;
+            }
         }
+        let marks = crate::stats::lock(&self.stage).clone();
+        let Some(stage) = marks.last().map(|m| m.name.clone()) else {
+            return Ok(());
+        };
         let mut series = self.series(
             enc,
             "freezer_fleet_stage",
@@ -173,6 +201,91 @@ impl FleetCollector {
         let mut labels = shard;
         labels.push(("stage".into(), stage));
         series.encode_family(&labels)?.encode_gauge(&1i64)?;
+        Ok(())
+    }
+
+    /// Each stage's own figures (the first sink's), so a spike's p99 is not hidden by the soak
+    /// around it: counters and the acknowledgement histogram under `freezer_fleet_stage_…`, with
+    /// a `stage` label; a stage's series stop moving when it is over.
+    fn encode_stages(
+        &self,
+        enc: &mut DescriptorEncoder,
+        now: Option<&crate::stats::Snapshot>,
+    ) -> Result<(), std::fmt::Error> {
+        let marks = crate::stats::lock(&self.stage).clone();
+        let (Some(now), Some((labels, first))) = (now, self.sinks.first()) else {
+            return Ok(());
+        };
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let latency_now = first.latency();
+        let stages: Vec<(Labels, crate::stats::Snapshot, crate::stats::Latency)> = marks
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let (snapshot, latency) = match marks.get(i + 1) {
+                    Some(next) => (&next.snapshot, &next.latency),
+                    None => (now, &latency_now),
+                };
+                let mut l = labels.clone();
+                l.push(("stage".into(), m.name.clone()));
+                (l, snapshot.since(&m.snapshot), latency.since(&m.latency))
+            })
+            .collect();
+        type Count = fn(&crate::stats::Snapshot) -> u64;
+        let counters: [(&str, &str, Count); 6] = [
+            (
+                "freezer_fleet_stage_connection_attempts",
+                "Connection attempts in the stage",
+                |s| s.connect_attempts_per_second.iter().sum(),
+            ),
+            (
+                "freezer_fleet_stage_disconnects",
+                "Connections closed or lost in the stage",
+                |s| s.connects.disconnects,
+            ),
+            (
+                "freezer_fleet_stage_events_published",
+                "Events written in the stage",
+                |s| s.messages.published,
+            ),
+            (
+                "freezer_fleet_stage_events_acknowledged",
+                "Events acknowledged in the stage",
+                |s| s.messages.acknowledged,
+            ),
+            (
+                "freezer_fleet_stage_events_failed",
+                "Events never delivered, counted in the stage",
+                |s| s.messages.failed,
+            ),
+            (
+                "freezer_fleet_stage_events_dropped",
+                "Events dropped from a full offline queue in the stage",
+                |s| s.messages.dropped,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut series = self.series(enc, name, help, MetricType::Counter)?;
+            for (labels, s, _) in &stages {
+                series
+                    .encode_family(labels)?
+                    .encode_counter::<Labels, _, u64>(&value(s), None)?;
+            }
+        }
+        let mut series = self.series(
+            enc,
+            "freezer_fleet_stage_ack_seconds",
+            "Intended send time to acknowledgement, in the stage",
+            MetricType::Histogram,
+        )?;
+        for (labels, _, latency) in &stages {
+            let (sum, count, buckets) = buckets(&latency.puback);
+            series
+                .encode_family(labels)?
+                .encode_histogram::<Labels>(sum, count, &buckets, None)?;
+        }
         Ok(())
     }
 
@@ -315,14 +428,56 @@ mod tests {
             ("sink".to_string(), "kinesis".to_string()),
         ];
         registry.register_collector(Box::new(FleetCollector {
-            sinks: vec![(labels, stats), (kinesis_labels, kinesis)],
+            sinks: vec![(labels, stats.clone()), (kinesis_labels, kinesis)],
             devices: 3,
-            stage: Arc::new(std::sync::Mutex::new("spike".into())),
+            stage: Arc::new(std::sync::Mutex::new(vec![
+                StageMark {
+                    name: "soak".into(),
+                    snapshot: crate::stats::Snapshot::default(),
+                    latency: crate::stats::Latency::default(),
+                },
+                StageMark {
+                    name: "spike".into(),
+                    snapshot: stats.snapshot(),
+                    latency: stats.latency(),
+                },
+            ])),
         }));
+        // The spike began after the first 7 acknowledgements; 4 more come in it, one slow.
+        stats.messages.acknowledged.add(4);
+        stats.record_puback(2, Duration::from_secs(4));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for (series, value) in [
+            ("freezer_fleet_stage{shard=\"0/2\",stage=\"spike\"}", "1"),
+            (
+                "freezer_fleet_stage_events_acknowledged_total{shard=\"0/2\",sink=\"mqtt\",stage=\"soak\"}",
+                "7",
+            ),
+            (
+                "freezer_fleet_stage_events_acknowledged_total{shard=\"0/2\",sink=\"mqtt\",stage=\"spike\"}",
+                "4",
+            ),
+            (
+                "freezer_fleet_stage_ack_seconds_count{shard=\"0/2\",sink=\"mqtt\",stage=\"soak\"}",
+                "2",
+            ),
+            (
+                "freezer_fleet_stage_ack_seconds_count{shard=\"0/2\",sink=\"mqtt\",stage=\"spike\"}",
+                "1",
+            ),
+        ] {
+            assert!(
+                text.contains(&format!("{series} {value}\n")),
+                "{series} {value}: {text}"
+            );
+        }
         assert!(
-            text.contains("freezer_fleet_events_acknowledged_total{shard=\"0/2\",sink=\"mqtt\"} 7"),
+            text.contains("freezer_fleet_send_queue_bytes{shard=\"0/2\"} "),
+            "{text}"
+        );
+        assert!(
+            text.contains("freezer_fleet_events_acknowledged_total{shard=\"0/2\",sink=\"mqtt\"} 11"),
             "{text}"
         );
         assert!(
@@ -340,7 +495,7 @@ mod tests {
             "one family for every sink: {text}"
         );
         assert!(
-            text.contains("freezer_fleet_ack_seconds_count{shard=\"0/2\",sink=\"mqtt\"} 2"),
+            text.contains("freezer_fleet_ack_seconds_count{shard=\"0/2\",sink=\"mqtt\"} 3"),
             "{text}"
         );
         // 3 ms is under the 3.2 ms bucket, 2 s under the 3.2768 s one.
@@ -349,7 +504,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("freezer_fleet_ack_seconds_bucket{le=\"+Inf\",shard=\"0/2\",sink=\"mqtt\"} 2"),
+            text.contains("freezer_fleet_ack_seconds_bucket{le=\"+Inf\",shard=\"0/2\",sink=\"mqtt\"} 3"),
             "{text}"
         );
     }

@@ -105,3 +105,60 @@ fn prometheus_scrapes_the_fleet_and_promql_agrees_with_the_report() {
     let connected = prometheus.query("max_over_time(freezer_fleet_devices_connected[1m])");
     assert_eq!(connected["data"]["result"][0]["value"][1], "5", "{connected}");
 }
+
+#[test]
+fn each_stage_has_its_own_series_and_a_finished_stage_agrees_with_the_report() {
+    let Setup { pki, broker, .. } = Setup::new(5);
+    let metrics_port = free_port();
+    let prometheus = Prometheus::start(metrics_port);
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("stages.toml");
+    write(
+        &scenario,
+        "[[stage]]\nname = \"calm\"\nduration = \"4s\"\nrate = 10\n\n\
+         [[stage]]\nname = \"busy\"\nduration = \"4s\"\nrate = 40\n\n\
+         [[stage]]\nname = \"drain\"\n",
+    );
+    let mut args = certs_args(&pki, broker.port);
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    args.extend(
+        [
+            "--metrics",
+            &metrics,
+            "--scenario",
+            &scenario.display().to_string(),
+        ]
+        .map(String::from),
+    );
+    let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(40));
+    assert_eq!(code, 0, "{stderr}");
+    let scraped = |stage: &str| -> f64 {
+        let q =
+            format!("max_over_time(freezer_fleet_stage_events_acknowledged_total{{stage=\"{stage}\"}}[1m])");
+        let answer = prometheus.query(&q);
+        answer["data"]["result"][0]["value"][1]
+            .as_str()
+            .unwrap_or_else(|| panic!("{q}: {answer}"))
+            .parse()
+            .unwrap()
+    };
+    // The calm stage was over seconds before the last scrape: its series had stopped moving.
+    let calm = num(&report, "/stages/calm/messages/acknowledged") as f64;
+    assert_eq!(scraped("calm"), calm, "{report:#}");
+    let busy = num(&report, "/stages/busy/messages/acknowledged") as f64;
+    let seen = scraped("busy");
+    assert!(
+        seen <= busy && busy - seen <= 60.0,
+        "busy: Prometheus {seen}, report {busy}"
+    );
+    assert!(busy > 2.5 * calm, "calm {calm}, busy {busy}");
+    let p99 = prometheus.query(
+        "histogram_quantile(0.99, max_over_time(freezer_fleet_stage_ack_seconds_bucket{stage=\"busy\"}[1m]))",
+    );
+    let p99: f64 = p99["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(p99 > 0.0 && p99 < 5.0, "busy p99 {p99} s");
+}

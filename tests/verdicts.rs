@@ -101,7 +101,8 @@ fn the_time_series_has_a_row_a_second_and_sums_to_the_report() {
     assert_eq!(
         lines.next().unwrap(),
         "elapsed_s,stage,devices_connected,attempts,published,acknowledged,failed,dropped,in_flight,\
-         puback_p50_ms,puback_p99_ms,lag_p99_ms,late_p99_ms,cpu_pct"
+         puback_p50_ms,puback_p99_ms,lag_p99_ms,late_p99_ms,cpu_pct,\
+         send_queue_bytes,send_queue_max_bytes"
     );
     let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(String::from).collect()).collect();
     assert!((5..=8).contains(&rows.len()), "about one row a second: {text}");
@@ -193,4 +194,48 @@ fn a_generator_pinned_to_one_core_and_overloaded_says_so_and_a_quiet_one_does_no
         !stderr.contains("WARNING: the generator was saturated"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_broker_that_stops_reading_shows_in_the_send_queues_and_a_reading_one_does_not() {
+    let pki = Pki::new(2);
+    let broker = Mosquitto::start(&pki);
+    let big = ["--qos", "0", "--payload-bytes", "8000", "--drain-timeout", "1s"];
+    let mut reading = fleet_args(&pki, broker.port, &["--rate", "20", "--duration", "3s"]);
+    reading.extend(big.iter().map(|s| s.to_string()));
+    let (code, stderr, report) = run_report(&strs(&reading), Duration::from_secs(40));
+    assert_eq!(code, 0, "{stderr}");
+    let g = &report["generator"];
+    assert!(
+        g["send_queue_peak_bytes"].as_u64().unwrap() < 64_000,
+        "a broker that reads keeps the queues short: {g}"
+    );
+
+    let mut stalled = fleet_args(&pki, broker.port, &["--rate", "max", "--duration", "5s"]);
+    stalled.extend(big.iter().map(|s| s.to_string()));
+    stalled.extend(["--report".to_string(), "-".to_string()]);
+    let mut fleet = Fleet::spawn(&strs(&stalled));
+    fleet.close_stdin();
+    assert!(
+        fleet.wait_stderr("2 of 2 device(s) connected", Duration::from_secs(10)),
+        "{}",
+        fleet.stderr()
+    );
+    signal(broker.pid(), "-STOP");
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, stderr, stdout) = fleet.finish(Duration::from_secs(40));
+    signal(broker.pid(), "-CONT");
+    assert_eq!(code, 0, "{stderr}");
+    let report = report_of(&stdout, &stderr);
+    let g = &report["generator"];
+    let peak = g["send_queue_peak_bytes"].as_u64().unwrap();
+    assert!(peak > 100_000, "the writes wait in the kernel's queues: {g}");
+    assert!(g["send_queue_max_bytes"].as_u64().unwrap() <= peak, "{g}");
+    let rows = report["timeline"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r["send_queue_bytes"].as_u64().unwrap() > 100_000),
+        "the time series has it too"
+    );
+    assert!(stderr.contains("send queues at most "), "{stderr}");
 }

@@ -84,18 +84,24 @@ impl Scenario {
 
     fn begin(&mut self, stats: &Stats) {
         let stage = &self.stages[self.i];
+        // One look at the figures for the report's stages and the metrics' alike.
+        let (snapshot, latency) = (stats.snapshot(), stats.latency());
+        crate::stats::lock(&self.shown).push(crate::metrics::StageMark {
+            name: stage.name.clone(),
+            snapshot: snapshot.clone(),
+            latency: latency.clone(),
+        });
         self.marks.push(Mark {
             name: stage.name.clone(),
             at: Instant::now(),
-            snapshot: stats.snapshot(),
-            latency: stats.latency(),
+            snapshot,
+            latency,
         });
         self.since = Instant::now();
         self.wake = self.since;
         // An outage (then_reconnect = false) is over at its duration, not when devices are back.
         self.storm = (stage.disconnect && !stage.outage).then(|| (stats.devices.online.get(), false));
         self.devices = stage.devices.or(self.devices);
-        *crate::stats::lock(&self.shown) = stage.name.clone();
         tracing::info!("stage {}: {}", stage.name, describe(stage, self.rate_before));
         if let (Some(r), Some(pacer)) = (stage.ramp_up, &self.pacer) {
             pacer.set_rate(r);

@@ -411,6 +411,12 @@ pub struct Generator {
     pub cpu_max_pct: f64,
     /// How late device timers fired, p99 over the run.
     pub timers_late_p99_ms: f64,
+    /// This process's TCP send queues: the most bytes waiting in all of them at one look, and
+    /// in one connection.
+    #[serde(default)]
+    pub send_queue_peak_bytes: u64,
+    #[serde(default)]
+    pub send_queue_max_bytes: u64,
     pub saturated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
@@ -430,6 +436,7 @@ impl Generator {
             .map(|r| r.cpu_pct)
             .collect();
         let mean = running.iter().sum::<f64>() / running.len().max(1) as f64;
+        let peak = |f: fn(&timeseries::Row) -> u64| timeline.iter().map(f).max().unwrap_or(0);
         let max = running.iter().copied().fold(0.0, f64::max);
         let mut why = Vec::new();
         if late.p99 > LATE_LIMIT_MS {
@@ -446,6 +453,8 @@ impl Generator {
             cpu_mean_pct: round2(mean),
             cpu_max_pct: round2(max),
             timers_late_p99_ms: late.p99,
+            send_queue_peak_bytes: peak(|r| r.send_queue_bytes),
+            send_queue_max_bytes: peak(|r| r.send_queue_max_bytes),
             saturated: !why.is_empty(),
             why: (!why.is_empty()).then(|| why.join(", ")),
         }
@@ -456,8 +465,14 @@ impl Generator {
 fn write_generator(out: &mut String, g: &Generator) {
     let _ = writeln!(
         out,
-        "  generator CPU {}% mean, {}% max (100% = one core; {} available), timers late p99 {} ms",
-        g.cpu_mean_pct, g.cpu_max_pct, g.cores, g.timers_late_p99_ms
+        "  generator CPU {}% mean, {}% max (100% = one core; {} available), timers late p99 {} ms, \
+         send queues at most {} ({} in one connection)",
+        g.cpu_mean_pct,
+        g.cpu_max_pct,
+        g.cores,
+        g.timers_late_p99_ms,
+        bytes(g.send_queue_peak_bytes),
+        bytes(g.send_queue_max_bytes)
     );
     if let Some(why) = &g.why {
         let _ = writeln!(
@@ -465,6 +480,15 @@ fn write_generator(out: &mut String, g: &Generator) {
             "  WARNING: the generator was saturated ({why}): its latency figures describe itself, not the endpoint; \
              run fewer devices per process (--shard) or give it more cores"
         );
+    }
+}
+
+/// A byte count for people: `512 B`, `12.3 KB`, `4.1 MB`.
+pub fn bytes(n: u64) -> String {
+    match n {
+        n if n < 1000 => format!("{n} B"),
+        n if n < 1_000_000 => format!("{:.1} KB", n as f64 / 1e3),
+        n => format!("{:.1} MB", n as f64 / 1e6),
     }
 }
 

@@ -13,7 +13,8 @@ use crate::input;
 use crate::stats::{Latency, Quantiles, Snapshot};
 
 pub const HEADER: &str = "elapsed_s,stage,devices_connected,attempts,published,acknowledged,failed,dropped,in_flight,\
-                          puback_p50_ms,puback_p99_ms,lag_p99_ms,late_p99_ms,cpu_pct";
+                          puback_p50_ms,puback_p99_ms,lag_p99_ms,late_p99_ms,cpu_pct,\
+                          send_queue_bytes,send_queue_max_bytes";
 
 /// The cumulative figures at the last row.
 #[derive(Default)]
@@ -46,12 +47,18 @@ pub struct Row {
     /// This process's CPU this second, in percent of one core.
     #[serde(default)]
     pub cpu_pct: f64,
+    /// Bytes waiting in this process's TCP send queues (written, not yet acknowledged by the
+    /// peer), all told and the longest, at the second's last look.
+    #[serde(default)]
+    pub send_queue_bytes: u64,
+    #[serde(default)]
+    pub send_queue_max_bytes: u64,
 }
 
 impl Row {
     fn csv(&self) -> String {
         format!(
-            "{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{:.1}",
+            "{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{},{}",
             self.elapsed_s,
             self.stage,
             self.devices_connected,
@@ -65,7 +72,9 @@ impl Row {
             self.puback_p99_ms,
             self.lag_p99_ms,
             self.late_p99_ms,
-            self.cpu_pct
+            self.cpu_pct,
+            self.send_queue_bytes,
+            self.send_queue_max_bytes
         )
     }
 }
@@ -149,6 +158,7 @@ impl TimeSeries {
         let wall = now_t.duration_since(self.last_cpu.1).as_secs_f64().max(1e-3);
         let cpu_pct = ((cpu - self.last_cpu.0) / wall * 100.0).max(0.0);
         self.last_cpu = (cpu, now_t);
+        let sendq = crate::sendq::latest().unwrap_or_default();
         let settled = if self.acked { m.acknowledged } else { m.published };
         let in_flight = m.taken.saturating_sub(settled + m.failed + m.dropped);
         let row = Row {
@@ -166,6 +176,8 @@ impl TimeSeries {
             lag_p99_ms: l.p99,
             late_p99_ms: Quantiles::of(&late).p99,
             cpu_pct: (cpu_pct * 10.0).round() / 10.0,
+            send_queue_bytes: sendq.total_bytes,
+            send_queue_max_bytes: sendq.max_bytes,
         };
         self.last = now;
         self.last_latency = latency;
