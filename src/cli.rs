@@ -635,6 +635,7 @@ impl RunArgs {
             timeseries: self.timeseries,
             scenario: self.scenario,
             stage: None,
+            thresholds: None,
         };
         (layer, self.config)
     }

@@ -767,6 +767,28 @@ refused!(
     ["stage 'cut'", "then_reconnect = false", "give it one"]
 );
 refused!(
+    a_threshold_in_the_config_file_that_is_not_text,
+    |f| {
+        let path = f.at("thresholds.toml");
+        std::fs::write(&path, "[thresholds]\nlost = 0\n").unwrap();
+        f.fleet(&["--config", &text(&path)])
+    },
+    [
+        "`thresholds.lost` in",
+        "0 is not a condition",
+        "lost = \"> 250ms\""
+    ]
+);
+refused!(
+    a_threshold_in_the_config_file_on_an_unknown_metric,
+    |f| {
+        let path = f.at("thresholds.toml");
+        std::fs::write(&path, "[thresholds]\npubak.p99 = \"> 1s\"\n").unwrap();
+        f.fleet(&["--config", &text(&path)])
+    },
+    ["`thresholds.pubak.p99` in", "unknown metric 'pubak.p99'"]
+);
+refused!(
     a_scenario_with_duration,
     |f| {
         let path = f.at("ok.toml");

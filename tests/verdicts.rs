@@ -239,3 +239,46 @@ fn a_broker_that_stops_reading_shows_in_the_send_queues_and_a_reading_one_does_n
     );
     assert!(stderr.contains("send queues at most "), "{stderr}");
 }
+
+#[test]
+fn a_thresholds_table_in_the_config_file_is_checked_and_flags_replace_it() {
+    let pki = Pki::new(2);
+    let broker = Mosquitto::start(&pki);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.toml");
+    write(
+        &config,
+        "[thresholds]\npuback.p99 = \"> 500ms\"\nlost = \"> 0\"\npublished = \"< 1000000\"\n",
+    );
+    let config = config.display().to_string();
+    let base = ["--rate", "20", "--duration", "2s", "--config", &config];
+    let (code, stderr, report) = run_report(
+        &strs(&fleet_args(&pki, broker.port, &base)),
+        Duration::from_secs(40),
+    );
+    assert_eq!(code, 3, "published < 1000000 is broken: {stderr}");
+    let broken: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("threshold broken: "))
+        .collect();
+    assert_eq!(broken.len(), 1, "{stderr}");
+    assert!(
+        broken[0].starts_with("threshold broken: published < 1000000 (measured "),
+        "{}",
+        broken[0]
+    );
+    assert_eq!(
+        report["broken_thresholds"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
+
+    let mut flags = base.to_vec();
+    flags.extend(["--fail-if", "lost > 0"]);
+    let (code, stderr, _) = run_report(
+        &strs(&fleet_args(&pki, broker.port, &flags)),
+        Duration::from_secs(40),
+    );
+    assert_eq!(code, 0, "--fail-if replaces the file's thresholds: {stderr}");
+    assert!(stderr.contains("all 1 --fail-if threshold(s) held"), "{stderr}");
+}

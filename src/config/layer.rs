@@ -69,6 +69,37 @@ pub struct Layer {
     pub scenario: Option<PathBuf>,
     /// `[[stage]]` tables (config file only).
     pub stage: Option<Vec<super::stages::StageSpec>>,
+    /// A `[thresholds]` table (config file only): `puback.p99 = "> 250ms"`, `lost = "> 0"`,
+    /// `spike.puback.p99 = "> 1s"`.
+    pub thresholds: Option<toml::Table>,
+}
+
+fn flatten_thresholds(
+    table: &toml::Table,
+    prefix: &str,
+    file: &str,
+    out: &mut Vec<Sourced<String>>,
+) -> Result<()> {
+    for (key, value) in table {
+        let name = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            toml::Value::Table(inner) => flatten_thresholds(inner, &name, file, out)?,
+            toml::Value::String(cond) => out.push(Sourced {
+                value: format!("{name} {}", cond.trim()),
+                origin: format!("`thresholds.{name}` in {file}"),
+            }),
+            other => {
+                return Err(input!(
+                    "`thresholds.{name}` in {file}: {other} is not a condition; write it as text, e.g. {name} = \"> 250ms\""
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `rate`: a number, or "max" (a config file may write either; a flag is always text).
@@ -164,6 +195,22 @@ impl Merger {
             value,
             origin: format!("`{key}` in {file}"),
         })
+    }
+
+    /// The config file's `[thresholds]` table as `--fail-if` expressions, each with where it
+    /// came from; dotted keys (`puback.p99 = …`) are the metric's name.
+    pub fn threshold_table(&mut self) -> Result<Vec<Sourced<String>>> {
+        let Some(table) = self.file.thresholds.take() else {
+            return Ok(Vec::new());
+        };
+        let file = self
+            .file_path
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        flatten_thresholds(&table, "", &file, &mut out)?;
+        Ok(out)
     }
 
     /// A duration such as 500ms, 5s or 2m.

@@ -277,13 +277,25 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     let payload_bytes = s::payload_bytes(m.pick(|l| l.payload_bytes.take(), "--payload-bytes"))?;
     let max_inflight = s::max_inflight(m.pick(|l| l.max_inflight.take(), "--max-inflight"))?;
     let report = m.path(|l| l.report.take(), "--report").map(|r| r.value);
+    // `--fail-if` flags replace the file's thresholds; else `fail_if = […]` and `[thresholds]`.
+    let table = m.threshold_table()?;
     let thresholds = match m.pick(|l| l.fail_if.take(), "--fail-if") {
-        Some(t) => t
+        Some(t) if t.origin == "--fail-if" => t
             .value
             .iter()
             .map(|e| crate::report::verdict::parse(e, &t.origin))
             .collect::<Result<Vec<_>>>()?,
-        None => Vec::new(),
+        listed => {
+            let listed = listed.into_iter().flat_map(|t| {
+                let origin = t.origin;
+                t.value.into_iter().map(move |e| (e, origin.clone()))
+            });
+            let tabled = table.into_iter().map(|t| (t.value, t.origin));
+            listed
+                .chain(tabled)
+                .map(|(e, origin)| crate::report::verdict::parse(&e, &origin))
+                .collect::<Result<Vec<_>>>()?
+        }
     };
     let timeseries = m.path(|l| l.timeseries.take(), "--timeseries").map(|t| t.value);
     let stages = scenario(&mut m)?;
