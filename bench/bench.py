@@ -14,6 +14,13 @@ Measures (client = the freezer-fleet process, read from /proc):
   (d) 100 devices, --sink kinesis, --rate max, against moto's Kinesis emulator on loopback
       (.venv-tests, installed by the test command): events/s acknowledged, PutRecords batches/s,
       records per batch, client CPU microseconds per event
+  (e) with --only scale: a fleet of --fleet devices (default 100,000), each its own certificate,
+      as --shards processes (`run --shard I/N`; default 6, as this box's hard open-files limit
+      of 20,000 per process holds ~19,900 devices) against one mosquitto per shard (the broker
+      has the same limit), connecting with --ramp-up per shard, each device publishing every 60 s
+      for --steady seconds once all are connected; then `report merge`: devices connected,
+      events acknowledged and lost, PUBACK and connect percentiles, peak RSS per shard and in
+      total (and the brokers'), client CPU per connect
 Baselines in the same go: mosquitto_pub (mosquitto's own client) publishing the same number of
 messages over one mTLS connection, CPU microseconds per message; for (d), boto3 (the AWS SDK for
 Python) putting the same events in PutRecords batches of 500 from one thread.
@@ -292,6 +299,74 @@ def boto3_baseline(moto, stream, count):
     return r["cpu"] * 1e6 / max(r["sent"], 1), r["sent"] / r["seconds"]
 
 
+def hwm_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def scale_run(pki, work, fleet_size, shards, ramp, steady):
+    """A fleet of `fleet_size` as `shards` processes, one mosquitto each; returns figures."""
+    import json
+    brokers = []
+    for i in range(shards):
+        state = os.path.join(work, f"broker{i}")
+        os.makedirs(state)
+        brokers.append(Mosquitto(pki, state))
+    procs = []
+    try:
+        t0 = time.time()
+        for i, b in enumerate(brokers):
+            report = os.path.join(work, f"shard{i}.json")
+            proc, err = fleet(pki, b.port, ["--shard", f"{i}/{shards}", "--interval", "60s", "--ramp-up", str(ramp),
+                                            "--report", report], None, 0)
+            procs.append({"proc": proc, "err": err, "report": report})
+        for p in procs:
+            wait_line(p["err"], r"device\(s\) -> ", p["proc"], 300)
+            p["cpu0"] = cpu_seconds(p["proc"].pid)
+        for i, p in enumerate(procs):
+            m = wait_line(p["err"], r"(\d+) of (\d+) device\(s\) connected in ([\d.]+) s", p["proc"], 1800)
+            p["cpu1"] = cpu_seconds(p["proc"].pid)
+            p["connected"], p["devices"], p["connect_s"] = int(m.group(1)), int(m.group(2)), float(m.group(3))
+            print(f"    shard {i}/{shards}: {p['connected']:,} of {p['devices']:,} connected in {p['connect_s']:.1f} s",
+                  flush=True)
+        all_connected = time.time() - t0
+        end = time.time() + steady
+        rss_peak = 0
+        while time.time() < end:
+            rss_peak = max(rss_peak, sum(rss_kb(p["proc"].pid) for p in procs))
+            time.sleep(5)
+        shard_hwm = [hwm_kb(p["proc"].pid) for p in procs]
+        broker_rss = sum(rss_kb(b.proc.pid) for b in brokers)
+        for p in procs:
+            stop(p["proc"])
+        merged = os.path.join(work, "merged.json")
+        subprocess.run([BIN, "report", "merge"] + [p["report"] for p in procs] + ["--out", merged], check=True,
+                       stderr=subprocess.DEVNULL)
+        with open(merged) as f:
+            r = json.load(f)
+        connects = sum(p["devices"] for p in procs)
+        connect_cpu = sum(p["cpu1"] - p["cpu0"] for p in procs)
+        return {
+            "devices": connects,
+            "connected": sum(p["connected"] for p in procs),
+            "all_connected_s": all_connected,
+            "cpu_per_connect_ms": connect_cpu * 1000 / max(connects, 1),
+            "shard_hwm_kb": shard_hwm,
+            "fleet_rss_peak_kb": rss_peak,
+            "broker_rss_kb": broker_rss,
+            "report": r,
+        }
+    finally:
+        for p in procs:
+            stop(p["proc"])
+            os.unlink(p["err"])
+        for b in brokers:
+            b.stop()
+
+
 def median(xs):
     return statistics.median(xs)
 
@@ -301,7 +376,12 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--sizes", default="1000,10000", help="idle fleet sizes")
     ap.add_argument("--seconds", type=int, default=20, help="throughput run length")
-    ap.add_argument("--only", choices=["idle", "throughput", "kinesis"], help="run one part")
+    ap.add_argument("--only", choices=["idle", "throughput", "kinesis", "scale"],
+                    help="run one part (scale, the many-process fleet, runs only when asked)")
+    ap.add_argument("--fleet", type=int, default=100000, help="scale: devices in the whole fleet")
+    ap.add_argument("--shards", type=int, default=6, help="scale: processes (and brokers)")
+    ap.add_argument("--ramp-up", type=int, default=150, help="scale: connections per second per shard")
+    ap.add_argument("--steady", type=int, default=130, help="scale: seconds to run once every device is connected")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--bin", help="benchmark this freezer-fleet binary (e.g. a build of the previous commit, as a baseline)")
     a = ap.parse_args()
@@ -320,13 +400,32 @@ def main():
     pki = os.path.join(work, "pki")
     try:
         subprocess.run([BIN, "certs", "init", pki], check=True, stderr=subprocess.DEVNULL)
-        subprocess.run([BIN, "certs", "issue", pki, "--devices", str(max(sizes + [100]))], check=True)
+        wanted = a.fleet if a.only == "scale" else max(sizes + [100])
+        t0 = time.time()
+        subprocess.run([BIN, "certs", "issue", pki, "--devices", str(wanted)], check=True)
+        issued_s = time.time() - t0
         subprocess.run([BIN, "certs", "issue", pki, "--devices", "1", "--id-prefix", "monitor",
                         "--out", f"{pki}/monitor"], check=True, stderr=subprocess.DEVNULL)
         broker = Mosquitto(pki, work)
         try:
             print(f"freezer-fleet {subprocess.run([BIN, '--version'], capture_output=True, text=True).stdout.strip()}, "
                   f"{os.cpu_count()} CPUs, medians of {a.runs} run(s)\n")
+            if a.only == "scale":
+                f = scale_run(pki, work, a.fleet, a.shards, a.ramp_up, a.steady)
+                r = f["report"]
+                m, lat = r["messages"], r["latency_ms"]
+                print(f"(e) {f['devices']:,} mTLS devices (each its own certificate, issued in {issued_s:.0f} s) as "
+                      f"{a.shards} shards, one mosquitto each, --ramp-up {a.ramp_up} per shard: "
+                      f"{f['connected']:,} connected, all within {f['all_connected_s']:.0f} s of the start; "
+                      f"client CPU {f['cpu_per_connect_ms']:.3f} ms/connect")
+                print(f"    {a.steady} s at one event per device per 60 s: merged report {m['published']:,} published, "
+                      f"{m['acknowledged']:,} acknowledged, {m['failed'] + m['dropped']:,} lost, "
+                      f"PUBACK p50 {lat['puback']['p50']:.2f} ms p99 {lat['puback']['p99']:.2f} ms, "
+                      f"connect p50 {lat['connect']['p50']:.2f} ms p99 {lat['connect']['p99']:.2f} ms")
+                hwm = f["shard_hwm_kb"]
+                print(f"    peak RSS per shard {min(hwm) / 1024:.0f}–{max(hwm) / 1024:.0f} MiB "
+                      f"({sum(hwm) / f['devices']:.1f} KB/device), all shards at once {f['fleet_rss_peak_kb'] / 1024:.0f} MiB; "
+                      f"the {a.shards} brokers {f['broker_rss_kb'] / 1024:.0f} MiB")
             if a.only in (None, "idle"):
                 rows = {}
                 for n in sizes:

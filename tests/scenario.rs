@@ -237,6 +237,7 @@ fn churn_cycles_devices_at_its_rate_in_its_stage_only_and_loses_nothing() {
     // at its first attempt.
     assert_eq!(churn["ok"].as_u64().unwrap(), 10 + cycles, "{churn}");
     assert_eq!(churn["attempts"], churn["ok"], "{churn}");
+    assert_eq!(churn["reconnects"].as_u64().unwrap(), cycles, "{churn}");
     let calm = &report["stages"]["calm"]["connects"];
     assert_eq!(calm["disconnects"], 0, "churn lasts its own stage: {calm}");
 

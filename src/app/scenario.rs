@@ -84,8 +84,13 @@ impl Scenario {
 
     fn begin(&mut self, stats: &Stats) {
         let stage = &self.stages[self.i];
-        // One look at the figures for the report's stages and the metrics' alike.
-        let (snapshot, latency) = (stats.snapshot(), stats.latency());
+        // One look at the figures for the report's stages and the metrics' alike. The first
+        // stage began with the fleet: everything from its first connection attempt is its.
+        let (snapshot, latency) = if self.marks.is_empty() {
+            (Snapshot::default(), Latency::default())
+        } else {
+            (stats.snapshot(), stats.latency())
+        };
         crate::stats::lock(&self.shown).push(crate::metrics::StageMark {
             name: stage.name.clone(),
             snapshot: snapshot.clone(),
