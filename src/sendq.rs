@@ -1,10 +1,10 @@
 //! The kernel send queues of this process's TCP connections: bytes written and not yet
 //! acknowledged by the peer, summed over the connections and the largest. A queue that grows is
 //! an endpoint (or a network) reading slower than the fleet writes. Sampled once a second on a
-//! thread of its own, started by the first look, from /proc (through the procfs crate: the
-//! process's socket inodes, then the TCP tables of its network namespace).
+//! thread of its own, started by the first look, from the process's own sockets (never the
+//! machine's TCP tables: with a broker and 100,000 connections on one box, reading those every
+//! second cost more than the fleet itself).
 
-use std::collections::HashSet;
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
@@ -46,30 +46,65 @@ pub fn latest() -> Option<SendQueues> {
     *LATEST.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Reads the queues now.
+/// Reads the queues now: for each of this process's file descriptors, whether it is an
+/// established TCP connection (`TCP_INFO`) and the bytes in its send queue (`SIOCOUTQ`). A
+/// syscall or two per descriptor and nothing read for other processes' sockets, so it stays
+/// cheap next to 20,000 connections and a broker's own on the same machine.
+#[cfg(target_os = "linux")]
 pub fn sample() -> Option<SendQueues> {
-    use procfs::process::{FDTarget, Process};
-    let me = Process::myself().ok()?;
-    let sockets: HashSet<u64> = me
-        .fd()
-        .ok()?
-        .filter_map(|fd| match fd.ok()?.target {
-            FDTarget::Socket(inode) => Some(inode),
-            _ => None,
-        })
-        .collect();
     let mut q = SendQueues::default();
-    let tables = [me.tcp(), me.tcp6()];
-    for entry in tables.into_iter().flatten().flatten() {
-        if entry.state != procfs::net::TcpState::Established || !sockets.contains(&entry.inode) {
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<libc::c_int>().ok())
+        else {
             continue;
-        }
-        let bytes = u64::from(entry.tx_queue);
+        };
+        let Some(bytes) = tcp_send_queue(fd) else {
+            continue;
+        };
         q.connections += 1;
         q.total_bytes += bytes;
         q.max_bytes = q.max_bytes.max(bytes);
     }
     Some(q)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn sample() -> Option<SendQueues> {
+    None
+}
+
+/// The send queue of `fd` when it is an established TCP connection. A descriptor closed (or
+/// reused) since the listing answers for whatever it is now, or not at all: harmless.
+#[cfg(target_os = "linux")]
+fn tcp_send_queue(fd: libc::c_int) -> Option<u64> {
+    /// `tcpi_state` of an established connection (TCP_ESTABLISHED in the kernel's tcp_states.h).
+    const ESTABLISHED: u8 = 1;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which is that large; on a
+    // descriptor that is not a TCP socket it fails and writes nothing we read.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let ok = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if ok != 0 || info.tcpi_state != ESTABLISHED {
+        return None;
+    }
+    // SIOCOUTQ is TIOCOUTQ's number on Linux: for a TCP socket, the bytes written and not yet
+    // acknowledged by the peer. SAFETY: it writes one int into `queued`.
+    let mut queued: libc::c_int = 0;
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) } != 0 {
+        return None;
+    }
+    Some(queued.max(0) as u64)
 }
 
 #[cfg(test)]

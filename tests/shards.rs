@@ -179,6 +179,14 @@ fn start_at_starts_every_shards_schedule_at_one_instant() {
     for fleet in shards {
         let (code, stderr, _) = fleet.finish(Duration::from_secs(30));
         assert_eq!(code, 0, "{stderr}");
+        // Devices connect at once; the time to connect counts from then, not from --start-at.
+        let secs: f64 = stderr
+            .split("device(s) connected in ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no connect time: {stderr}"));
+        assert!(secs > 0.0 && secs < 3.0, "connected in {secs} s: {stderr}");
     }
     let events = sub.wait_for(2 * N, Duration::from_secs(5));
     assert_eq!(events.len(), 2 * N);

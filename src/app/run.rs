@@ -215,6 +215,7 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines, series: TimeSer
         Some(addr) => Some(crate::metrics::bind(addr).await?),
         None => None,
     };
+    let launched = tokio::time::Instant::now();
     let mut fleet = prepared.start(cfg);
     let stage = crate::metrics::CurrentStage::default();
     if let Some(listener) = metrics {
@@ -244,6 +245,7 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines, series: TimeSer
         announced: false,
         series,
         sampled: tokio::time::Instant::now(),
+        launched,
         scenario: fleet.control().map(|c| {
             super::scenario::Scenario::new(cfg.stages.clone(), c, fleet.pacer(), cfg.target_rate(), stage)
         }),
@@ -453,6 +455,8 @@ struct Front {
     /// The scenario's stages, when the run has them.
     scenario: Option<super::scenario::Scenario>,
     sampled: tokio::time::Instant,
+    /// When the devices started (connecting at once, whatever --start-at says).
+    launched: tokio::time::Instant,
 }
 
 impl Front {
@@ -484,7 +488,8 @@ impl Front {
                     let n = self.injectors.len() as u64;
                     if !self.announced && s.devices.connected + s.devices.failed >= n {
                         self.announced = true;
-                        let secs = started.elapsed().as_secs_f64();
+                        // From the devices' start, not the schedule's (--start-at may be later).
+                        let secs = self.launched.elapsed().as_secs_f64();
                         tracing::info!("{} of {n} device(s) connected in {secs:.2} s", s.devices.connected);
                     }
                     self.live.tick(&s, stats);
