@@ -1,9 +1,11 @@
-#[cfg(feature = "use-rustls-no-provider")]
-use rustls_pemfile::Item;
+// freezer-fleet patch: PEM is read with rustls-pki-types' `PemObject` (rustls-pemfile is
+// unmaintained), and the error enum has no rustls-webpki 0.102 variant (nothing produced it).
 #[cfg(feature = "use-rustls-no-provider")]
 use tokio_rustls::rustls::{
     self,
-    pki_types::{InvalidDnsNameError, ServerName},
+    pki_types::{
+        pem::PemObject, CertificateDer, InvalidDnsNameError, PrivateKeyDer, ServerName,
+    },
     ClientConfig, RootCertStore,
 };
 #[cfg(feature = "use-rustls-no-provider")]
@@ -11,8 +13,6 @@ use tokio_rustls::TlsConnector as RustlsConnector;
 
 #[cfg(feature = "use-rustls-no-provider")]
 use std::convert::TryFrom;
-#[cfg(feature = "use-rustls-no-provider")]
-use std::io::{BufReader, Cursor};
 #[cfg(feature = "use-rustls-no-provider")]
 use std::sync::Arc;
 
@@ -36,10 +36,6 @@ pub enum Error {
     /// I/O related error
     #[error("I/O: {0}")]
     Io(#[from] io::Error),
-    #[cfg(feature = "use-rustls-no-provider")]
-    /// Certificate/Name validation error
-    #[error("Web Pki: {0}")]
-    WebPki(#[from] webpki::Error),
     /// Invalid DNS name
     #[cfg(feature = "use-rustls-no-provider")]
     #[error("DNS name")]
@@ -75,8 +71,9 @@ pub async fn rustls_connector(tls_config: &TlsConfiguration) -> Result<RustlsCon
         } => {
             // Add ca to root store if the connection is TLS
             let mut root_cert_store = RootCertStore::empty();
-            let certs = rustls_pemfile::certs(&mut BufReader::new(Cursor::new(ca)))
-                .collect::<Result<Vec<_>, _>>()?;
+            let certs = CertificateDer::pem_slice_iter(ca)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(pem_error)?;
 
             root_cert_store.add_parsable_certificates(certs);
 
@@ -88,32 +85,20 @@ pub async fn rustls_connector(tls_config: &TlsConfiguration) -> Result<RustlsCon
 
             // Add der encoded client cert and key
             let mut config = if let Some(client) = client_auth.as_ref() {
-                let certs =
-                    rustls_pemfile::certs(&mut BufReader::new(Cursor::new(client.0.clone())))
-                        .collect::<Result<Vec<_>, _>>()?;
+                let certs = CertificateDer::pem_slice_iter(&client.0)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(pem_error)?;
                 if certs.is_empty() {
                     return Err(Error::NoValidClientCertInChain);
                 }
 
-                // Create buffer for key file
-                let mut key_buffer = BufReader::new(Cursor::new(client.1.clone()));
-
-                // Read PEM items until we find a valid key.
-                let key = loop {
-                    let item = rustls_pemfile::read_one(&mut key_buffer)?;
-                    match item {
-                        Some(Item::Sec1Key(key)) => {
-                            break key.into();
-                        }
-                        Some(Item::Pkcs1Key(key)) => {
-                            break key.into();
-                        }
-                        Some(Item::Pkcs8Key(key)) => {
-                            break key.into();
-                        }
-                        None => return Err(Error::NoValidKeyInChain),
-                        _ => {}
+                // The first SEC1, PKCS#1 or PKCS#8 key in the file.
+                let key = match PrivateKeyDer::from_pem_slice(&client.1) {
+                    Ok(key) => key,
+                    Err(rustls::pki_types::pem::Error::NoItemsFound) => {
+                        return Err(Error::NoValidKeyInChain)
                     }
+                    Err(e) => return Err(pem_error(e)),
                 };
 
                 config.with_client_auth_cert(certs, key)?
@@ -134,6 +119,12 @@ pub async fn rustls_connector(tls_config: &TlsConfiguration) -> Result<RustlsCon
     };
 
     Ok(RustlsConnector::from(config))
+}
+
+/// A PEM file that cannot be read, as the I/O error rustls-pemfile gave.
+#[cfg(feature = "use-rustls-no-provider")]
+fn pem_error(e: rustls::pki_types::pem::Error) -> Error {
+    Error::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }
 
 #[cfg(feature = "use-native-tls")]
