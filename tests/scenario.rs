@@ -23,34 +23,56 @@ fn stage_starts(stderr: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-#[test]
-fn stages_change_the_rate_at_the_broker_and_a_storm_brings_every_device_back() {
-    let pki = Pki::new(8);
+/// One run of a fresh mosquitto, `devices` devices and the scenario `stages` (TOML), plus
+/// `extra` flags; a subscriber has been listening on the events' topic since before the run.
+struct Staged {
+    code: i32,
+    stderr: String,
+    report: serde_json::Value,
+    sub: Subscriber,
+    _broker: Mosquitto,
+    _pki: Pki,
+}
+
+fn run_stages(devices: usize, stages: &str, extra: &[&str]) -> Staged {
+    let pki = Pki::new(devices);
     let broker = Mosquitto::start(&pki);
     let sub = Subscriber::start(&pki, broker.port, "freezers");
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("scenario.toml");
-    write(
-        &scenario,
+    write(&scenario, stages);
+    let mut a = certs_args(&pki, broker.port);
+    a.extend(["--scenario", &scenario.display().to_string()].map(String::from));
+    a.extend(extra.iter().map(|s| s.to_string()));
+    let (code, stderr, report) = run_report(&strs(&a), Duration::from_secs(90));
+    Staged {
+        code,
+        stderr,
+        report,
+        sub,
+        _broker: broker,
+        _pki: pki,
+    }
+}
+
+#[test]
+fn stages_change_the_rate_at_the_broker_and_a_storm_brings_every_device_back() {
+    let Staged {
+        code,
+        stderr,
+        report,
+        sub,
+        _broker,
+        _pki,
+    } = run_stages(
+        8,
         "[[stage]]\nname = \"slow\"\nduration = \"4s\"\nrate = 25\n\n\
          [[stage]]\nname = \"fast\"\nduration = \"4s\"\nrate = 75\n\n\
          [[stage]]\nname = \"storm\"\ndisconnect = \"all\"\n\n\
          [[stage]]\nname = \"soak\"\nduration = \"3s\"\nrate = 25\n\n\
          [[stage]]\nname = \"drain\"\n",
+        &["--ramp-up", "4", "--fail-if", "fast.lost > 0"],
     );
-    let mut a = certs_args(&pki, broker.port);
-    a.extend(
-        [
-            "--scenario",
-            &scenario.display().to_string(),
-            "--ramp-up",
-            "4",
-            "--fail-if",
-            "fast.lost > 0",
-        ]
-        .map(String::from),
-    );
-    let (code, stderr, report) = run_report(&strs(&a), Duration::from_secs(90));
     assert_eq!(code, 0, "{stderr}");
     let stages = &report["stages"];
     for name in ["slow", "fast", "storm", "soak", "drain"] {
@@ -122,17 +144,18 @@ fn stages_change_the_rate_at_the_broker_and_a_storm_brings_every_device_back() {
 
 #[test]
 fn a_ramp_raises_the_rate_across_its_stage() {
-    let pki = Pki::new(5);
-    let broker = Mosquitto::start(&pki);
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("ramp.toml");
-    write(
-        &scenario,
+    let Staged {
+        code,
+        stderr,
+        report,
+        sub: _,
+        _broker,
+        _pki,
+    } = run_stages(
+        5,
         "[[stage]]\nname = \"ramp\"\nduration = \"6s\"\nrate = 10\nrate_to = 70\n",
+        &[],
     );
-    let mut a = certs_args(&pki, broker.port);
-    a.extend(["--scenario", &scenario.display().to_string()].map(String::from));
-    let (code, stderr, report) = run_report(&strs(&a), Duration::from_secs(60));
     assert_eq!(code, 0, "{stderr}");
     let rows: Vec<u64> = report["timeline"]
         .as_array()
@@ -155,20 +178,20 @@ fn a_ramp_raises_the_rate_across_its_stage() {
 
 #[test]
 fn a_stage_sets_the_devices_connected_and_how_fast_they_come() {
-    let pki = Pki::new(20);
-    let broker = Mosquitto::start(&pki);
-    let sub = Subscriber::start(&pki, broker.port, "freezers");
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("grow.toml");
-    write(
-        &scenario,
+    let Staged {
+        code,
+        stderr,
+        report,
+        sub,
+        _broker,
+        _pki,
+    } = run_stages(
+        20,
         "[[stage]]\nname = \"few\"\nduration = \"4s\"\nrate = 10\ndevices = 5\n\n\
          [[stage]]\nname = \"all\"\nduration = \"6s\"\ndevices = 20\nramp_up = 5\n\n\
          [[stage]]\nname = \"drain\"\n",
+        &[],
     );
-    let mut a = certs_args(&pki, broker.port);
-    a.extend(["--scenario", &scenario.display().to_string()].map(String::from));
-    let (code, stderr, report) = run_report(&strs(&a), Duration::from_secs(60));
     assert_eq!(code, 0, "{stderr}");
     let rows = report["timeline"].as_array().unwrap();
     let in_stage = |name: &'static str| rows.iter().filter(move |r| r["stage"] == name);
@@ -215,20 +238,20 @@ fn a_stage_sets_the_devices_connected_and_how_fast_they_come() {
 
 #[test]
 fn churn_cycles_devices_at_its_rate_in_its_stage_only_and_loses_nothing() {
-    let pki = Pki::new(10);
-    let broker = Mosquitto::start(&pki);
-    let sub = Subscriber::start(&pki, broker.port, "freezers");
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("churn.toml");
-    write(
-        &scenario,
+    let Staged {
+        code,
+        stderr,
+        report,
+        sub,
+        _broker,
+        _pki,
+    } = run_stages(
+        10,
         "[[stage]]\nname = \"churn\"\nduration = \"5s\"\nrate = 20\nchurn = \"4/s\"\n\n\
          [[stage]]\nname = \"calm\"\nduration = \"3s\"\n\n\
          [[stage]]\nname = \"drain\"\n",
+        &[],
     );
-    let mut a = certs_args(&pki, broker.port);
-    a.extend(["--scenario", &scenario.display().to_string()].map(String::from));
-    let (code, stderr, report) = run_report(&strs(&a), Duration::from_secs(60));
     assert_eq!(code, 0, "{stderr}");
     let churn = &report["stages"]["churn"]["connects"];
     let cycles = churn["disconnects"].as_u64().unwrap();
@@ -264,21 +287,21 @@ fn churn_cycles_devices_at_its_rate_in_its_stage_only_and_loses_nothing() {
 
 #[test]
 fn an_outage_keeps_every_device_off_and_its_readings_arrive_after_it() {
-    let pki = Pki::new(5);
-    let broker = Mosquitto::start(&pki);
-    let sub = Subscriber::start(&pki, broker.port, "freezers");
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("outage.toml");
-    write(
-        &scenario,
+    let Staged {
+        code,
+        stderr,
+        report,
+        sub,
+        _broker,
+        _pki,
+    } = run_stages(
+        5,
         "[[stage]]\nname = \"before\"\nduration = \"2s\"\nrate = 10\n\n\
          [[stage]]\nname = \"outage\"\nduration = \"3s\"\ndisconnect = \"all\"\nthen_reconnect = false\n\n\
          [[stage]]\nname = \"after\"\nduration = \"3s\"\n\n\
          [[stage]]\nname = \"drain\"\n",
+        &[],
     );
-    let mut a = certs_args(&pki, broker.port);
-    a.extend(["--scenario", &scenario.display().to_string()].map(String::from));
-    let (code, stderr, report) = run_report(&strs(&a), Duration::from_secs(60));
     assert_eq!(code, 0, "{stderr}");
     let rows = report["timeline"].as_array().unwrap();
     let off: Vec<u64> = rows
