@@ -769,7 +769,7 @@ refused!(
 refused!(
     a_threshold_in_the_config_file_that_is_not_text,
     |f| {
-        let path = f.at("thresholds.toml");
+        let path = f.at("thresholds-not-text.toml");
         std::fs::write(&path, "[thresholds]\nlost = 0\n").unwrap();
         f.fleet(&["--config", &text(&path)])
     },
@@ -782,7 +782,7 @@ refused!(
 refused!(
     a_threshold_in_the_config_file_on_an_unknown_metric,
     |f| {
-        let path = f.at("thresholds.toml");
+        let path = f.at("thresholds-unknown.toml");
         std::fs::write(&path, "[thresholds]\npubak.p99 = \"> 1s\"\n").unwrap();
         f.fleet(&["--config", &text(&path)])
     },
