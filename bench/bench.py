@@ -46,12 +46,17 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def rss_kb(pid):
+def status_kb(pid, field):
+    """A kB figure from /proc/PID/status: VmRSS (resident now), VmHWM (its peak)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def rss_kb(pid):
+    return status_kb(pid, "VmRSS")
 
 
 def raise_nofile():
@@ -299,14 +304,6 @@ def boto3_baseline(moto, stream, count):
     return r["cpu"] * 1e6 / max(r["sent"], 1), r["sent"] / r["seconds"]
 
 
-def hwm_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
 def scale_run(pki, work, fleet_size, shards, ramp, steady):
     """A fleet of `fleet_size` as `shards` processes, one mosquitto each; returns figures."""
     import json
@@ -343,7 +340,7 @@ def scale_run(pki, work, fleet_size, shards, ramp, steady):
         while time.time() < end:
             rss_peak = max(rss_peak, sum(rss_kb(p["proc"].pid) for p in procs))
             time.sleep(5)
-        shard_hwm = [hwm_kb(p["proc"].pid) for p in procs]
+        shard_hwm = [status_kb(p["proc"].pid, "VmHWM") for p in procs]
         broker_rss = sum(rss_kb(b.proc.pid) for b in brokers)
         for p in procs:
             stop(p["proc"])
