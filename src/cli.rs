@@ -578,6 +578,26 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE.toml")]
     pub scenario: Option<PathBuf>,
 
+    /// Run the freezer model K times faster than real time (door openings, defrosts every few hours, faults, alarms): 60 = a day in 24 minutes [default: 1].
+    #[arg(long, value_name = "K")]
+    pub speed: Option<f64>,
+
+    /// Add the model's fields to every event: state (cooling|idle|defrost|door_open|fault), setpoint, door (door_open), alarm; or all [default: none, the five usual fields only].
+    #[arg(long, value_name = "FIELD[,FIELD...]", value_delimiter = ',')]
+    pub fields: Option<Vec<String>>,
+
+    /// A freezer is in alarm when its temperature stays above this (°C) for --alarm-after [default: -10].
+    #[arg(long, value_name = "C", allow_negative_numbers = true)]
+    pub alarm_above: Option<f64>,
+
+    /// How long (simulated time) above --alarm-above before the alarm [default: 15m].
+    #[arg(long, value_name = "DURATION")]
+    pub alarm_after: Option<String>,
+
+    /// Devices listen to the cloud (MQTT only): the Device Shadow ($aws/things/<id>/shadow/...: a delta's setpoint is applied and reported) and commands on freezers/<id>/cmd, answered on freezers/<id>/cmd/reply.
+    #[arg(long)]
+    pub listen: bool,
+
     /// Write one CSV row per second: elapsed, devices connected, attempts, published, acknowledged, failed, dropped, in flight, PUBACK p50/p99 and lag p99 of that second.
     #[arg(long, value_name = "FILE.csv")]
     pub timeseries: Option<PathBuf>,
@@ -610,6 +630,11 @@ impl RunArgs {
             rate: self.rate.map(RateValue::Text),
             count: self.count,
             payload_bytes: self.payload_bytes,
+            speed: self.speed,
+            fields: self.fields,
+            alarm_above: self.alarm_above,
+            alarm_after: self.alarm_after,
+            listen: self.listen.then_some(true),
             max_inflight: self.max_inflight,
             report: self.report,
             profile: self.profile,

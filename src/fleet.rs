@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::config::FleetConfig;
 use crate::device::drops::DropLog;
 use crate::device::{
-    self, Control, DeviceLinks, DeviceSettings, Fed, Feed, Inject, InjectNote, Phase, PhaseWatch,
+    self, Control, DeviceLinks, DeviceSettings, Fed, Feed, InjectNote, Poke, Phase, PhaseWatch,
 };
 use crate::log_gate::LogGate;
 use crate::ratelimit::Pacer;
@@ -107,6 +107,8 @@ impl Fleet {
             log_gate: Arc::new(LogGate::default()),
             drops: Arc::new(DropLog::new(started)),
             topic: cfg.topic.clone(),
+            model: cfg.model,
+            shadow_spacing: cfg.profile == crate::config::aws_iot::Profile::AwsIot,
         };
         let mut feeds = Vec::with_capacity(n);
         let mut tees = Vec::with_capacity(n);
@@ -325,7 +327,7 @@ impl std::fmt::Display for Refusal {
 #[derive(Clone, Default)]
 pub struct Injectors {
     ids: Vec<String>,
-    txs: Vec<mpsc::Sender<Inject>>,
+    txs: Vec<mpsc::Sender<Poke>>,
     by_id: Arc<HashMap<String, usize>>,
     next: usize,
 }
@@ -340,7 +342,7 @@ impl Injectors {
         }
     }
 
-    fn add(&mut self, id: String, tx: mpsc::Sender<Inject>) {
+    fn add(&mut self, id: String, tx: mpsc::Sender<Poke>) {
         Arc::make_mut(&mut self.by_id).insert(id.clone(), self.ids.len());
         self.ids.push(id);
         self.txs.push(tx);
@@ -357,29 +359,34 @@ impl Injectors {
 
     /// Asks the target device(s) for one event now; returns the refusals.
     pub fn inject(&mut self, target: &Target) -> Vec<Refusal> {
+        self.poke(target, Poke::Inject)
+    }
+
+    /// Asks the target device(s) to do `poke`; returns the refusals.
+    pub fn poke(&mut self, target: &Target, poke: Poke) -> Vec<Refusal> {
         match target {
-            Target::Next => self.inject_next().err().into_iter().collect(),
+            Target::Next => self.poke_next(poke).err().into_iter().collect(),
             Target::Device(id) => match self.by_id.get(id) {
-                Some(&i) => self.send(i).err().into_iter().collect(),
+                Some(&i) => self.send(i, poke).err().into_iter().collect(),
                 None => vec![Refusal::NotRunning(id.clone())],
             },
-            Target::All => (0..self.len()).filter_map(|i| self.send(i).err()).collect(),
+            Target::All => (0..self.len()).filter_map(|i| self.send(i, poke).err()).collect(),
         }
     }
 
-    fn inject_next(&mut self) -> Result<(), Refusal> {
+    fn poke_next(&mut self, poke: Poke) -> Result<(), Refusal> {
         for _ in 0..self.len() {
             let i = self.next % self.len();
             self.next = (self.next + 1) % self.len();
             if !self.txs[i].is_closed() {
-                return self.send(i);
+                return self.send(i, poke);
             }
         }
         Err(Refusal::NoDeviceRunning)
     }
 
-    fn send(&self, i: usize) -> Result<(), Refusal> {
-        match self.txs[i].try_send(Inject) {
+    fn send(&self, i: usize, poke: Poke) -> Result<(), Refusal> {
+        match self.txs[i].try_send(poke) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(Refusal::Busy(self.ids[i].clone())),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Refusal::NotRunning(self.ids[i].clone())),

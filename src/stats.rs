@@ -115,6 +115,52 @@ counters! {
     }
 }
 
+counters! {
+    /// What devices heard from the cloud (`--listen`) and the console's actions.
+    CommandCounters => CommandCounts {
+        /// Commands received on `freezers/<id>/cmd`.
+        received,
+        /// Of those, replies sent with `ok: true`.
+        answered,
+        /// Of those, replies sent with `ok: false` (unknown command, value out of range).
+        refused,
+        /// Shadow deltas received (update/delta, and a delta in get/accepted).
+        shadow_deltas,
+        /// Reports published to the device's shadow (`.../shadow/update`).
+        shadow_updates,
+        /// Actions typed on the console (door, defrost, fail, fix, setpoint).
+        console_actions,
+    }
+}
+
+impl CommandCounts {
+    pub fn is_zero(&self) -> bool {
+        *self == CommandCounts::default()
+    }
+
+    /// `later - earlier`, field by field.
+    pub fn since(&self, e: &CommandCounts) -> CommandCounts {
+        CommandCounts {
+            received: self.received.saturating_sub(e.received),
+            answered: self.answered.saturating_sub(e.answered),
+            refused: self.refused.saturating_sub(e.refused),
+            shadow_deltas: self.shadow_deltas.saturating_sub(e.shadow_deltas),
+            shadow_updates: self.shadow_updates.saturating_sub(e.shadow_updates),
+            console_actions: self.console_actions.saturating_sub(e.console_actions),
+        }
+    }
+
+    /// Adds `other` into these counts (shards, sinks).
+    pub fn add(&mut self, o: &CommandCounts) {
+        self.received += o.received;
+        self.answered += o.answered;
+        self.refused += o.refused;
+        self.shadow_deltas += o.shadow_deltas;
+        self.shadow_updates += o.shadow_updates;
+        self.console_actions += o.console_actions;
+    }
+}
+
 /// Why an event was not delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loss {
@@ -157,6 +203,7 @@ pub struct Stats {
     pub devices: DeviceCounters,
     pub messages: MessageCounters,
     pub connects: ConnectCounters,
+    pub commands: CommandCounters,
     connect_failures: Mutex<BTreeMap<String, u64>>,
     attempts_per_second: Mutex<Vec<u64>>,
     device_causes: Mutex<BTreeMap<String, CauseCount>>,
@@ -248,6 +295,7 @@ pub struct Snapshot {
     pub devices: DeviceCounts,
     pub messages: MessageCounts,
     pub connects: ConnectCounts,
+    pub commands: CommandCounts,
     /// Attempts that failed, by cause.
     pub connect_failures: BTreeMap<String, u64>,
     /// Connection attempts (first connects and reconnects) in each second of the run.
@@ -311,6 +359,7 @@ impl Snapshot {
             devices: self.devices,
             messages,
             connects,
+            commands: self.commands.since(&earlier.commands),
             connect_failures: map_since(&self.connect_failures, &earlier.connect_failures),
             connect_attempts_per_second: per_second,
             device_causes: self.device_causes.clone(),
@@ -432,6 +481,7 @@ impl Stats {
             devices: self.devices.load(),
             messages: self.messages.load(),
             connects: self.connects.load(),
+            commands: self.commands.load(),
             connect_failures: lock(&self.connect_failures).clone(),
             connect_attempts_per_second: lock(&self.attempts_per_second).clone(),
             device_causes: lock(&self.device_causes).clone(),

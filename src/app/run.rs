@@ -14,7 +14,7 @@ use crate::cli::RunArgs;
 use crate::config::SinkKind;
 use crate::config::{self, FleetConfig, MqttVersion, TransportKind};
 use crate::console::{self, Command, ConsoleLines};
-use crate::device::InjectNote;
+use crate::device::{InjectNote, Poke};
 use crate::error::exit;
 use crate::fleet::{Fleet, Injectors, Outcome, SinkOutcome, StopReason, Target};
 use crate::live::{self, LiveView};
@@ -74,6 +74,7 @@ fn mqtt(cfg: &FleetConfig, websocket: Option<WsSigner>) -> Mqtt {
         connect_timeout: CONNECT_TIMEOUT,
         bind: cfg.bind.clone(),
         websocket,
+        listen: cfg.model.listen,
     }
 }
 
@@ -531,6 +532,17 @@ impl Front {
                 live::eprintln(&format!("unknown command '{word}'. {}", console::HINT));
                 return None;
             }
+            Command::Misused(usage) => {
+                live::eprintln(&format!("console: {usage}"));
+                return None;
+            }
+            Command::Act { action, device } => {
+                let target = device.map_or(Target::All, Target::Device);
+                for refusal in self.injectors.poke(&target, Poke::Act(action)) {
+                    live::eprintln(&refusal.to_string());
+                }
+                return None;
+            }
         };
         for refusal in self.injectors.inject(&target) {
             live::eprintln(&refusal.to_string());
@@ -554,5 +566,9 @@ fn describe(note: &InjectNote) -> String {
             format!("injected {id} seq={seq}{note}")
         }
         InjectNote::Ignored { id } => format!("inject {id}: ignored, the fleet is stopping"),
+        InjectNote::Acted { id, action, result } => match result {
+            Ok(()) => format!("{id}: {}", action.describe()),
+            Err(why) => format!("{id}: refused: {why}"),
+        },
     }
 }

@@ -67,6 +67,11 @@ pub struct Layer {
     pub fail_if: Option<Vec<String>>,
     pub timeseries: Option<PathBuf>,
     pub scenario: Option<PathBuf>,
+    pub speed: Option<f64>,
+    pub fields: Option<Vec<String>>,
+    pub alarm_above: Option<f64>,
+    pub alarm_after: Option<String>,
+    pub listen: Option<bool>,
     /// `[[stage]]` tables (config file only).
     pub stage: Option<Vec<super::stages::StageSpec>>,
     /// A `[thresholds]` table (config file only): `puback.p99 = "> 250ms"`, `lost = "> 0"`,

@@ -200,6 +200,31 @@ pub struct FleetConfig {
     pub timeseries: Option<PathBuf>,
     /// Scenario stages (`--scenario`, or `[[stage]]` in the config file), in order.
     pub stages: Vec<stages::Stage>,
+    /// What each freezer simulates, sends and hears.
+    pub model: ModelSettings,
+}
+
+/// What each freezer simulates, sends and hears (`--speed`, `--fields`, `--alarm-above`,
+/// `--alarm-after`, `--listen`).
+#[derive(Debug, Clone, Copy)]
+pub struct ModelSettings {
+    /// Simulated seconds per wall-clock second.
+    pub speed: f64,
+    pub fields: crate::freezer::Fields,
+    pub alarm: crate::freezer::AlarmRule,
+    /// Devices subscribe to their shadow and command topics.
+    pub listen: bool,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            speed: 1.0,
+            fields: Default::default(),
+            alarm: Default::default(),
+            listen: false,
+        }
+    }
 }
 
 /// A socket address (`--metrics`).
@@ -321,6 +346,20 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         }
         (_, schedule) => schedule,
     };
+    let model = ModelSettings {
+        speed: s::speed(m.pick(|l| l.speed.take(), "--speed"))?,
+        fields: s::fields(m.pick(|l| l.fields.take(), "--fields"))?,
+        alarm: s::alarm_rule(
+            m.pick(|l| l.alarm_above.take(), "--alarm-above"),
+            m.duration(|l| l.alarm_after.take(), "--alarm-after")?,
+        )?,
+        listen: m.pick(|l| l.listen.take(), "--listen").is_some_and(|l| l.value),
+    };
+    if model.listen && (sinks.kinds != [SinkKind::Mqtt] || transport == TransportKind::Https) {
+        return Err(input!(
+            "--listen needs MQTT: devices hear their shadow and commands on an MQTT connection; use --transport mqtt or mqtt-ws with the mqtt sink alone, or leave --listen out"
+        ));
+    }
     let metrics = s::metrics(m.pick(|l| l.metrics.take(), "--metrics"))?;
     let start_at = s::start_at(m.pick(|l| l.start_at.take(), "--start-at"))?;
     let bind = check_local_addresses(s::bind_addrs(m.pick(|l| l.bind.take(), "--bind"))?)?;
@@ -372,6 +411,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         thresholds,
         timeseries,
         stages,
+        model,
     })
 }
 

@@ -224,6 +224,51 @@ pub fn payload_bytes(v: In<usize>) -> Result<Option<usize>> {
     }
 }
 
+/// The fastest `--speed`: a simulated week a minute.
+pub const MAX_SPEED: f64 = 10_080.0;
+
+/// `--speed K`: simulated seconds per wall-clock second for every time constant of the freezer
+/// model [default: 1, real time].
+pub fn speed(v: In<f64>) -> Result<f64> {
+    match v {
+        None => Ok(1.0),
+        Some(k) if k.value.is_finite() && k.value > 0.0 && k.value <= MAX_SPEED => Ok(k.value),
+        Some(k) => Err(input!(
+            "{}: {} is not a speed-up; give a number above 0 and at most {MAX_SPEED} (60 = a day in 24 minutes)",
+            k.origin,
+            k.value
+        )),
+    }
+}
+
+/// `--fields state,setpoint,door,alarm`: the model's fields an event carries besides the usual five.
+pub fn fields(v: In<Vec<String>>) -> Result<crate::freezer::Fields> {
+    let Some(list) = v else {
+        return Ok(crate::freezer::Fields::default());
+    };
+    crate::freezer::Fields::parse(&list.value).map_err(|why| input!("{}: {why}", list.origin))
+}
+
+/// `--alarm-above C` and `--alarm-after DURATION`: when a freezer is in alarm [default: above
+/// -10 °C for 15 minutes of simulated time].
+pub fn alarm_rule(above: In<f64>, after: Option<Sourced<Duration>>) -> Result<crate::freezer::AlarmRule> {
+    let mut rule = crate::freezer::AlarmRule::default();
+    if let Some(a) = above {
+        if !a.value.is_finite() || !(-60.0..=30.0).contains(&a.value) {
+            return Err(input!(
+                "{}: {} °C is not a freezer's alarm threshold; give a temperature from -60 to 30, e.g. -10",
+                a.origin,
+                a.value
+            ));
+        }
+        rule.above = a.value;
+    }
+    if let Some(d) = after {
+        rule.after_s = d.value.as_secs_f64();
+    }
+    Ok(rule)
+}
+
 /// ALPN `x-amzn-mqtt-ca`: what AWS IoT Core needs to take MQTT with a client certificate on 443.
 pub const IOT_MQTT_ALPN: &str = "x-amzn-mqtt-ca";
 

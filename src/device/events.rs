@@ -15,7 +15,11 @@ use crate::transport::LinkEvent;
 impl Device {
     pub(super) fn on_event(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Connected => self.on_connected(),
+            LinkEvent::Connected => {
+                self.on_connected();
+                self.on_connected_listen();
+            }
+            LinkEvent::Message { topic, payload } => self.on_message(&topic, &payload),
             LinkEvent::Written { token } => match self.on_written(token) {
                 Some(Written::First { lag }) => {
                     self.stats.messages.published.inc();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Device, Fed, Feed, Inject, InjectNote};
+use super::{Device, Fed, Feed, InjectNote, Poke};
 use crate::config::Schedule;
 use crate::freezer::{Event, unix_millis};
 use crate::stats::Loss;
@@ -15,6 +15,7 @@ pub(super) enum LocalInput {
     /// A timed event is due; it was meant for this instant.
     Tick(Instant),
     Inject,
+    Act(crate::freezer::Action),
     /// An event taken by the same device on the fleet's first sink.
     Fed(Fed),
     /// A scenario stage changed the rate or asked for a disconnect.
@@ -72,7 +73,8 @@ impl Device {
                     return LocalInput::Phase;
                 }
                 m = self.links.inject_rx.recv(), if self.inject_open => match m {
-                    Some(Inject) => return LocalInput::Inject,
+                    Some(Poke::Inject) => return LocalInput::Inject,
+                    Some(Poke::Act(action)) => return LocalInput::Act(action),
                     None => self.inject_open = false,
                 },
                 changed = control_changed(&mut self.links.control) => {
@@ -126,6 +128,7 @@ impl Device {
                 };
                 let _ = self.links.notes.send(note);
             }
+            LocalInput::Act(action) => self.on_console_action(action),
             LocalInput::Fed(fed) => self.take_fed(fed),
             LocalInput::Control => self.on_control(),
             LocalInput::Churn => self.close_soon(),
@@ -203,16 +206,12 @@ impl Device {
 
     /// Takes the next reading and queues its event, meant to be sent at `intended`; returns its seq.
     fn take_reading(&mut self, intended: Instant, injected: bool) -> u64 {
-        let reading = self.freezer.next_reading();
+        let t = self.sim_time(intended);
+        self.freezer.advance_to(t);
+        let reading = self.freezer.reading();
+        self.report_state(false);
         let seq = self.ledger.next_seq();
-        let mut event = Event {
-            device_id: self.id.clone(),
-            seq,
-            ts: unix_millis(),
-            temperature: reading.temperature,
-            humidity: reading.humidity,
-            pad: None,
-        };
+        let mut event = Event::new(self.id.clone(), seq, unix_millis(), &reading, self.settings.model.fields);
         let payload = match self.settings.payload_bytes {
             Some(size) => event.padded_json(size),
             None => event.to_json(),

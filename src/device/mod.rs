@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::cause::{Cause, Kind};
 use crate::config::{DeviceConfig, Schedule};
-use crate::freezer::Freezer;
+use crate::freezer::{Action, Freezer, Reported};
 use crate::log_gate::LogGate;
 use crate::ratelimit::Pacer;
 use crate::stats::{Loss, Stats};
@@ -28,6 +28,7 @@ pub mod drops;
 mod events;
 mod inputs;
 pub mod ledger;
+pub mod listen;
 pub mod phase;
 pub mod reconnect;
 pub mod ticker;
@@ -68,6 +69,10 @@ pub struct DeviceSettings {
     pub drops: Arc<DropLog>,
     /// Where events go (the MQTT topic), to name it in a diagnosis.
     pub topic: String,
+    /// What the freezer simulates, sends and hears.
+    pub model: crate::config::ModelSettings,
+    /// Keep shadow reports IoT Core's per-thing rate apart (the aws-iot profile).
+    pub shadow_spacing: bool,
 }
 
 impl Neighbours for DeviceSettings {
@@ -93,21 +98,32 @@ struct Session {
 }
 
 /// A request from the console to this device.
-#[derive(Debug, Clone, Copy)]
-pub struct Inject;
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Poke {
+    /// One event now.
+    Inject,
+    /// Do this to the freezer (door, defrost, fail, fix, setpoint).
+    Act(Action),
+}
 
 /// What a device says back about an injection (devices never print).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum InjectNote {
     /// Event `seq` was taken; `queued` when the device is not connected.
     Taken { id: String, seq: u64, queued: bool },
     /// The fleet is stopping.
     Ignored { id: String },
+    /// A console action, applied or refused (and why).
+    Acted {
+        id: String,
+        action: Action,
+        result: Result<(), String>,
+    },
 }
 
 /// The channels between the fleet and one device.
 pub struct DeviceLinks {
-    pub inject_rx: mpsc::Receiver<Inject>,
+    pub inject_rx: mpsc::Receiver<Poke>,
     pub notes: mpsc::UnboundedSender<InjectNote>,
     pub phase: PhaseWatch,
     pub feed: Feed,
@@ -210,6 +226,11 @@ struct Device {
     /// A stage wants the connection closed (a storm, a churn turn): hand nothing more, close
     /// once what was written is acknowledged, or at this deadline.
     closing: Option<Instant>,
+    /// `--listen`: the device's own messages waiting for the connection, and what its shadow
+    /// was last told (and when).
+    outbox: Vec<listen::Own>,
+    last_reported: Option<Reported>,
+    last_report_at: Option<Instant>,
 }
 
 /// Runs one device until the fleet stops it or it gives up for a permanent cause.
@@ -229,7 +250,7 @@ pub async fn run<T: Transport>(
         Ticker::new(settings.start + offset, interval)
     });
     let mut device = Device {
-        freezer: Freezer::new(settings.seed, index as u64),
+        freezer: Freezer::new(settings.seed, index as u64, settings.model.alarm),
         rng: Xoshiro256PlusPlus::seed_from_u64(settings.seed.rotate_left(17) ^ index as u64),
         ledger: Ledger::new(
             settings.offline_queue,
@@ -258,6 +279,9 @@ pub async fn run<T: Transport>(
         churn: None,
         churn_made_for: None,
         closing: None,
+        outbox: Vec::new(),
+        last_reported: None,
+        last_report_at: None,
     };
     // A first stage's settings (devices, rate) hold from the start: its rate makes the timer
     // afresh, spread over its own period.
@@ -412,6 +436,7 @@ impl Device {
         if !self.online() || self.closing.is_some() || self.outage {
             return;
         }
+        self.flush_own(tx);
         while let Some(payload) = self.ledger.next_to_hand() {
             if !tx.try_send(payload) {
                 break;

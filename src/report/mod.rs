@@ -21,7 +21,7 @@ pub mod verdict;
 
 use crate::config::{FleetConfig, Profile, Schedule};
 use crate::stats::{
-    CauseCount, ConnectCounts, DeviceCounts, Latency, MessageCounts, Quantiles, Snapshot, Timings,
+    CauseCount, CommandCounts, ConnectCounts, DeviceCounts, Latency, MessageCounts, Quantiles, Snapshot, Timings,
 };
 
 /// What a run reports. The top-level figures are those of the first sink (`--sink`, default
@@ -82,6 +82,9 @@ pub struct Figures {
     /// Devices that kept running under a suspicion (e.g. a client id in use twice), by cause.
     pub suspected: BTreeMap<String, CauseCount>,
     pub connects: Connects,
+    /// What devices heard from the cloud and the console (`--listen`, console verbs).
+    #[serde(default, skip_serializing_if = "CommandCounts::is_zero")]
+    pub commands: CommandCounts,
     /// What the server answered instead of a success, by error code or HTTP status; `(retried)`
     /// when the event was sent again.
     #[serde(default)]
@@ -311,6 +314,7 @@ impl Figures {
                 peak_per_second: per_second.iter().copied().max().unwrap_or(0),
                 per_second: per_second.clone(),
             },
+            commands: s.commands,
             refusals: s.refusals.clone(),
             histograms,
         }
@@ -380,6 +384,14 @@ pub fn summary(r: &Report) -> String {
         .join("  ");
     if !line.is_empty() {
         let _ = writeln!(out, "  latency   {line}");
+    }
+    if !r.commands.is_zero() {
+        let k = &r.commands;
+        let _ = writeln!(
+            out,
+            "  commands  {} received, {} answered ok, {} refused; shadow {} deltas, {} reports; {} console actions",
+            k.received, k.answered, k.refused, k.shadow_deltas, k.shadow_updates, k.console_actions
+        );
     }
     write_refusals(&mut out, &r.refusals);
     write_failures(&mut out, r);

@@ -20,7 +20,9 @@
 //!   PutRecordBatch, an HTTPS proxy): `open` returns a sender that pushes into one shared task
 //!   and a link that receives that task's per-device written/acknowledged/lost reports.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cause::Cause;
@@ -48,14 +50,64 @@ pub enum LinkEvent {
     /// The connection failed or dropped. Everything handed but not acknowledged is lost to
     /// this link; the next [`Link::next`] reconnects.
     Lost(Cause),
+    /// A message on a topic the device subscribed to (`--listen`: its shadow, its commands).
+    Message { topic: String, payload: Vec<u8> },
     /// Anything else (keep-alives, …): nothing for the device to do.
     Idle,
+}
+
+/// Extra room in a listening device's request channel for its own messages (subscriptions,
+/// shadow reports, replies) beside its in-flight events.
+pub const LISTEN_ROOM: usize = 16;
+
+/// Which publishes of a connection, in hand-off order, were the device's own messages (shadow
+/// reports, command replies) rather than events, so the link reports only events as written
+/// and the ledger's order holds. Shared by a listening device's two halves; empty and free
+/// for one that does not listen.
+#[derive(Clone, Default)]
+pub struct Outbound(Option<Arc<Mutex<VecDeque<bool>>>>);
+
+impl Outbound {
+    pub fn new(listen: bool) -> Outbound {
+        Outbound(listen.then(Default::default))
+    }
+
+    /// A publish was handed over: an event, or the device's own message.
+    pub fn handed(&self, own: bool) {
+        if let Some(q) = &self.0 {
+            crate::stats::lock(q).push_back(own);
+        }
+    }
+
+    /// A publish was written: whether it was an event.
+    pub fn written_is_event(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|q| !crate::stats::lock(q).pop_front().unwrap_or(false))
+    }
+
+    /// The connection dropped everything not yet written.
+    pub fn clear(&self) {
+        if let Some(q) = &self.0 {
+            crate::stats::lock(q).clear();
+        }
+    }
 }
 
 /// The sending half: takes payloads without waiting.
 pub trait Sender: Send + 'static {
     /// Hands one payload over; false when the link is closed and cannot take it.
     fn try_send(&mut self, payload: &[u8]) -> bool;
+    /// Subscribes (QoS 1) to these topic filters; false when this transport cannot listen or
+    /// the link is closed.
+    fn subscribe(&mut self, _filters: &[String]) -> bool {
+        false
+    }
+    /// Publishes one of the device's own messages (a shadow report, a command's reply) at QoS 0,
+    /// outside the events' ledger: the link never reports it as written.
+    fn send_own(&mut self, _topic: &str, _payload: &[u8]) -> bool {
+        false
+    }
 }
 
 /// The connection half, driven by the device task.

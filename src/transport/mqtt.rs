@@ -15,7 +15,7 @@ use rumqttc::{
 };
 use rustls::ClientConfig;
 
-use super::{Link, LinkEvent, Sender, Transport};
+use super::{LISTEN_ROOM, Link, LinkEvent, Outbound, Sender, Transport};
 use crate::cause;
 use crate::config::DeviceConfig;
 use crate::config::aws_iot::MAX_PAYLOAD as AWS_MAX_PAYLOAD;
@@ -34,8 +34,10 @@ pub struct ClientSpec {
     pub tls: Arc<ClientConfig>,
     pub keep_alive: Duration,
     pub clean_session: bool,
-    /// Publishes awaiting acknowledgement at once (also sizes the request channel).
+    /// Publishes awaiting acknowledgement at once.
     pub inflight: u16,
+    /// Requests queued at once besides a disconnect (sizes the request channel).
+    pub requests: u16,
     /// The largest packets we accept and send.
     pub max_incoming: usize,
     pub max_outgoing: usize,
@@ -101,14 +103,14 @@ pub fn client(spec: &ClientSpec) -> (AsyncClient, EventLoop) {
         .set_clean_session(spec.clean_session)
         .set_inflight(spec.inflight)
         // Room for what is in flight plus a disconnect: a device never hands over more.
-        .set_request_channel_capacity(spec.inflight as usize + 4)
+        .set_request_channel_capacity(spec.requests as usize + 4)
         .set_max_packet_size(spec.max_incoming, spec.max_outgoing)
         .set_transport(Net::tls_with_config(TlsConfiguration::Rustls(spec.tls.clone())));
     if let Some(signer) = spec.websocket.clone() {
         options.set_transport(Net::wss_with_config(TlsConfiguration::Rustls(spec.tls.clone())));
         options.set_request_modifier(move |request| signer.clone().sign(request));
     }
-    let (client, mut eventloop) = AsyncClient::new(options, spec.inflight as usize + 4);
+    let (client, mut eventloop) = AsyncClient::new(options, spec.requests as usize + 4);
     // rumqttc pre-sizes its event queue for 100 events of 144 bytes (~14 KB per device); it
     // rarely holds more than a few, so let it grow on demand instead.
     eventloop.state.events = std::collections::VecDeque::new();
@@ -158,6 +160,17 @@ pub struct Mqtt {
     pub bind: Vec<IpAddr>,
     /// MQTT over WebSockets signed with AWS credentials (`--transport mqtt-ws`).
     pub websocket: Option<WsSigner>,
+    /// Devices subscribe to their shadow and commands (`--listen`).
+    pub listen: bool,
+}
+
+impl Mqtt {
+    /// Requests a device may have queued at once: its in-flight events, a disconnect, and room
+    /// for its own messages when it listens.
+    pub fn request_room(&self) -> u16 {
+        self.max_inflight
+            .saturating_add(if self.listen { LISTEN_ROOM as u16 } else { 0 })
+    }
 }
 
 impl Transport for Mqtt {
@@ -173,6 +186,7 @@ impl Transport for Mqtt {
             keep_alive: self.keep_alive,
             clean_session: !self.persistent_session,
             inflight: self.max_inflight,
+            requests: self.request_room(),
             max_incoming: MAX_PACKET,
             max_outgoing: self
                 .payload_bytes
@@ -183,15 +197,18 @@ impl Transport for Mqtt {
             websocket: self.websocket.clone(),
         };
         let (client, eventloop) = client(&spec);
+        let outbound = Outbound::new(self.listen);
         let sender = MqttSender {
             client: client.clone(),
             topic: self.topic.clone(),
             qos: self.qos,
+            outbound: outbound.clone(),
         };
         let link = MqttLink {
             client,
             eventloop,
             addr: self.target(),
+            outbound,
         };
         (sender, link)
     }
@@ -205,14 +222,38 @@ pub struct MqttSender {
     client: AsyncClient,
     topic: String,
     qos: QoS,
+    outbound: Outbound,
 }
 
 impl Sender for MqttSender {
     fn try_send(&mut self, payload: &[u8]) -> bool {
         // The channel is sized for everything in flight, so an error means it is closed.
-        self.client
+        let ok = self
+            .client
             .try_publish(self.topic.clone(), self.qos, false, payload.to_vec())
-            .is_ok()
+            .is_ok();
+        if ok {
+            self.outbound.handed(false);
+        }
+        ok
+    }
+
+    fn subscribe(&mut self, filters: &[String]) -> bool {
+        let subs = filters
+            .iter()
+            .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+        self.client.try_subscribe_many(subs).is_ok()
+    }
+
+    fn send_own(&mut self, topic: &str, payload: &[u8]) -> bool {
+        let ok = self
+            .client
+            .try_publish(topic, QoS::AtMostOnce, false, payload.to_vec())
+            .is_ok();
+        if ok {
+            self.outbound.handed(true);
+        }
+        ok
     }
 }
 
@@ -220,17 +261,36 @@ pub struct MqttLink {
     client: AsyncClient,
     eventloop: EventLoop,
     addr: String,
+    outbound: Outbound,
 }
 
 /// What a device needs to know of an MQTT event. (A QoS 0 publish is written with packet id 0
-/// and never acknowledged; the device knows its QoS.)
-fn to_link_event(event: Event) -> LinkEvent {
+/// and never acknowledged; the device knows its QoS.) The device's own messages are not events:
+/// their writes are not reported.
+fn to_link_event(event: Event, outbound: &Outbound, addr: &str) -> LinkEvent {
     match event {
         Event::Incoming(Incoming::ConnAck(_)) => LinkEvent::Connected,
-        Event::Outgoing(Outgoing::Publish(pkid)) => LinkEvent::Written { token: pkid as u64 },
+        Event::Outgoing(Outgoing::Publish(pkid)) if outbound.written_is_event() => {
+            LinkEvent::Written { token: pkid as u64 }
+        }
         Event::Incoming(Incoming::PubAck(ack)) => LinkEvent::Acked {
             token: ack.pkid as u64,
         },
+        Event::Incoming(Incoming::Publish(p)) => LinkEvent::Message {
+            topic: p.topic,
+            payload: p.payload.to_vec(),
+        },
+        Event::Incoming(Incoming::SubAck(ack))
+            if ack
+                .return_codes
+                .iter()
+                .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) =>
+        {
+            tracing::warn!(
+                "{addr}: a subscription was refused (SUBACK failure): check the policy allows iot:Subscribe and iot:Receive on the device's shadow and command topics"
+            );
+            LinkEvent::Idle
+        }
         _ => LinkEvent::Idle,
     }
 }
@@ -238,24 +298,27 @@ fn to_link_event(event: Event) -> LinkEvent {
 impl Link for MqttLink {
     async fn next(&mut self) -> LinkEvent {
         match self.eventloop.poll().await {
-            Ok(event) => to_link_event(event),
+            Ok(event) => to_link_event(event, &self.outbound, &self.addr),
             Err(err) => {
                 // rumqttc keeps its own copy for a resumed session; the device re-sends from its
                 // ledger instead.
                 self.eventloop.pending.clear();
+                self.outbound.clear();
                 LinkEvent::Lost(cause::classify(&err, &self.addr))
             }
         }
     }
 
     async fn close(&mut self, within: Duration, mut on_event: impl FnMut(LinkEvent) + Send) {
+        let (outbound, addr) = (self.outbound.clone(), self.addr.clone());
         disconnect_cleanly(&self.client, &mut self.eventloop, within, |ev| {
-            on_event(to_link_event(ev))
+            on_event(to_link_event(ev, &outbound, &addr))
         })
         .await;
         // A stage's disconnect is followed by a new connection: the next `next()` connects
         // afresh rather than reading the old socket's end; the device re-sends from its ledger.
         self.eventloop.clean();
         self.eventloop.pending.clear();
+        self.outbound.clear();
     }
 }

@@ -17,7 +17,7 @@ use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, Mqtt
 use rumqttc::{Outgoing, QoS, TlsConfiguration, Transport as Net};
 
 use super::mqtt::{MAX_PACKET, Mqtt, WsSigner};
-use super::{Link, LinkEvent, Sender, Transport};
+use super::{Link, LinkEvent, Outbound, Sender, Transport};
 use crate::cause::{self, Cause, Kind};
 use crate::config::DeviceConfig;
 
@@ -45,7 +45,7 @@ impl Transport for Mqtt5 {
             .set_clean_start(!self.0.persistent_session)
             .set_session_expiry_interval(self.0.persistent_session.then_some(SESSION_EXPIRY_S))
             .set_outgoing_inflight_upper_limit(self.0.max_inflight)
-            .set_request_channel_capacity(self.0.max_inflight as usize + 4)
+            .set_request_channel_capacity(self.0.request_room() as usize + 4)
             .set_max_packet_size(Some(MAX_PACKET as u32))
             .set_connection_timeout(self.0.connect_timeout.as_secs().max(1))
             .set_transport(Net::tls_with_config(TlsConfiguration::Rustls(device.tls.clone())));
@@ -57,22 +57,25 @@ impl Transport for Mqtt5 {
         net.set_tcp_nodelay(true);
         net.set_bind_addr((!self.0.bind.is_empty()).then(|| self.0.bind[index % self.0.bind.len()]));
         options.set_network_options(net);
-        let (client, mut eventloop) = AsyncClient::new(options, self.0.max_inflight as usize + 4);
+        let (client, mut eventloop) = AsyncClient::new(options, self.0.request_room() as usize + 4);
         eventloop.state.events = std::collections::VecDeque::new();
         let qos = match self.0.qos {
             QoS::AtMostOnce => QoS5::AtMostOnce,
             QoS::AtLeastOnce => QoS5::AtLeastOnce,
             QoS::ExactlyOnce => QoS5::ExactlyOnce,
         };
+        let outbound = Outbound::new(self.0.listen);
         let sender = Mqtt5Sender {
             client: client.clone(),
             topic: self.0.topic.clone(),
             qos,
+            outbound: outbound.clone(),
         };
         let link = Mqtt5Link {
             client,
             eventloop,
             addr: self.target(),
+            outbound,
         };
         (sender, link)
     }
@@ -86,13 +89,37 @@ pub struct Mqtt5Sender {
     client: AsyncClient,
     topic: String,
     qos: QoS5,
+    outbound: Outbound,
 }
 
 impl Sender for Mqtt5Sender {
     fn try_send(&mut self, payload: &[u8]) -> bool {
-        self.client
+        let ok = self
+            .client
             .try_publish(self.topic.clone(), self.qos, false, payload.to_vec())
-            .is_ok()
+            .is_ok();
+        if ok {
+            self.outbound.handed(false);
+        }
+        ok
+    }
+
+    fn subscribe(&mut self, filters: &[String]) -> bool {
+        let subs = filters
+            .iter()
+            .map(|f| rumqttc::v5::mqttbytes::v5::Filter::new(f.clone(), QoS5::AtLeastOnce));
+        self.client.try_subscribe_many(subs).is_ok()
+    }
+
+    fn send_own(&mut self, topic: &str, payload: &[u8]) -> bool {
+        let ok = self
+            .client
+            .try_publish(topic, QoS5::AtMostOnce, false, payload.to_vec())
+            .is_ok();
+        if ok {
+            self.outbound.handed(true);
+        }
+        ok
     }
 }
 
@@ -100,12 +127,19 @@ pub struct Mqtt5Link {
     client: AsyncClient,
     eventloop: EventLoop,
     addr: String,
+    outbound: Outbound,
 }
 
-fn to_link_event(event: Event) -> LinkEvent {
+fn to_link_event(event: Event, outbound: &Outbound) -> LinkEvent {
     match event {
         Event::Incoming(Incoming::ConnAck(_)) => LinkEvent::Connected,
-        Event::Outgoing(Outgoing::Publish(pkid)) => LinkEvent::Written { token: pkid as u64 },
+        Event::Outgoing(Outgoing::Publish(pkid)) if outbound.written_is_event() => {
+            LinkEvent::Written { token: pkid as u64 }
+        }
+        Event::Incoming(Incoming::Publish(p)) => LinkEvent::Message {
+            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+            payload: p.payload.to_vec(),
+        },
         Event::Incoming(Incoming::PubAck(ack)) => match puback_refusal(ack.reason) {
             None => LinkEvent::Acked {
                 token: ack.pkid as u64,
@@ -182,9 +216,10 @@ fn disconnect(code: Disconnect, addr: &str) -> Cause {
 impl Link for Mqtt5Link {
     async fn next(&mut self) -> LinkEvent {
         match self.eventloop.poll().await {
-            Ok(event) => to_link_event(event),
+            Ok(event) => to_link_event(event, &self.outbound),
             Err(err) => {
                 self.eventloop.pending.clear();
+                self.outbound.clear();
                 LinkEvent::Lost(lost(&err, &self.addr))
             }
         }
@@ -196,7 +231,7 @@ impl Link for Mqtt5Link {
                 loop {
                     match self.eventloop.poll().await {
                         Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                        Ok(ev) => on_event(to_link_event(ev)),
+                        Ok(ev) => on_event(to_link_event(ev, &self.outbound)),
                     }
                 }
             })
@@ -205,6 +240,7 @@ impl Link for Mqtt5Link {
         // The next `next()` connects afresh; the device re-sends from its ledger.
         self.eventloop.clean();
         self.eventloop.pending.clear();
+        self.outbound.clear();
     }
 }
 

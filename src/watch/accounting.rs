@@ -246,7 +246,7 @@ mod tests {
             ts: 1000,
             temperature: -18.0,
             humidity: 60.0,
-            pad: None,
+            ..Default::default()
         }
     }
 

@@ -50,6 +50,7 @@ pub async fn run(
         keep_alive: Duration::from_secs(60),
         clean_session: true,
         inflight: 60,
+        requests: 60,
         max_incoming: MAX_MESSAGE,
         max_outgoing: MAX_MESSAGE,
         connect_timeout: Duration::from_secs(10),
