@@ -134,6 +134,81 @@ pub enum Command {
     /// Define the fleet in AWS IoT Core (things, certificates, policy) and take it down again.
     #[command(subcommand)]
     Aws(AwsCommand),
+    /// Send commands to the devices of a running fleet (`run --listen`), wait for their replies, and report round-trip latency.
+    #[command(after_help = COMMAND_EXAMPLES)]
+    Command(Box<CommandArgs>),
+}
+
+const COMMAND_EXAMPLES: &str = "\
+Examples:
+  # A fleet that listens, and a defrost for every one of its devices (--certs names the fleet;
+  # ops.crt's policy must allow publishing to freezers/+/cmd and receiving freezers/+/cmd/reply)
+  freezer-fleet run --config config/aws-iot.toml --certs certs/devices --listen &
+  freezer-fleet command --endpoint abc123-ats.iot.eu-west-1.amazonaws.com --ca AmazonRootCA1.pem \\
+      --cert ops.crt --key ops.key --certs certs/devices --to all --cmd defrost
+
+  # Against the local broker, as one of the fleet's own identities
+  freezer-fleet command --endpoint localhost --ca pki/ca.pem --certs pki/devices --id freezer1 --to all --cmd door
+
+  # A new setpoint for two devices, at most 50 commands/s, 2 s to answer
+  freezer-fleet command --endpoint localhost --port 8883 --ca pki/ca.pem --cert ops.crt --key ops.key \\
+      --to freezer2,freezer3 --cmd setpoint --value -25 --rate 50 --timeout 2s --report commands.json
+
+Each command goes to freezers/<id>/cmd as {\"id\":\"…\",\"cmd\":\"defrost\"} and is answered on
+freezers/<id>/cmd/reply. Exit code 0 when every command was answered ok, 1 when one was lost (no
+reply within --timeout) or refused, 2 for bad input.";
+
+/// Flags of `command`.
+#[derive(Debug, Args)]
+pub struct CommandArgs {
+    /// MQTT endpoint host.
+    #[arg(long, value_name = "HOST", env = "FREEZER_FLEET_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Endpoint port.
+    #[arg(long, default_value_t = 8883, value_name = "PORT")]
+    pub port: u16,
+    /// Root CA of the endpoint [default: the built-in Mozilla roots].
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (with --key).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["id"])]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// A --certs folder of `run`: its device folders are the fleet (`--to all`); with --id, the identity to connect with.
+    #[arg(long, value_name = "DIR")]
+    pub certs: Option<PathBuf>,
+    /// Which device folder of --certs to take the identity from.
+    #[arg(long, value_name = "ID", requires = "certs")]
+    pub id: Option<String>,
+    /// MQTT client id [default: freezer-fleet-command-<pid>].
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// Which devices: all, or device ids, comma-separated.
+    #[arg(long, value_name = "all|ID[,ID...]", value_delimiter = ',', required = true)]
+    pub to: Vec<String>,
+    /// With --to all and no --certs: the fleet is <id-prefix>1..<id-prefix>N.
+    #[arg(long, value_name = "N")]
+    pub devices: Option<usize>,
+    /// Device id prefix, with --devices.
+    #[arg(long, default_value = "freezer", value_name = "PREFIX")]
+    pub id_prefix: String,
+    /// The command: door, defrost, fail, fix, or setpoint (with --value).
+    #[arg(long, value_name = "CMD", required = true)]
+    pub cmd: String,
+    /// The command's value (setpoint: °C).
+    #[arg(long, value_name = "V", allow_negative_numbers = true)]
+    pub value: Option<f64>,
+    /// Commands per second, at most [default: 100].
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+    /// How long a device has to answer before its command counts as lost [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Write a JSON report here at the end; `-` = stdout.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 const AWS_EXAMPLES: &str = "\
@@ -292,6 +367,17 @@ pub struct DemoArgs {
     /// Seed for reproducible readings [default: random].
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// How much faster than real time the freezers live: 60 = a day in 24 minutes, so door openings, defrosts and (rarely) faults show within minutes.
+    #[arg(long, default_value_t = 60.0, value_name = "K")]
+    pub speed: f64,
+    /// The model's fields in every event (state, setpoint, door, alarm, or all).
+    #[arg(
+        long,
+        default_value = "state,alarm",
+        value_name = "FIELD[,FIELD...]",
+        value_delimiter = ','
+    )]
+    pub fields: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::config::FleetConfig;
 use crate::device::drops::DropLog;
 use crate::device::{
-    self, Control, DeviceLinks, DeviceSettings, Fed, Feed, InjectNote, Poke, Phase, PhaseWatch,
+    self, Control, DeviceLinks, DeviceSettings, Fed, Feed, InjectNote, Phase, PhaseWatch, Poke,
 };
 use crate::log_gate::LogGate;
 use crate::ratelimit::Pacer;

@@ -801,3 +801,91 @@ refused!(
     },
     ["--duration and scenario stages both given"]
 );
+
+// The freezer model and listening.
+refused!(
+    a_speed_of_zero,
+    |f| f.fleet(&["--speed", "0"]),
+    ["--speed", "0 is not a speed-up", "60 = a day in 24 minutes"]
+);
+refused!(
+    an_unknown_field,
+    |f| f.fleet(&["--fields", "state,colour"]),
+    [
+        "--fields",
+        "'colour' is not a field",
+        "state, setpoint, door, alarm"
+    ]
+);
+refused!(
+    an_alarm_threshold_out_of_reach,
+    |f| f.fleet(&["--alarm-above", "90"]),
+    ["--alarm-above", "90 °C is not a freezer's alarm threshold"]
+);
+refused!(
+    listening_on_https,
+    |f| f.fleet(&["--listen", "--transport", "https"]),
+    ["--listen needs MQTT", "--transport mqtt or mqtt-ws"]
+);
+refused!(
+    listening_faster_than_iot_core_counts,
+    |f| f.bare(&[
+        "--endpoint",
+        "abc123-ats.iot.eu-west-1.amazonaws.com",
+        "--listen",
+        "--interval",
+        "12ms"
+    ]),
+    [
+        "--listen",
+        "a shadow update counts as a publish",
+        "--profile none"
+    ]
+);
+
+// `command`.
+fn command_args(f: &Bad, extra: &[&str]) -> Vec<String> {
+    let (cert, key) = f.device("freezer1");
+    let mut v: Vec<String> = [
+        "command",
+        "--endpoint",
+        "localhost",
+        "--cert",
+        &text(&cert),
+        "--key",
+        &text(&key),
+    ]
+    .map(String::from)
+    .into();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+refused!(
+    command_to_all_without_the_fleet,
+    |f| command_args(f, &["--to", "all", "--cmd", "defrost"]),
+    ["--to all needs the fleet's ids", "--certs DIR", "--devices N"]
+);
+refused!(
+    command_unknown,
+    |f| command_args(f, &["--to", "freezer1", "--cmd", "explode"]),
+    [
+        "--cmd explode",
+        "unknown command 'explode'",
+        "door, defrost, fail, fix or setpoint"
+    ]
+);
+refused!(
+    command_setpoint_without_a_value,
+    |f| command_args(f, &["--to", "freezer1", "--cmd", "setpoint"]),
+    ["--cmd setpoint", "setpoint needs a value"]
+);
+refused!(
+    command_value_for_a_defrost,
+    |f| command_args(f, &["--to", "freezer1", "--cmd", "defrost", "--value", "3"]),
+    ["--value belongs to --cmd setpoint"]
+);
+refused!(
+    command_rate_zero,
+    |f| command_args(f, &["--to", "freezer1", "--cmd", "door", "--rate", "0"]),
+    ["--rate 0", "above 0"]
+);

@@ -98,9 +98,23 @@ fn refused(what: &str, e: &ApiError) -> anyhow::Error {
 }
 
 /// The default policy: exactly what the fleet does. A device may connect only with its own
-/// thing name as client id, from a certificate attached to that thing, and publish only to the
-/// fleet's topic.
+/// thing name as client id, from a certificate attached to that thing, publish only to the
+/// fleet's topic, and (for `run --listen`) use its own classic shadow and command topics:
+/// subscribe to and receive its shadow's delta and get/accepted and its commands, publish its
+/// shadow update and get requests and its command replies.
 pub fn default_policy(topic: &str) -> String {
+    let thing = "${iot:Connection.Thing.ThingName}";
+    let shadow = |rest: &str| format!("$aws/things/{thing}/shadow/{rest}");
+    let hears = [
+        shadow("update/delta"),
+        shadow("get/accepted"),
+        format!("freezers/{thing}/cmd"),
+    ];
+    let says = [
+        format!("arn:aws:iot:*:*:topic/{}", shadow("update")),
+        format!("arn:aws:iot:*:*:topic/{}", shadow("get")),
+        format!("arn:aws:iot:*:*:topic/freezers/{thing}/cmd/reply"),
+    ];
     serde_json::to_string_pretty(&serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [
@@ -116,6 +130,24 @@ pub fn default_policy(topic: &str) -> String {
                 "Effect": "Allow",
                 "Action": "iot:Publish",
                 "Resource": format!("arn:aws:iot:*:*:topic/{topic}")
+            },
+            {
+                "Sid": "FreezerFleetListenToItsShadowAndCommands",
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": hears.iter().map(|t| format!("arn:aws:iot:*:*:topicfilter/{t}")).collect::<Vec<_>>()
+            },
+            {
+                "Sid": "FreezerFleetReceiveItsShadowAndCommands",
+                "Effect": "Allow",
+                "Action": "iot:Receive",
+                "Resource": hears.iter().map(|t| format!("arn:aws:iot:*:*:topic/{t}")).collect::<Vec<_>>()
+            },
+            {
+                "Sid": "FreezerFleetReportItsShadowAndReply",
+                "Effect": "Allow",
+                "Action": "iot:Publish",
+                "Resource": says
             }
         ]
     }))
@@ -655,7 +687,33 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(&default_policy("freezers")).unwrap();
         let statements = doc["Statement"].as_array().unwrap();
         let actions: Vec<&str> = statements.iter().map(|s| s["Action"].as_str().unwrap()).collect();
-        assert_eq!(actions, ["iot:Connect", "iot:Publish"]);
+        assert_eq!(
+            actions,
+            [
+                "iot:Connect",
+                "iot:Publish",
+                "iot:Subscribe",
+                "iot:Receive",
+                "iot:Publish"
+            ]
+        );
+        let me = "${iot:Connection.Thing.ThingName}";
+        assert_eq!(
+            statements[2]["Resource"],
+            serde_json::json!([
+                format!("arn:aws:iot:*:*:topicfilter/$aws/things/{me}/shadow/update/delta"),
+                format!("arn:aws:iot:*:*:topicfilter/$aws/things/{me}/shadow/get/accepted"),
+                format!("arn:aws:iot:*:*:topicfilter/freezers/{me}/cmd"),
+            ])
+        );
+        assert_eq!(
+            statements[4]["Resource"],
+            serde_json::json!([
+                format!("arn:aws:iot:*:*:topic/$aws/things/{me}/shadow/update"),
+                format!("arn:aws:iot:*:*:topic/$aws/things/{me}/shadow/get"),
+                format!("arn:aws:iot:*:*:topic/freezers/{me}/cmd/reply"),
+            ])
+        );
         assert_eq!(
             statements[0]["Resource"],
             "arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"

@@ -68,6 +68,8 @@ fn run_in(args: &DemoArgs, dir: &Path) -> Result<i32> {
         duration: args.duration.clone(),
         qos: Some(args.qos),
         seed: args.seed,
+        speed: Some(args.speed),
+        fields: Some(args.fields.clone()),
         ..Default::default()
     };
     let cfg = config::resolve(flags, None)?;

@@ -9,6 +9,7 @@ use crate::cli::Command;
 mod aws;
 mod broker;
 mod certs;
+mod command;
 mod demo;
 mod report;
 mod run;
@@ -25,6 +26,7 @@ pub fn run(command: Command) -> Result<i32> {
         Command::Demo(args) => demo::run(args),
         Command::Report(cmd) => report::run(cmd),
         Command::Aws(cmd) => aws::run(cmd),
+        Command::Command(args) => command::run(*args),
     }
 }
 

@@ -110,6 +110,27 @@ fn check_rate(schedule: Schedule) -> Result<()> {
     Ok(())
 }
 
+/// AWS IoT Core answers at most this many Device Shadow requests per second per thing.
+pub const SHADOW_REQUESTS_PER_S_PER_THING: f64 = 20.0;
+
+/// With `--listen`, a device may report to its shadow at every reading (at most
+/// [`SHADOW_REQUESTS_PER_S_PER_THING`], the fleet keeps them that far apart), and IoT Core counts
+/// each report as a publish of the connection: events plus reports must stay within the
+/// connection's publishes per second.
+pub fn check_listen(schedule: Schedule) -> Result<()> {
+    let Some(i) = schedule.interval() else {
+        return Ok(());
+    };
+    let events = 1.0 / i.as_secs_f64();
+    let reports = events.min(SHADOW_REQUESTS_PER_S_PER_THING);
+    if events + reports > PUBLISHES_PER_S_PER_CONNECTION + 1e-9 {
+        return Err(input!(
+            "--listen: {events:.0} events/s per device plus up to {reports:.0} shadow reports/s is above AWS IoT Core's {PUBLISHES_PER_S_PER_CONNECTION} publishes/s per connection (a shadow update counts as a publish); use more devices or a lower rate {WHY}"
+        ));
+    }
+    Ok(())
+}
+
 /// The connection pace under the profile: the account's default limit unless asked otherwise,
 /// with a warning when asked for more.
 pub fn ramp_up(asked: Option<u32>) -> u32 {
@@ -129,6 +150,16 @@ pub fn ramp_up(asked: Option<u32>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shadow_reports_count_as_publishes_of_the_connection() {
+        let every = |ms| Schedule::Every(Duration::from_millis(ms));
+        assert!(check_listen(every(5000)).is_ok());
+        // 50 events/s + 20 reports/s fits; 90 + 20 does not.
+        assert!(check_listen(every(20)).is_ok());
+        let e = check_listen(every(11)).unwrap_err().to_string();
+        assert!(e.contains("a shadow update counts as a publish"), "{e}");
+    }
 
     fn limits(schedule: Schedule, topic: &str) -> Limits<'_, std::vec::IntoIter<&str>> {
         Limits {

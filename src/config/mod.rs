@@ -20,6 +20,7 @@ use crate::identity::{self, IdentityFiles, TrustSource};
 use crate::input;
 
 pub mod aws_iot;
+pub mod command;
 pub mod layer;
 pub mod settings;
 pub mod sinks;
@@ -377,6 +378,9 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
             topic: &topic,
             ids,
         })?;
+        if model.listen {
+            aws_iot::check_listen(schedule)?;
+        }
         link.ramp_up = Some(aws_iot::ramp_up(link.ramp_up));
         for r in stages.iter().filter_map(|s| s.ramp_up) {
             aws_iot::ramp_up(Some(r));

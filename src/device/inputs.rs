@@ -211,7 +211,13 @@ impl Device {
         let reading = self.freezer.reading();
         self.report_state(false);
         let seq = self.ledger.next_seq();
-        let mut event = Event::new(self.id.clone(), seq, unix_millis(), &reading, self.settings.model.fields);
+        let mut event = Event::new(
+            self.id.clone(),
+            seq,
+            unix_millis(),
+            &reading,
+            self.settings.model.fields,
+        );
         let payload = match self.settings.payload_bytes {
             Some(size) => event.padded_json(size),
             None => event.to_json(),

@@ -174,7 +174,9 @@ impl Device {
             let result = match (key.as_str(), value.as_f64()) {
                 ("setpoint", Some(v)) => self.act(Action::Setpoint(v)),
                 ("setpoint", None) => Err(format!("setpoint {value} is not a number")),
-                (other, _) => Err(format!("'{other}' is not a setting of this freezer; only setpoint is applied")),
+                (other, _) => Err(format!(
+                    "'{other}' is not a setting of this freezer; only setpoint is applied"
+                )),
             };
             if let Err(why) = result {
                 self.warn(format_args!("{}: shadow delta refused: {why}", self.id));
@@ -278,7 +280,10 @@ mod tests {
 
     #[test]
     fn topics_and_the_reported_document() {
-        assert_eq!(shadow_topic("freezer2", "update/delta"), "$aws/things/freezer2/shadow/update/delta");
+        assert_eq!(
+            shadow_topic("freezer2", "update/delta"),
+            "$aws/things/freezer2/shadow/update/delta"
+        );
         assert_eq!(command_topic("freezer2"), "freezers/freezer2/cmd");
         assert_eq!(reply_topic("freezer2"), "freezers/freezer2/cmd/reply");
         let doc = reported_document(&Reported {

@@ -77,7 +77,12 @@ impl Fields {
                     }
                 }
                 "" => {}
-                other => return Err(format!("'{other}' is not a field; choose from {}, or all", Fields::NAMES)),
+                other => {
+                    return Err(format!(
+                        "'{other}' is not a field; choose from {}, or all",
+                        Fields::NAMES
+                    ));
+                }
             }
         }
         Ok(f)
@@ -154,7 +159,11 @@ mod tests {
             r#"{"device_id":"freezer2","seq":3,"ts":5,"temperature":-17.9,"humidity":61.0}"#
         );
         assert_eq!(Fields::parse(&["all".into()]).unwrap(), all);
-        assert!(Fields::parse(&["state,colour".into()]).unwrap_err().contains("'colour' is not a field"));
+        assert!(
+            Fields::parse(&["state,colour".into()])
+                .unwrap_err()
+                .contains("'colour' is not a field")
+        );
     }
 
     #[test]

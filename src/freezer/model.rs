@@ -370,7 +370,12 @@ impl Freezer {
             self.compressor_on = false;
         }
         let running = self.compressor_on && self.fault != Some(Fault::Compressor);
-        let leak = self.leak * if self.door_until.is_some() { DOOR_LEAK_FACTOR } else { 1.0 };
+        let leak = self.leak
+            * if self.door_until.is_some() {
+                DOOR_LEAK_FACTOR
+            } else {
+                1.0
+            };
         let mut dt = leak * (AMBIENT_C - self.temperature);
         if running {
             dt -= self.cool;
@@ -478,12 +483,16 @@ mod tests {
                 .count();
             // Most of the time within reach of the setpoint; pull-downs after doors and
             // defrosts make the rest.
-            assert!(within * 10 >= normal.len() * 8, "device {index}: {within} of {}", normal.len());
-            let switches = normal
-                .windows(2)
-                .filter(|w| w[0].state != w[1].state)
-                .count();
-            assert!(switches >= 40, "device {index}: the compressor switched {switches} times in 2 days");
+            assert!(
+                within * 10 >= normal.len() * 8,
+                "device {index}: {within} of {}",
+                normal.len()
+            );
+            let switches = normal.windows(2).filter(|w| w[0].state != w[1].state).count();
+            assert!(
+                switches >= 40,
+                "device {index}: the compressor switched {switches} times in 2 days"
+            );
         }
     }
 
@@ -520,12 +529,17 @@ mod tests {
         f.advance_to(60.0);
         f.apply(Action::Fail).unwrap();
         let readings = series(&mut f, 60.0, 12.0 * HOUR);
-        let first_above = readings.iter().position(|r| r.temperature > -10.0).expect("warms past -10 °C");
+        let first_above = readings
+            .iter()
+            .position(|r| r.temperature > -10.0)
+            .expect("warms past -10 °C");
         let first_alarm = readings.iter().position(|r| r.alarm).expect("alarms");
         // The alarm waits its 15 minutes above the threshold (longer if a defrost came between).
         assert!(first_alarm - first_above >= 15, "{first_above} {first_alarm}");
         assert!(
-            readings[first_alarm - 15..first_alarm].iter().all(|r| r.temperature > -10.0),
+            readings[first_alarm - 15..first_alarm]
+                .iter()
+                .all(|r| r.temperature > -10.0),
             "the alarm came without 15 minutes above -10 °C"
         );
         assert!(readings.iter().all(|r| r.state == State::Fault));
@@ -533,7 +547,10 @@ mod tests {
         f.apply(Action::Fix).unwrap();
         let after = series(&mut f, 60.0, 12.0 * HOUR);
         let last = after.last().unwrap();
-        assert!(!last.alarm && (last.temperature - last.setpoint).abs() <= 2.5, "{last:?}");
+        assert!(
+            !last.alarm && (last.temperature - last.setpoint).abs() <= 2.5,
+            "{last:?}"
+        );
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub mod verdict;
 
 use crate::config::{FleetConfig, Profile, Schedule};
 use crate::stats::{
-    CauseCount, CommandCounts, ConnectCounts, DeviceCounts, Latency, MessageCounts, Quantiles, Snapshot, Timings,
+    CauseCount, CommandCounts, ConnectCounts, DeviceCounts, Latency, MessageCounts, Quantiles, Snapshot,
+    Timings,
 };
 
 /// What a run reports. The top-level figures are those of the first sink (`--sink`, default

@@ -139,8 +139,22 @@ fn record(acc: &mut Accounting, topic: &str, payload: &[u8], json: bool) -> bool
             SeqKind::Duplicate => "  DUPLICATE",
             SeqKind::OutOfOrder => "  OUT OF ORDER",
         };
+        // The model's fields, when the fleet sends them (--fields).
+        let mut extra = String::new();
+        if let Some(state) = event.state {
+            extra.push_str(&format!("  {}", state.name()));
+        }
+        if let Some(sp) = event.setpoint {
+            extra.push_str(&format!("  setpoint {sp:.1}"));
+        }
+        if event.door_open == Some(true) {
+            extra.push_str("  DOOR OPEN");
+        }
+        if event.alarm == Some(true) {
+            extra.push_str("  ALARM");
+        }
         let line = format!(
-            "{:<12} seq {:<6} {:>6.1} °C {:>5.1} %  {latency:>4} ms{note}\n",
+            "{:<12} seq {:<6} {:>6.1} °C {:>5.1} %  {latency:>4} ms{extra}{note}\n",
             event.device_id, event.seq, event.temperature, event.humidity
         );
         live::print_stdout(line.as_bytes());

@@ -240,7 +240,7 @@ impl Mosquitto {
         // `#` does not match topics that start with `$`: Basic Ingest topics need their own line.
         // max_queued_messages 0: a slow subscriber must not lose messages to the broker's queue
         // limit (default 1000), or a test would blame the fleet for the broker's drop.
-        let acl = "pattern readwrite #\npattern readwrite $aws/rules/#\n";
+        let acl = "pattern readwrite #\npattern readwrite $aws/rules/#\npattern readwrite $aws/things/#\n";
         Self::start_with(pki, port, acl, "max_queued_messages 0\n")
     }
 
@@ -391,6 +391,37 @@ pub fn mosquitto_tls(ca: &Path, cert: &Path, key: &Path) -> Vec<std::ffi::OsStri
     v
 }
 
+/// Publishes one message with mosquitto_pub (QoS 1) as the monitor identity.
+pub fn publish(pki: &Pki, port: u16, topic: &str, payload: &str) {
+    require("mosquitto_pub");
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            payload,
+        ])
+        .args(["-i", "test-publisher"])
+        .args(mosquitto_tls(
+            &pki.ca_pem(),
+            &pki.path().join("monitor.crt"),
+            &pki.path().join("monitor.key"),
+        ))
+        .output()
+        .expect("run mosquitto_pub");
+    assert!(
+        out.status.success(),
+        "mosquitto_pub: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A real subscriber (mosquitto_sub) collecting every payload on a topic.
 pub struct Subscriber {
     child: Child,
@@ -399,6 +430,11 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn start(pki: &Pki, port: u16, topic: &str) -> Subscriber {
+        Subscriber::start_as(pki, port, topic, "test-monitor")
+    }
+
+    /// The same with its own client id, so several subscribers can run side by side.
+    pub fn start_as(pki: &Pki, port: u16, topic: &str, client_id: &str) -> Subscriber {
         require("mosquitto_sub");
         // Line-buffered, or the SUBACK note and the payloads sit in stdio's buffer.
         let mut child = Command::new("stdbuf")
@@ -414,7 +450,7 @@ impl Subscriber {
                 topic,
                 "-d",
                 "-i",
-                "test-monitor",
+                client_id,
             ])
             .args(mosquitto_tls(
                 &pki.ca_pem(),
