@@ -6,18 +6,21 @@
 //! This is the one list of modules (README.md points here). Only what `main` needs is public.
 //! Arrows say who may import whom:
 //! `app → fleet → device → transport`, and `config → identity`; nothing imports `app` or `cli`.
-//! - [`app`]: one file per subcommand (run, demo, certs, broker, watch, report, aws), composed
-//!   from the rest; `app::aws` defines the fleet in IoT Core (provision, teardown, endpoint).
+//! - [`app`]: one file per subcommand (run, demo, certs, broker, watch, report, aws, command),
+//!   composed from the rest; `app::aws` defines the fleet in IoT Core (provision, teardown,
+//!   endpoint); `app::command` load-tests the command path of a listening fleet.
 //! - [`cli`]: clap definitions only, converted into config layers.
 //! - [`config`]: flags and the TOML file as layers → pure per-setting functions → one I/O stage →
 //!   a validated [`config::FleetConfig`]; AWS IoT Core's limits (`config::aws_iot`); the
-//!   watcher's settings (`config::watch`).
+//!   watcher's and the command sender's settings (`config::watch`, `config::command`).
 //! - [`identity`]: PEM certificates and keys → `rustls::ClientConfig` (TLS 1.2+, server name
 //!   verified); the AWS download layout shared by reader and writer (`identity::layout`); the
 //!   identity I/O stage (`identity::devices`).
-//! - [`freezer`]: what a device sends: the seeded freezer model and the event JSON.
+//! - [`freezer`]: what a device sends: the seeded thermal model on simulated time
+//!   (`freezer::model`: compressor, doors, defrosts, faults, alarm; actions) and the event JSON.
 //! - [`device`]: what a device sends when: one task per device with its pure delivery ledger
-//!   (`device::ledger`) and reconnect policy (`device::reconnect`).
+//!   (`device::ledger`) and reconnect policy (`device::reconnect`); what it hears and does
+//!   (`device::listen`: console actions, the Device Shadow, commands and their replies).
 //! - [`transport`]: how events are sent, behind one seam: [`transport::mqtt`] (3.1.1),
 //!   [`transport::mqtt5`], [`transport::https`] (IoT Core's HTTPS publish), [`transport::batch`]
 //!   (Kinesis PutRecords, Firehose PutRecordBatch: one batcher per sink), [`transport::proxy`]

@@ -100,10 +100,33 @@ impl FleetCollector {
             }
         }
         type Count = fn(&crate::stats::Snapshot) -> u64;
-        let counters: [(&str, &str, Count); 6] = [
+        let counters: [(&str, &str, Count); 11] = [
             ("freezer_fleet_connection_attempts", "Connection attempts", |s| {
                 s.connect_attempts_per_second.iter().sum()
             }),
+            (
+                "freezer_fleet_commands_received",
+                "Commands devices received on freezers/<id>/cmd (--listen)",
+                |s| s.commands.received,
+            ),
+            ("freezer_fleet_commands_answered", "Commands answered ok", |s| {
+                s.commands.answered
+            }),
+            (
+                "freezer_fleet_commands_refused",
+                "Commands answered with ok: false",
+                |s| s.commands.refused,
+            ),
+            (
+                "freezer_fleet_shadow_deltas",
+                "Device Shadow deltas received",
+                |s| s.commands.shadow_deltas,
+            ),
+            (
+                "freezer_fleet_shadow_reports",
+                "Reports published to the devices' shadows",
+                |s| s.commands.shadow_updates,
+            ),
             (
                 "freezer_fleet_events_taken",
                 "Events the freezers produced",

@@ -412,6 +412,18 @@ fn announce(cfg: &FleetConfig) {
             .map(|r| format!(", connecting at most {r}/s"))
             .unwrap_or_default()
     );
+    let m = &cfg.model;
+    if m.speed != 1.0 || m.listen {
+        tracing::info!(
+            "freezer model at {}× real time{}",
+            m.speed,
+            if m.listen {
+                "; devices listen to their shadow and to freezers/<id>/cmd"
+            } else {
+                ""
+            }
+        );
+    }
 }
 
 /// Where one sink sends, in words.
