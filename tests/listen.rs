@@ -369,3 +369,118 @@ fn command_reaches_every_listening_device_and_counts_the_lost_when_none_listens(
     );
     assert!(stderr.contains("is the fleet running with --listen"), "{stderr}");
 }
+
+#[test]
+fn mqtt5_devices_listen_too_and_a_refused_command_is_named() {
+    let Setup {
+        pki,
+        broker,
+        sub: _sub,
+    } = Setup::new(3);
+    let port = broker.port;
+    let reports = Subscriber::start_as(&pki, port, "$aws/things/+/shadow/update", "test-shadows5");
+    let mut args = certs_args(&pki, port);
+    args.extend(
+        [
+            "--listen",
+            "--mqtt-version",
+            "5",
+            "--interval",
+            "500ms",
+            "--duration",
+            "60s",
+        ]
+        .map(String::from),
+    );
+    let mut fleet = Fleet::spawn(&strs(&args));
+    assert_eq!(
+        reports.wait_for(3, Duration::from_secs(20)).len(),
+        3,
+        "{}",
+        fleet.stderr()
+    );
+    let port_s = port.to_string();
+    let (ca, cert, key) = (
+        text(&pki.ca_pem()),
+        text(&pki.path().join("monitor.crt")),
+        text(&pki.path().join("monitor.key")),
+    );
+    let command = |to: &str, value: &str| {
+        [
+            "command",
+            "--endpoint",
+            "localhost",
+            "--port",
+            &port_s,
+            "--ca",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--to",
+            to,
+            "--cmd",
+            "setpoint",
+            "--value",
+            value,
+            "--timeout",
+            "3s",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let (code, stderr, report) = run_report(
+        &strs(&command("freezer1,freezer2,freezer3", "-22")),
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        (
+            num(&report, "/answered"),
+            num(&report, "/refused"),
+            num(&report, "/lost")
+        ),
+        (3, 0, 0),
+        "{report}"
+    );
+    // Each device reports its new setpoint to its shadow.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            reports
+                .events()
+                .iter()
+                .filter(|r| r["state"]["reported"]["setpoint"].as_f64() == Some(-22.0))
+                .count()
+                >= 3
+        })
+        .is_some(),
+        "{:?}",
+        reports.events()
+    );
+    let (code, stderr, report) = run_report(&strs(&command("freezer1", "5")), Duration::from_secs(30));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        (num(&report, "/answered"), num(&report, "/refused")),
+        (1, 1),
+        "{report}"
+    );
+    assert!(
+        report["commands"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("setpoint 5 °C is outside -40 to -5 °C"),
+        "{report}"
+    );
+    assert!(
+        stderr.contains("refused   freezer1: setpoint 5 °C is outside"),
+        "{stderr}"
+    );
+    fleet.send("q");
+    let (code, fleet_err, _) = fleet.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{fleet_err}");
+    assert!(
+        fleet_err.contains("4 received, 3 answered ok, 1 refused"),
+        "{fleet_err}"
+    );
+}

@@ -65,10 +65,29 @@ fn twenty_devices_are_things_in_a_group_with_active_certificates_and_files_run_a
     assert_eq!(group.len(), 20, "every thing in the group");
     let policy = &s["policies"]["freezer-policy"];
     let doc: serde_json::Value = serde_json::from_str(policy["document"].as_str().unwrap()).unwrap();
+    let actions: Vec<&str> = doc["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| st["Action"].as_str().unwrap())
+        .collect();
+    // Connect, publish readings, and the device's own shadow and command topics (run --listen).
     assert_eq!(
-        doc["Statement"].as_array().unwrap().len(),
-        2,
-        "connect and publish only"
+        actions,
+        [
+            "iot:Connect",
+            "iot:Publish",
+            "iot:Subscribe",
+            "iot:Receive",
+            "iot:Publish"
+        ],
+        "{doc}"
+    );
+    let me = "${iot:Connection.Thing.ThingName}";
+    assert!(
+        doc.to_string()
+            .contains(&format!("topicfilter/freezers/{me}/cmd")),
+        "{doc}"
     );
     for (name, t) in things {
         assert_eq!(t["type"], "freezer", "{name}");
