@@ -680,6 +680,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION")]
     pub alarm_after: Option<String>,
 
+    /// Inject data faults for the consumers downstream, each a chance per event: duplicate=1/500, reorder=1/1000, late=1/2000:30s, skew=±2s (per device), burst-after-offline=1/5000:20s, malformed=1/10000; every one is counted in the report.
+    #[arg(long, value_name = "KIND=1/N[:D],...")]
+    pub faults: Option<String>,
+
     /// Devices listen to the cloud (MQTT only): the Device Shadow ($aws/things/<id>/shadow/...: a delta's setpoint is applied and reported) and commands on freezers/<id>/cmd, answered on freezers/<id>/cmd/reply.
     #[arg(long)]
     pub listen: bool,
@@ -721,6 +725,7 @@ impl RunArgs {
             alarm_above: self.alarm_above,
             alarm_after: self.alarm_after,
             listen: self.listen.then_some(true),
+            faults: self.faults,
             max_inflight: self.max_inflight,
             report: self.report,
             profile: self.profile,

@@ -161,6 +161,51 @@ impl CommandCounts {
     }
 }
 
+counters! {
+    /// Data faults injected on purpose (`--faults`), by kind: the truth a consumer's counts are
+    /// checked against.
+    FaultCounters => FaultCounts {
+        /// Events sent twice (the copy marked `"fault":"duplicate"`).
+        duplicate,
+        /// Events held and sent after the next one.
+        reorder,
+        /// Events held back for the late delay.
+        late,
+        /// Invalid JSON records sent beside an event.
+        malformed,
+        /// Offline spells a device took before sending its queue in one burst.
+        bursts,
+        /// Devices whose clock is skewed (`ts` off by a fixed amount).
+        skewed_devices,
+    }
+}
+
+impl FaultCounts {
+    pub fn is_zero(&self) -> bool {
+        *self == FaultCounts::default()
+    }
+
+    pub fn since(&self, e: &FaultCounts) -> FaultCounts {
+        FaultCounts {
+            duplicate: self.duplicate.saturating_sub(e.duplicate),
+            reorder: self.reorder.saturating_sub(e.reorder),
+            late: self.late.saturating_sub(e.late),
+            malformed: self.malformed.saturating_sub(e.malformed),
+            bursts: self.bursts.saturating_sub(e.bursts),
+            skewed_devices: self.skewed_devices,
+        }
+    }
+
+    pub fn add(&mut self, o: &FaultCounts) {
+        self.duplicate += o.duplicate;
+        self.reorder += o.reorder;
+        self.late += o.late;
+        self.malformed += o.malformed;
+        self.bursts += o.bursts;
+        self.skewed_devices += o.skewed_devices;
+    }
+}
+
 /// Why an event was not delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loss {
@@ -204,6 +249,7 @@ pub struct Stats {
     pub messages: MessageCounters,
     pub connects: ConnectCounters,
     pub commands: CommandCounters,
+    pub faults: FaultCounters,
     connect_failures: Mutex<BTreeMap<String, u64>>,
     attempts_per_second: Mutex<Vec<u64>>,
     device_causes: Mutex<BTreeMap<String, CauseCount>>,
@@ -296,6 +342,7 @@ pub struct Snapshot {
     pub messages: MessageCounts,
     pub connects: ConnectCounts,
     pub commands: CommandCounts,
+    pub faults: FaultCounts,
     /// Attempts that failed, by cause.
     pub connect_failures: BTreeMap<String, u64>,
     /// Connection attempts (first connects and reconnects) in each second of the run.
@@ -360,6 +407,7 @@ impl Snapshot {
             messages,
             connects,
             commands: self.commands.since(&earlier.commands),
+            faults: self.faults.since(&earlier.faults),
             connect_failures: map_since(&self.connect_failures, &earlier.connect_failures),
             connect_attempts_per_second: per_second,
             device_causes: self.device_causes.clone(),
@@ -482,6 +530,7 @@ impl Stats {
             messages: self.messages.load(),
             connects: self.connects.load(),
             commands: self.commands.load(),
+            faults: self.faults.load(),
             connect_failures: lock(&self.connect_failures).clone(),
             connect_attempts_per_second: lock(&self.attempts_per_second).clone(),
             device_causes: lock(&self.device_causes).clone(),

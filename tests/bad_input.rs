@@ -889,3 +889,17 @@ refused!(
     |f| command_args(f, &["--to", "freezer1", "--cmd", "door", "--rate", "0"]),
     ["--rate 0", "above 0"]
 );
+refused!(
+    faults_not_a_spec,
+    |f| f.fleet(&["--faults", "duplicate=1/10,typo=3"]),
+    [
+        "--faults duplicate=1/10,typo=3",
+        "'typo' is not a fault",
+        "duplicate, reorder, late"
+    ]
+);
+refused!(
+    faults_late_without_a_delay,
+    |f| f.fleet(&["--faults", "late=1/100"]),
+    ["--faults", "late=1/100: give a chance and a duration"]
+);

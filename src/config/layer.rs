@@ -72,6 +72,7 @@ pub struct Layer {
     pub alarm_above: Option<f64>,
     pub alarm_after: Option<String>,
     pub listen: Option<bool>,
+    pub faults: Option<String>,
     /// `[[stage]]` tables (config file only).
     pub stage: Option<Vec<super::stages::StageSpec>>,
     /// A `[thresholds]` table (config file only): `puback.p99 = "> 250ms"`, `lost = "> 0"`,

@@ -215,6 +215,8 @@ pub struct ModelSettings {
     pub alarm: crate::freezer::AlarmRule,
     /// Devices subscribe to their shadow and command topics.
     pub listen: bool,
+    /// Data faults to inject (`--faults`).
+    pub faults: crate::device::faults::FaultSpec,
 }
 
 impl Default for ModelSettings {
@@ -224,6 +226,7 @@ impl Default for ModelSettings {
             fields: Default::default(),
             alarm: Default::default(),
             listen: false,
+            faults: Default::default(),
         }
     }
 }
@@ -355,6 +358,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
             m.duration(|l| l.alarm_after.take(), "--alarm-after")?,
         )?,
         listen: m.pick(|l| l.listen.take(), "--listen").is_some_and(|l| l.value),
+        faults: s::faults(m.pick(|l| l.faults.take(), "--faults"))?,
     };
     if model.listen && (sinks.kinds != [SinkKind::Mqtt] || transport == TransportKind::Https) {
         return Err(input!(

@@ -249,6 +249,14 @@ pub fn fields(v: In<Vec<String>>) -> Result<crate::freezer::Fields> {
     crate::freezer::Fields::parse(&list.value).map_err(|why| input!("{}: {why}", list.origin))
 }
 
+/// `--faults duplicate=1/500,…`: the data faults to inject [default: none].
+pub fn faults(v: In<String>) -> Result<crate::device::faults::FaultSpec> {
+    let Some(f) = v else {
+        return Ok(Default::default());
+    };
+    crate::device::faults::FaultSpec::parse(&f.value).map_err(|why| input!("{} {}: {why}", f.origin, f.value))
+}
+
 /// `--alarm-above C` and `--alarm-after DURATION`: when a freezer is in alarm [default: above
 /// -10 °C for 15 minutes of simulated time].
 pub fn alarm_rule(above: In<f64>, after: Option<Sourced<Duration>>) -> Result<crate::freezer::AlarmRule> {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::faults::Record;
 use super::{Device, Fed, Feed, InjectNote, Poke};
 use crate::config::Schedule;
 use crate::freezer::{Event, unix_millis};
@@ -16,6 +17,8 @@ pub(super) enum LocalInput {
     Tick(Instant),
     Inject,
     Act(crate::freezer::Action),
+    /// Events held back by `--faults late` are due.
+    LateDue,
     /// An event taken by the same device on the fleet's first sink.
     Fed(Fed),
     /// A scenario stage changed the rate or asked for a disconnect.
@@ -57,10 +60,14 @@ impl Device {
         let has_churn = self.churn.is_some();
         let closing = self.closing;
         let more = self.wants_more();
+        let late_due = self.injector.as_ref().and_then(|i| i.next_due());
         loop {
             tokio::select! {
                 biased;
                 _ = self.links.phase.changed() => return LocalInput::Phase,
+                _ = tokio::time::sleep_until(late_due.unwrap_or_else(Instant::now)), if late_due.is_some() => {
+                    return LocalInput::LateDue;
+                }
                 at = async { self.timer.as_mut().expect("guarded").tick().await }, if has_timer => {
                     return LocalInput::Tick(at);
                 }
@@ -129,6 +136,16 @@ impl Device {
                 let _ = self.links.notes.send(note);
             }
             LocalInput::Act(action) => self.on_console_action(action),
+            LocalInput::LateDue => {
+                let due = self
+                    .injector
+                    .as_mut()
+                    .map(|i| i.due(Instant::now()))
+                    .unwrap_or_default();
+                for r in due {
+                    self.queue_record(r.payload, r.intended, false);
+                }
+            }
             LocalInput::Fed(fed) => self.take_fed(fed),
             LocalInput::Control => self.on_control(),
             LocalInput::Churn => self.close_soon(),
@@ -210,18 +227,43 @@ impl Device {
         self.freezer.advance_to(t);
         let reading = self.freezer.reading();
         self.report_state(false);
-        let seq = self.ledger.next_seq();
-        let mut event = Event::new(
-            self.id.clone(),
-            seq,
-            unix_millis(),
-            &reading,
-            self.settings.model.fields,
-        );
-        let payload = match self.settings.payload_bytes {
-            Some(size) => event.padded_json(size),
-            None => event.to_json(),
+        let seq = self.ledger.take_seq();
+        let skew = self.injector.as_ref().map_or(0, |i| i.skew_ms());
+        let ts = (unix_millis() as i64).saturating_add(skew).max(0) as u64;
+        let mut event = Event::new(self.id.clone(), seq, ts, &reading, self.settings.model.fields);
+        let size = self.settings.payload_bytes;
+        let encode = move |e: &mut Event| match size {
+            Some(size) => e.padded_json(size),
+            None => e.to_json(),
         };
+        let records = match self.injector.as_mut() {
+            None => vec![Record {
+                payload: encode(&mut event),
+                intended,
+                own: true,
+                fault: None,
+            }],
+            Some(injector) => {
+                let d = injector.on_event(&mut event, intended, &encode);
+                self.count_faults(&d);
+                if let Some(off) = d.offline_for {
+                    self.offline_until = Some(Instant::now() + off);
+                }
+                d.now
+            }
+        };
+        for r in records {
+            self.queue_record(r.payload, r.intended, injected && r.own);
+        }
+        if let Some(kind) = self.gave_up {
+            let owed = self.ledger.clear();
+            self.stats.events_failed(owed, Loss::GaveUp(kind));
+        }
+        seq
+    }
+
+    /// Queues one record (an event, or a record `--faults` added) and passes it to the other sinks.
+    fn queue_record(&mut self, payload: Vec<u8>, intended: Instant, injected: bool) {
         if let Feed::Own { tees } = &mut self.links.feed {
             // A sink whose device has stopped takes nothing more.
             tees.retain(|tee| {
@@ -234,13 +276,41 @@ impl Device {
             });
         }
         self.stats.event_taken(!self.online());
-        let dropped = self.ledger.push(payload, intended);
+        let dropped = self.ledger.push_record(payload, intended);
         self.stats.events_dropped(dropped);
-        if let Some(kind) = self.gave_up {
-            let owed = self.ledger.clear();
-            self.stats.events_failed(owed, Loss::GaveUp(kind));
+    }
+
+    fn count_faults(&self, d: &super::faults::Decision) {
+        use super::faults::Kind;
+        let f = &self.stats.faults;
+        for r in &d.now {
+            match r.fault {
+                Some(Kind::Duplicate) => f.duplicate.inc(),
+                Some(Kind::Malformed) => f.malformed.inc(),
+                _ => {}
+            }
         }
-        seq
+        // Counted when held back; the record goes later, marked.
+        match d.held {
+            Some(Kind::Reorder) => f.reorder.inc(),
+            Some(Kind::Late) => f.late.inc(),
+            _ => {}
+        }
+        if d.offline_for.is_some() {
+            f.bursts.inc();
+        }
+    }
+
+    /// At the end: every record still held back by `--faults` is queued.
+    pub(super) fn release_faults(&mut self) {
+        let held = self
+            .injector
+            .as_mut()
+            .map(|i| i.release_all())
+            .unwrap_or_default();
+        for r in held {
+            self.queue_record(r.payload, r.intended, false);
+        }
     }
 
     /// The first sink's device passes readings on to the others.

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 /// An event the device owes the server.
 #[derive(Debug)]
 pub struct Queued {
+    /// Its place in the device's sending order (an event's seq, unless `--faults` adds records).
     pub seq: u64,
     /// When the schedule meant it to be sent: latency counts from here, so a stalled connection
     /// shows as latency instead of a quietly lower rate.
@@ -38,6 +39,9 @@ pub enum Written {
 #[derive(Debug)]
 pub struct Ledger {
     next_seq: u64,
+    /// The sending order of queued records (events, and `--faults`' extra records, which take
+    /// no seq of their own).
+    next_order: u64,
     /// Due but not yet handed to the transport, oldest first.
     outbox: VecDeque<Queued>,
     /// Handed to the transport, not yet written, in hand-off order.
@@ -56,6 +60,7 @@ impl Ledger {
     pub fn new(outbox_cap: usize, window: usize, acked: bool) -> Ledger {
         Ledger {
             next_seq: 1,
+            next_order: 1,
             outbox: VecDeque::new(),
             handed: VecDeque::new(),
             awaiting: HashMap::new(),
@@ -66,6 +71,7 @@ impl Ledger {
     }
 
     /// The seq the next event gets.
+    #[cfg(test)]
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
@@ -73,13 +79,26 @@ impl Ledger {
     /// Queues the event with the next seq; returns how many of the oldest events were dropped to
     /// keep the outbox within its cap.
     pub fn push(&mut self, payload: Vec<u8>, intended: Instant) -> u64 {
+        self.take_seq();
+        self.push_record(payload, intended)
+    }
+
+    /// The next event's seq is taken; its record is queued later (or more than one).
+    pub fn take_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq - 1
+    }
+
+    /// Queues a record after everything queued so far, taking no seq (`--faults`: an event held
+    /// back, a duplicate, a malformed record); returns how many of the oldest were dropped.
+    pub fn push_record(&mut self, payload: Vec<u8>, intended: Instant) -> u64 {
         self.outbox.push_back(Queued {
-            seq: self.next_seq,
+            seq: self.next_order,
             intended,
             payload,
             sent: false,
         });
-        self.next_seq += 1;
+        self.next_order += 1;
         self.trim()
     }
 

@@ -26,6 +26,7 @@ use crate::transport::{Link, LinkEvent, Sender, Transport};
 pub mod backoff;
 pub mod drops;
 mod events;
+pub mod faults;
 mod inputs;
 pub mod ledger;
 pub mod listen;
@@ -231,6 +232,9 @@ struct Device {
     outbox: Vec<listen::Own>,
     last_reported: Option<Reported>,
     last_report_at: Option<Instant>,
+    /// `--faults`: this device's injector, and an offline spell under way (until then).
+    injector: Option<faults::Injector>,
+    offline_until: Option<Instant>,
 }
 
 /// Runs one device until the fleet stops it or it gives up for a permanent cause.
@@ -249,6 +253,9 @@ pub async fn run<T: Transport>(
         let offset = interval.mul_f64(index as f64 / settings.fleet_size.max(1) as f64);
         Ticker::new(settings.start + offset, interval)
     });
+    let faults = settings.model.faults;
+    let injector =
+        (own && !faults.is_none()).then(|| faults::Injector::new(faults, settings.seed, index as u64));
     let mut device = Device {
         freezer: Freezer::new(settings.seed, index as u64, settings.model.alarm),
         rng: Xoshiro256PlusPlus::seed_from_u64(settings.seed.rotate_left(17) ^ index as u64),
@@ -282,7 +289,12 @@ pub async fn run<T: Transport>(
         outbox: Vec::new(),
         last_reported: None,
         last_report_at: None,
+        injector,
+        offline_until: None,
     };
+    if device.injector.as_ref().is_some_and(|i| i.skew_ms() != 0) {
+        device.stats.faults.skewed_devices.inc();
+    }
     // A first stage's settings (devices, rate) hold from the start: its rate makes the timer
     // afresh, spread over its own period.
     if device
@@ -365,6 +377,7 @@ impl Device {
             .is_some_and(|by| self.ledger.in_flight() == 0 || Instant::now() >= by)
             || (self.parked && self.ledger.owed() == 0)
             || (self.outage && self.ledger.in_flight() == 0)
+            || (self.offline_until.is_some() && self.ledger.in_flight() == 0)
     }
 
     /// A storm or a churn turn: close once acknowledged.
@@ -401,6 +414,14 @@ impl Device {
                 return false;
             }
         }
+        // An injected offline spell (`--faults burst-after-offline`): back when it is over.
+        while let Some(until) = self.offline_until {
+            if Instant::now() >= until {
+                self.offline_until = None;
+            } else if !self.wait_until(until).await {
+                return false;
+            }
+        }
         let at = backoff::attempt_at(retry_at, self.last_attempt, Instant::now());
         if !self.wait_until(at).await {
             return false;
@@ -433,7 +454,7 @@ impl Device {
 
     /// Hands queued events to the transport while connected and below the in-flight limit.
     fn hand_off(&mut self, tx: &mut impl Sender) {
-        if !self.online() || self.closing.is_some() || self.outage {
+        if !self.online() || self.closing.is_some() || self.outage || self.offline_until.is_some() {
             return;
         }
         self.flush_own(tx);
@@ -445,10 +466,39 @@ impl Device {
         }
     }
 
+    /// One connection attempt, at most until `deadline` (an injected offline spell cut short).
+    async fn reconnect_by(&mut self, link: &mut impl Link, deadline: Instant) {
+        self.last_attempt = Some(Instant::now());
+        self.session = Session::default();
+        self.stats.connect_attempt(self.settings.start.elapsed());
+        let _ = tokio::time::timeout_at(deadline, async {
+            loop {
+                match link.next().await {
+                    LinkEvent::Lost(cause) => {
+                        self.stats.connect_failed(cause.kind);
+                        break;
+                    }
+                    LinkEvent::Connected => {
+                        self.on_event(LinkEvent::Connected);
+                        break;
+                    }
+                    ev => self.on_event(ev),
+                }
+            }
+        })
+        .await;
+    }
+
     /// Stops producing; delivers what is queued and in flight until the drain timeout; then
     /// disconnects cleanly and counts whatever is left as failed.
     async fn drain(&mut self, tx: &mut impl Sender, link: &mut impl Link) {
         let deadline = Instant::now() + self.settings.drain_timeout;
+        // Nothing is lost to an injected fault: what is held back goes now, and an injected
+        // offline spell ends with the run.
+        self.release_faults();
+        if self.offline_until.take().is_some() && !self.online() && self.ever_connected {
+            Box::pin(self.reconnect_by(link, deadline)).await;
+        }
         Box::pin(self.close_feed(deadline)).await;
         while self.online() && self.links.phase.current() != Phase::Stop {
             self.hand_off(tx);

@@ -36,6 +36,9 @@ pub struct Event {
     /// With `--fields alarm`: above the alarm threshold for the alarm's time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm: Option<bool>,
+    /// On a record `--faults` injected: duplicate, reorder or late (the event's own fields unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
     /// Filler that brings the message to `--payload-bytes`, for throughput tests; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pad: Option<String>,
@@ -102,6 +105,7 @@ impl Event {
             setpoint: fields.setpoint.then_some(reading.setpoint),
             door_open: fields.door.then_some(reading.door_open),
             alarm: fields.alarm.then_some(reading.alarm),
+            fault: None,
             pad: None,
         }
     }
@@ -178,6 +182,7 @@ mod tests {
             setpoint: None,
             door_open: None,
             alarm: None,
+            fault: None,
             pad: None,
         };
         for size in [256, 1000, 4096, 128 * 1024] {
@@ -200,6 +205,7 @@ mod tests {
             setpoint: None,
             door_open: None,
             alarm: None,
+            fault: None,
             pad: None,
         };
         assert_eq!(

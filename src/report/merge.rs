@@ -135,6 +135,7 @@ fn add_counts(total: &mut Figures, r: &Figures) {
         *sum += add;
     }
     total.commands.add(&r.commands);
+    total.faults.add(&r.faults);
     add_map(&mut c.failed, &r.connects.failed);
     if c.per_second.len() < r.connects.per_second.len() {
         c.per_second.resize(r.connects.per_second.len(), 0);

@@ -21,8 +21,8 @@ pub mod verdict;
 
 use crate::config::{FleetConfig, Profile, Schedule};
 use crate::stats::{
-    CauseCount, CommandCounts, ConnectCounts, DeviceCounts, Latency, MessageCounts, Quantiles, Snapshot,
-    Timings,
+    CauseCount, CommandCounts, ConnectCounts, DeviceCounts, FaultCounts, Latency, MessageCounts, Quantiles,
+    Snapshot, Timings,
 };
 
 /// What a run reports. The top-level figures are those of the first sink (`--sink`, default
@@ -86,6 +86,9 @@ pub struct Figures {
     /// What devices heard from the cloud and the console (`--listen`, console verbs).
     #[serde(default, skip_serializing_if = "CommandCounts::is_zero")]
     pub commands: CommandCounts,
+    /// Data faults injected on purpose (`--faults`), by kind.
+    #[serde(default, skip_serializing_if = "FaultCounts::is_zero")]
+    pub faults: FaultCounts,
     /// What the server answered instead of a success, by error code or HTTP status; `(retried)`
     /// when the event was sent again.
     #[serde(default)]
@@ -316,6 +319,7 @@ impl Figures {
                 per_second: per_second.clone(),
             },
             commands: s.commands,
+            faults: s.faults,
             refusals: s.refusals.clone(),
             histograms,
         }
@@ -392,6 +396,14 @@ pub fn summary(r: &Report) -> String {
             out,
             "  commands  {} received, {} answered ok, {} refused; shadow {} deltas, {} reports; {} console actions",
             k.received, k.answered, k.refused, k.shadow_deltas, k.shadow_updates, k.console_actions
+        );
+    }
+    if !r.faults.is_zero() {
+        let f = &r.faults;
+        let _ = writeln!(
+            out,
+            "  faults    injected on purpose: {} duplicates, {} reordered, {} late, {} malformed, {} offline bursts, {} devices with a skewed clock",
+            f.duplicate, f.reorder, f.late, f.malformed, f.bursts, f.skewed_devices
         );
     }
     write_refusals(&mut out, &r.refusals);

@@ -118,6 +118,18 @@ pub struct Accounting {
     pub devices: BTreeMap<String, Tally>,
     /// Payloads that were not a freezer event (not JSON, or missing device_id/seq/ts).
     pub invalid: u64,
+    /// Records the fleet injected on purpose (`--faults`), recognised by their `fault` mark and
+    /// counted here instead of as duplicates, reorderings or invalid records.
+    pub injected: Injected,
+}
+
+/// Injected faults seen, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Injected {
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub late: u64,
+    pub malformed: u64,
 }
 
 impl Accounting {
@@ -126,13 +138,20 @@ impl Accounting {
         let tally = self.devices.entry(event.device_id.clone()).or_default();
         tally.received += 1;
         let kind = tally.seqs.record(event.seq);
-        match kind {
-            SeqKind::Duplicate => tally.duplicates += 1,
-            SeqKind::OutOfOrder => tally.out_of_order += 1,
-            SeqKind::New => {}
+        let fault = event.fault.as_deref();
+        match (kind, fault) {
+            (SeqKind::Duplicate, Some("duplicate")) => self.injected.duplicates += 1,
+            (_, Some("reorder")) => self.injected.reordered += 1,
+            (_, Some("late")) => self.injected.late += 1,
+            (SeqKind::Duplicate, _) => tally.duplicates += 1,
+            (SeqKind::OutOfOrder, _) => tally.out_of_order += 1,
+            (SeqKind::New, _) => {}
         }
         let latency = now_ms.saturating_sub(event.ts);
-        tally.latency.saturating_record(latency.max(1));
+        // A record held back on purpose would only say how long it was held.
+        if !matches!(fault, Some("late" | "reorder")) {
+            tally.latency.saturating_record(latency.max(1));
+        }
         (kind, latency)
     }
 
@@ -148,6 +167,7 @@ impl Accounting {
         }
         t.devices = self.devices.len() as u64;
         t.invalid = self.invalid;
+        t.injected = self.injected;
         if !all.is_empty() {
             t.latency_p50_ms = Some(all.value_at_quantile(0.5));
             t.latency_p99_ms = Some(all.value_at_quantile(0.99));
@@ -211,6 +231,14 @@ impl Accounting {
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into()),
         );
+        let i = self.injected;
+        if i != Injected::default() {
+            let _ = writeln!(
+                out,
+                "injected by --faults (not counted above): {} duplicates, {} reordered, {} late, {} malformed",
+                i.duplicates, i.reordered, i.late, i.malformed
+            );
+        }
         if t.invalid > 0 {
             let _ = writeln!(
                 out,
@@ -231,6 +259,7 @@ pub struct Totals {
     pub duplicates: u64,
     pub out_of_order: u64,
     pub invalid: u64,
+    pub injected: Injected,
     pub latency_p50_ms: Option<u64>,
     pub latency_p99_ms: Option<u64>,
 }

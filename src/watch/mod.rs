@@ -119,6 +119,11 @@ pub async fn run(
 fn record(acc: &mut Accounting, topic: &str, payload: &[u8], json: bool) -> bool {
     let now = unix_millis();
     let Ok(event) = serde_json::from_slice::<Event>(payload) else {
+        // Invalid on purpose (`--faults malformed`): it names itself.
+        if payload.windows(19).any(|w| w == br#""fault":"malformed""#) {
+            acc.injected.malformed += 1;
+            return false;
+        }
         acc.invalid += 1;
         if acc.invalid <= 5 {
             tracing::warn!(
@@ -134,10 +139,11 @@ fn record(acc: &mut Accounting, topic: &str, payload: &[u8], json: bool) -> bool
         line.push(b'\n');
         live::print_stdout(&line);
     } else {
-        let note = match kind {
-            SeqKind::New => "",
-            SeqKind::Duplicate => "  DUPLICATE",
-            SeqKind::OutOfOrder => "  OUT OF ORDER",
+        let note = match (kind, event.fault.as_deref()) {
+            (_, Some(fault)) => format!("  injected {fault}"),
+            (SeqKind::New, None) => String::new(),
+            (SeqKind::Duplicate, None) => "  DUPLICATE".into(),
+            (SeqKind::OutOfOrder, None) => "  OUT OF ORDER".into(),
         };
         // The model's fields, when the fleet sends them (--fields).
         let mut extra = String::new();
