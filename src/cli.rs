@@ -680,6 +680,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION")]
     pub alarm_after: Option<String>,
 
+    /// Send each event as this JSON template renders it: values like "{{id}}", "{{seq}}", "{{freezer.temperature}}", "{{pick:['north','south']}}", "{{sin:period=60s,min=0,max=3}}" (README lists every generator); see config/templates/.
+    #[arg(long, value_name = "FILE.json")]
+    pub template: Option<PathBuf>,
+
     /// Inject data faults for the consumers downstream, each a chance per event: duplicate=1/500, reorder=1/1000, late=1/2000:30s, skew=±2s (per device), burst-after-offline=1/5000:20s, malformed=1/10000; every one is counted in the report.
     #[arg(long, value_name = "KIND=1/N[:D],...")]
     pub faults: Option<String>,
@@ -726,6 +730,7 @@ impl RunArgs {
             alarm_after: self.alarm_after,
             listen: self.listen.then_some(true),
             faults: self.faults,
+            template: self.template,
             max_inflight: self.max_inflight,
             report: self.report,
             profile: self.profile,

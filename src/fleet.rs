@@ -109,6 +109,7 @@ impl Fleet {
             topic: cfg.topic.clone(),
             model: cfg.model,
             shadow_spacing: cfg.profile == crate::config::aws_iot::Profile::AwsIot,
+            template: cfg.template.clone(),
         };
         let mut feeds = Vec::with_capacity(n);
         let mut tees = Vec::with_capacity(n);

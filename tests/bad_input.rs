@@ -903,3 +903,39 @@ refused!(
     |f| f.fleet(&["--faults", "late=1/100"]),
     ["--faults", "late=1/100: give a chance and a duration"]
 );
+refused!(
+    a_template_with_an_unknown_generator,
+    |f| {
+        let path = f.at("template-unknown.json");
+        std::fs::write(&path, "{\n  \"id\": \"{{id}}\",\n  \"x\": \"{{colour}}\"\n}\n").unwrap();
+        f.fleet(&["--template", &text(&path)])
+    },
+    [
+        "--template",
+        "template-unknown.json:3:",
+        "$.x: {{colour}}: 'colour' is not a generator"
+    ]
+);
+refused!(
+    a_template_that_is_not_json,
+    |f| {
+        let path = f.at("template-broken.json");
+        std::fs::write(&path, "{\"id\": \"{{id}}\",\n \"x\": }\n").unwrap();
+        f.fleet(&["--template", &text(&path)])
+    },
+    ["--template", "template-broken.json:2:"]
+);
+refused!(
+    a_template_that_is_missing,
+    |f| f.fleet(&["--template", "/nonexistent/template.json"]),
+    ["--template /nonexistent/template.json", "config/templates/"]
+);
+refused!(
+    a_template_with_fields,
+    |f| {
+        let path = f.at("template-ok.json");
+        std::fs::write(&path, "{\"id\": \"{{id}}\"}").unwrap();
+        f.fleet(&["--template", &text(&path), "--fields", "state"])
+    },
+    ["--fields and --template both given"]
+);

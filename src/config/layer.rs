@@ -73,6 +73,7 @@ pub struct Layer {
     pub alarm_after: Option<String>,
     pub listen: Option<bool>,
     pub faults: Option<String>,
+    pub template: Option<PathBuf>,
     /// `[[stage]]` tables (config file only).
     pub stage: Option<Vec<super::stages::StageSpec>>,
     /// A `[thresholds]` table (config file only): `puback.p99 = "> 250ms"`, `lost = "> 0"`,

@@ -203,6 +203,8 @@ pub struct FleetConfig {
     pub stages: Vec<stages::Stage>,
     /// What each freezer simulates, sends and hears.
     pub model: ModelSettings,
+    /// `--template`: what an event holds, instead of the usual fields.
+    pub template: Option<std::sync::Arc<crate::freezer::template::Template>>,
 }
 
 /// What each freezer simulates, sends and hears (`--speed`, `--fields`, `--alarm-above`,
@@ -365,6 +367,22 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
             "--listen needs MQTT: devices hear their shadow and commands on an MQTT connection; use --transport mqtt or mqtt-ws with the mqtt sink alone, or leave --listen out"
         ));
     }
+    let template = match m.path(|l| l.template.take(), "--template") {
+        None => None,
+        Some(t) => {
+            if model.fields != Default::default() {
+                return Err(input!(
+                    "--fields and --template both given: the template says what an event holds; put \"{{{{freezer.state}}}}\" and the like in it, or leave --fields out"
+                ));
+            }
+            if payload_bytes.is_some() {
+                return Err(input!(
+                    "--payload-bytes and --template both given: padding is for the usual event; give the template the size you want, or leave --payload-bytes out"
+                ));
+            }
+            Some(std::sync::Arc::new(s::template(&t.value, &t.origin)?))
+        }
+    };
     let metrics = s::metrics(m.pick(|l| l.metrics.take(), "--metrics"))?;
     let start_at = s::start_at(m.pick(|l| l.start_at.take(), "--start-at"))?;
     let bind = check_local_addresses(s::bind_addrs(m.pick(|l| l.bind.take(), "--bind"))?)?;
@@ -420,6 +438,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         timeseries,
         stages,
         model,
+        template,
     })
 }
 

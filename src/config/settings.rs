@@ -257,6 +257,21 @@ pub fn faults(v: In<String>) -> Result<crate::device::faults::FaultSpec> {
     crate::device::faults::FaultSpec::parse(&f.value).map_err(|why| input!("{} {}: {why}", f.origin, f.value))
 }
 
+/// `--template FILE.json`, read and parsed once; an error names the file, line and column.
+pub fn template(path: &std::path::Path, origin: &str) -> Result<crate::freezer::template::Template> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        input!(
+            "{origin} {}: {}; give a JSON template file (see config/templates/)",
+            path.display(),
+            crate::error::io_cause(&e, false)
+        )
+    })?;
+    crate::freezer::template::Template::parse(&text).map_err(|(at, why)| {
+        let at = at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default();
+        input!("{origin} {}{at}: {why}", path.display())
+    })
+}
+
 /// `--alarm-above C` and `--alarm-after DURATION`: when a freezer is in alarm [default: above
 /// -10 °C for 15 minutes of simulated time].
 pub fn alarm_rule(above: In<f64>, after: Option<Sourced<Duration>>) -> Result<crate::freezer::AlarmRule> {

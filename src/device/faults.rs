@@ -152,7 +152,7 @@ pub struct Injector {
 }
 
 /// How `payload` is made for an event (padding applies to every record alike).
-pub type Encode<'a> = &'a dyn Fn(&mut Event) -> Vec<u8>;
+pub type Encode<'a> = &'a mut dyn FnMut(&mut Event) -> Vec<u8>;
 
 impl Injector {
     pub fn new(spec: FaultSpec, seed: u64, index: u64) -> Injector {
@@ -312,7 +312,7 @@ mod tests {
         let t0 = Instant::now();
         let mut out = vec![];
         for seq in 1..=2000 {
-            out.extend(inj.on_event(&mut event(seq), t0, &json).now);
+            out.extend(inj.on_event(&mut event(seq), t0, &mut json).now);
         }
         out.extend(inj.release_all());
         let own: Vec<u64> = out
@@ -367,7 +367,7 @@ mod tests {
         let spec = FaultSpec::parse("late=1/1:2s,skew=2s").unwrap();
         let mut inj = Injector::new(spec, 1, 3);
         let t0 = Instant::now();
-        assert!(inj.on_event(&mut event(1), t0, &json).now.is_empty());
+        assert!(inj.on_event(&mut event(1), t0, &mut json).now.is_empty());
         assert_eq!(inj.next_due(), Some(t0 + Duration::from_secs(2)));
         assert!(inj.due(t0 + Duration::from_secs(1)).is_empty());
         assert_eq!(inj.due(t0 + Duration::from_secs(2)).len(), 1);

@@ -232,26 +232,52 @@ impl Device {
         let ts = (unix_millis() as i64).saturating_add(skew).max(0) as u64;
         let mut event = Event::new(self.id.clone(), seq, ts, &reading, self.settings.model.fields);
         let size = self.settings.payload_bytes;
-        let encode = move |e: &mut Event| match size {
-            Some(size) => e.padded_json(size),
-            None => e.to_json(),
+        let template = self.settings.template.clone();
+        let state = &mut self.template_state;
+        let mut encode = |e: &mut Event| match (&template, state.as_mut()) {
+            (Some(tpl), Some(st)) => {
+                let ctx = crate::freezer::template::Context {
+                    id: &e.device_id,
+                    group: "",
+                    seq: e.seq,
+                    ts_ms: e.ts,
+                    t,
+                    reading: &reading,
+                };
+                let value = tpl.render(&ctx, st);
+                let mark: Vec<(&str, serde_json::Value)> = e
+                    .fault
+                    .iter()
+                    .map(|f| ("fault", serde_json::Value::String(f.clone())))
+                    .collect();
+                crate::freezer::template::to_bytes(tpl, &value, &mark)
+            }
+            _ => match size {
+                Some(size) => e.padded_json(size),
+                None => e.to_json(),
+            },
         };
-        let records = match self.injector.as_mut() {
-            None => vec![Record {
-                payload: encode(&mut event),
-                intended,
-                own: true,
-                fault: None,
-            }],
+        let (records, decision) = match self.injector.as_mut() {
+            None => (
+                vec![Record {
+                    payload: encode(&mut event),
+                    intended,
+                    own: true,
+                    fault: None,
+                }],
+                None,
+            ),
             Some(injector) => {
-                let d = injector.on_event(&mut event, intended, &encode);
-                self.count_faults(&d);
-                if let Some(off) = d.offline_for {
-                    self.offline_until = Some(Instant::now() + off);
-                }
-                d.now
+                let mut d = injector.on_event(&mut event, intended, &mut encode);
+                (std::mem::take(&mut d.now), Some(d))
             }
         };
+        if let Some(d) = decision {
+            self.count_faults(&records, &d);
+            if let Some(off) = d.offline_for {
+                self.offline_until = Some(Instant::now() + off);
+            }
+        }
         for r in records {
             self.queue_record(r.payload, r.intended, injected && r.own);
         }
@@ -280,10 +306,10 @@ impl Device {
         self.stats.events_dropped(dropped);
     }
 
-    fn count_faults(&self, d: &super::faults::Decision) {
+    fn count_faults(&self, now: &[Record], d: &super::faults::Decision) {
         use super::faults::Kind;
         let f = &self.stats.faults;
-        for r in &d.now {
+        for r in now {
             match r.fault {
                 Some(Kind::Duplicate) => f.duplicate.inc(),
                 Some(Kind::Malformed) => f.malformed.inc(),

@@ -74,6 +74,8 @@ pub struct DeviceSettings {
     pub model: crate::config::ModelSettings,
     /// Keep shadow reports IoT Core's per-thing rate apart (the aws-iot profile).
     pub shadow_spacing: bool,
+    /// `--template`: what an event holds.
+    pub template: Option<Arc<crate::freezer::template::Template>>,
 }
 
 impl Neighbours for DeviceSettings {
@@ -235,6 +237,8 @@ struct Device {
     /// `--faults`: this device's injector, and an offline spell under way (until then).
     injector: Option<faults::Injector>,
     offline_until: Option<Instant>,
+    /// `--template`: this device's random stream and fixed values.
+    template_state: Option<crate::freezer::template::DeviceState>,
 }
 
 /// Runs one device until the fleet stops it or it gives up for a permanent cause.
@@ -256,6 +260,10 @@ pub async fn run<T: Transport>(
     let faults = settings.model.faults;
     let injector =
         (own && !faults.is_none()).then(|| faults::Injector::new(faults, settings.seed, index as u64));
+    let template_state = settings
+        .template
+        .as_ref()
+        .map(|t| crate::freezer::template::DeviceState::new(t, settings.seed, index as u64));
     let mut device = Device {
         freezer: Freezer::new(settings.seed, index as u64, settings.model.alarm),
         rng: Xoshiro256PlusPlus::seed_from_u64(settings.seed.rotate_left(17) ^ index as u64),
@@ -291,6 +299,7 @@ pub async fn run<T: Transport>(
         last_report_at: None,
         injector,
         offline_until: None,
+        template_state,
     };
     if device.injector.as_ref().is_some_and(|i| i.skew_ms() != 0) {
         device.stats.faults.skewed_devices.inc();

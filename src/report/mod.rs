@@ -475,7 +475,7 @@ impl Generator {
         }
         Generator {
             cores,
-            cpu_mean_pct: round2(mean),
+            cpu_mean_pct: round2(mean.max(0.0)),
             cpu_max_pct: round2(max),
             timers_late_p99_ms: late.p99,
             send_queue_peak_bytes: peak(|r| r.send_queue_bytes),
