@@ -311,7 +311,7 @@ fn parse_gen(expr: &str, slots: &mut usize) -> Result<Gen, String> {
             let a = Args::parse(args, &["min", "max", "precision"])?;
             let (min, max) = (a.num("min", 0.0)?, a.num("max", 1.0)?);
             let precision = a.num("precision", 2.0)?;
-            if !(min <= max) || !(0.0..=12.0).contains(&precision) || precision.fract() != 0.0 {
+            if min > max || !(0.0..=12.0).contains(&precision) || precision.fract() != 0.0 {
                 return Err("needs min <= max and a whole precision from 0 to 12".into());
             }
             Ok(Gen::Float {
@@ -353,7 +353,7 @@ fn parse_gen(expr: &str, slots: &mut usize) -> Result<Gen, String> {
             let a = Args::parse(args, &["period", "min", "max"])?;
             let period_s = a.duration("period", 60.0)?;
             let (min, max) = (a.num("min", -1.0)?, a.num("max", 1.0)?);
-            if !(min <= max) {
+            if min > max {
                 return Err("needs min <= max".into());
             }
             Ok(Gen::Sin {
