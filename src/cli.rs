@@ -684,6 +684,22 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE.json")]
     pub template: Option<PathBuf>,
 
+    /// Replay recorded data instead of the model: a CSV with a header, or JSON lines (.jsonl/.ndjson); each row goes to the device it names at its recorded offset from the first row (scaled by --speed), its time column moved to now.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+
+    /// The --replay column that names the device [default: device_id].
+    #[arg(long, value_name = "NAME")]
+    pub replay_device_column: Option<String>,
+
+    /// The --replay column with each row's time, Unix milliseconds or RFC 3339 [default: ts].
+    #[arg(long, value_name = "NAME")]
+    pub replay_time_column: Option<String>,
+
+    /// Start --replay over when the file is done, until --duration or q.
+    #[arg(long)]
+    pub replay_loop: bool,
+
     /// Inject data faults for the consumers downstream, each a chance per event: duplicate=1/500, reorder=1/1000, late=1/2000:30s, skew=±2s (per device), burst-after-offline=1/5000:20s, malformed=1/10000; every one is counted in the report.
     #[arg(long, value_name = "KIND=1/N[:D],...")]
     pub faults: Option<String>,
@@ -731,6 +747,10 @@ impl RunArgs {
             listen: self.listen.then_some(true),
             faults: self.faults,
             template: self.template,
+            replay: self.replay,
+            replay_device_column: self.replay_device_column,
+            replay_time_column: self.replay_time_column,
+            replay_loop: self.replay_loop.then_some(true),
             max_inflight: self.max_inflight,
             report: self.report,
             profile: self.profile,

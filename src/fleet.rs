@@ -110,6 +110,7 @@ impl Fleet {
             model: cfg.model,
             shadow_spacing: cfg.profile == crate::config::aws_iot::Profile::AwsIot,
             template: cfg.template.clone(),
+            replay: cfg.replay.clone(),
         };
         let mut feeds = Vec::with_capacity(n);
         let mut tees = Vec::with_capacity(n);

@@ -939,3 +939,56 @@ refused!(
     },
     ["--fields and --template both given"]
 );
+refused!(
+    replay_without_the_device_column,
+    |f| {
+        let path = f.at("replay-nodevice.csv");
+        std::fs::write(&path, "sensor,ts,t\nfreezer1,1,2\n").unwrap();
+        f.fleet(&["--replay", &text(&path)])
+    },
+    [
+        "--replay",
+        "replay-nodevice.csv:2",
+        "no device in column 'device_id'",
+        "--replay-device-column"
+    ]
+);
+refused!(
+    replay_with_a_time_that_is_not_one,
+    |f| {
+        let path = f.at("replay-badtime.csv");
+        std::fs::write(&path, "device_id,ts\nfreezer1,yesterday\n").unwrap();
+        f.fleet(&["--replay", &text(&path)])
+    },
+    [
+        "replay-badtime.csv:2",
+        "column 'ts' is not a time",
+        "--replay-time-column"
+    ]
+);
+refused!(
+    replay_for_devices_of_another_fleet,
+    |f| {
+        let path = f.at("replay-strangers.csv");
+        std::fs::write(&path, "device_id,ts\npump7,1\n").unwrap();
+        f.fleet(&["--replay", &text(&path)])
+    },
+    [
+        "replay-strangers.csv",
+        "none of its 1 device(s) (pump7) is in this fleet"
+    ]
+);
+refused!(
+    replay_with_an_interval,
+    |f| {
+        let path = f.at("replay-ok.csv");
+        std::fs::write(&path, "device_id,ts\nfreezer1,1\n").unwrap();
+        f.fleet(&["--replay", &text(&path), "--interval", "1s"])
+    },
+    ["--replay and --interval/--rate/--count both given"]
+);
+refused!(
+    replay_column_without_replay,
+    |f| f.fleet(&["--replay-loop"]),
+    ["--replay-loop belongs to --replay FILE"]
+);

@@ -412,6 +412,34 @@ fn announce(cfg: &FleetConfig) {
             .map(|r| format!(", connecting at most {r}/s"))
             .unwrap_or_default()
     );
+    if let Some(p) = &cfg.replay {
+        let skipped = if p.skipped_rows > 0 {
+            let more = p.skipped_devices.len().saturating_sub(3);
+            format!(
+                "; {} row(s) for {} device(s) not in this fleet skipped ({}{})",
+                p.skipped_rows,
+                p.skipped_devices.len(),
+                p.skipped_devices[..p.skipped_devices.len().min(3)].join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            String::new()
+        };
+        tracing::info!(
+            "replaying {}: {} row(s) for {} device(s) over {:.1} s at {}×{}{}",
+            p.file.display(),
+            p.replay.rows - p.skipped_rows,
+            p.replay.by_device.len() - p.skipped_devices.len(),
+            p.replay.span.as_secs_f64() / cfg.model.speed,
+            cfg.model.speed,
+            if p.looped { ", looped" } else { "" },
+            skipped
+        );
+    }
     let m = &cfg.model;
     if m.speed != 1.0 || m.listen {
         tracing::info!(

@@ -74,6 +74,10 @@ pub struct Layer {
     pub listen: Option<bool>,
     pub faults: Option<String>,
     pub template: Option<PathBuf>,
+    pub replay: Option<PathBuf>,
+    pub replay_device_column: Option<String>,
+    pub replay_time_column: Option<String>,
+    pub replay_loop: Option<bool>,
     /// `[[stage]]` tables (config file only).
     pub stage: Option<Vec<super::stages::StageSpec>>,
     /// A `[thresholds]` table (config file only): `puback.p99 = "> 250ms"`, `lost = "> 0"`,

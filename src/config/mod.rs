@@ -205,6 +205,20 @@ pub struct FleetConfig {
     pub model: ModelSettings,
     /// `--template`: what an event holds, instead of the usual fields.
     pub template: Option<std::sync::Arc<crate::freezer::template::Template>>,
+    /// `--replay`: recorded rows instead of the model's readings.
+    pub replay: Option<std::sync::Arc<ReplayPlan>>,
+}
+
+/// A recording to replay, and what became of its rows.
+#[derive(Debug, Clone)]
+pub struct ReplayPlan {
+    pub file: PathBuf,
+    pub replay: crate::freezer::replay::Replay,
+    /// Start over at the end (`--replay-loop`).
+    pub looped: bool,
+    /// Rows for devices this process does not run, skipped.
+    pub skipped_rows: u64,
+    pub skipped_devices: Vec<String>,
 }
 
 /// What each freezer simulates, sends and hears (`--speed`, `--fields`, `--alarm-above`,
@@ -303,8 +317,19 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
     let sinks = sink_settings(&mut m, kinds, roots, proxy_client.as_ref())?;
 
     let rate = s::rate(m.pick(|l| l.rate.take().map(layer::RateValue::text), "--rate"))?;
+    let timed_by_flags = interval.is_some() || rate.is_some();
     let schedule = s::schedule(interval, rate, fleet_size);
     let count = s::count(m.pick(|l| l.count.take(), "--count"), schedule)?;
+    let replay = replay_plan(&mut m, &devices)?;
+    let schedule = match &replay {
+        Some(_) if timed_by_flags || count.is_some() => {
+            return Err(input!(
+                "--replay and --interval/--rate/--count both given: the recording says when each event goes; leave those out (--speed scales it, --replay-loop repeats it)"
+            ));
+        }
+        Some(_) => Schedule::OnDemand,
+        None => schedule,
+    };
     let payload_bytes = s::payload_bytes(m.pick(|l| l.payload_bytes.take(), "--payload-bytes"))?;
     let max_inflight = s::max_inflight(m.pick(|l| l.max_inflight.take(), "--max-inflight"))?;
     let report = m.path(|l| l.report.take(), "--report").map(|r| r.value);
@@ -408,6 +433,18 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
             aws_iot::ramp_up(Some(r));
         }
     }
+    if replay.is_some() {
+        let clash = [
+            (template.is_some(), "--template"),
+            (!model.faults.is_none(), "--faults"),
+            (model.fields != Default::default(), "--fields"),
+        ];
+        if let Some((_, flag)) = clash.iter().find(|(given, _)| *given) {
+            return Err(input!(
+                "--replay and {flag} both given: a replayed row is sent as recorded; leave {flag} out"
+            ));
+        }
+    }
     Ok(FleetConfig {
         endpoint,
         port,
@@ -439,7 +476,86 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         stages,
         model,
         template,
+        replay,
     })
+}
+
+/// `--replay FILE` with its columns, read and parsed; rows for devices not run here are counted.
+fn replay_plan(
+    m: &mut layer::Merger,
+    devices: &[DeviceConfig],
+) -> Result<Option<std::sync::Arc<ReplayPlan>>> {
+    let device_column = m.pick(|l| l.replay_device_column.take(), "--replay-device-column");
+    let time_column = m.pick(|l| l.replay_time_column.take(), "--replay-time-column");
+    let looped = m.pick(|l| l.replay_loop.take(), "--replay-loop");
+    let Some(file) = m.path(|l| l.replay.take(), "--replay") else {
+        if let Some(flag) = [
+            device_column.map(|c| c.origin),
+            time_column.map(|c| c.origin),
+            looped.map(|c| c.origin),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        {
+            return Err(input!(
+                "{flag} belongs to --replay FILE: give the recording, or leave {flag} out"
+            ));
+        }
+        return Ok(None);
+    };
+    let path = file.value;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        input!(
+            "{} {}: {}; give a CSV with a header or a JSON-lines file",
+            file.origin,
+            path.display(),
+            crate::error::io_cause(&e, false)
+        )
+    })?;
+    let jsonl = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jsonl" | "ndjson" | "json"));
+    let device_column = device_column.map_or_else(|| "device_id".to_string(), |c| c.value);
+    let time_column = time_column.map_or_else(|| "ts".to_string(), |c| c.value);
+    let replay = crate::freezer::replay::Replay::parse(&text, jsonl, &device_column, &time_column).map_err(
+        |(line, why)| {
+            let at = line.map(|l| format!(":{l}")).unwrap_or_default();
+            input!("{} {}{at}: {why}", file.origin, path.display())
+        },
+    )?;
+    let ours: std::collections::HashSet<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+    let mut skipped_rows = 0;
+    let mut skipped_devices = Vec::new();
+    for (id, rows) in &replay.by_device {
+        if !ours.contains(id.as_str()) {
+            skipped_rows += rows.len() as u64;
+            skipped_devices.push(id.clone());
+        }
+    }
+    if skipped_rows as usize == replay.rows as usize {
+        return Err(input!(
+            "{} {}: none of its {} device(s) ({}) is in this fleet; replay it with their certificates, or name the device column with --replay-device-column",
+            file.origin,
+            path.display(),
+            replay.by_device.len(),
+            replay
+                .by_device
+                .keys()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(Some(std::sync::Arc::new(ReplayPlan {
+        file: path,
+        replay,
+        looped: looped.is_some_and(|l| l.value),
+        skipped_rows,
+        skipped_devices,
+    })))
 }
 
 /// The stages of `--scenario FILE`, else the `[[stage]]` tables of the config file.

@@ -19,6 +19,8 @@ pub(super) enum LocalInput {
     Act(crate::freezer::Action),
     /// Events held back by `--faults late` are due.
     LateDue,
+    /// The next `--replay` row is due; it was meant for this instant.
+    Replay(Instant),
     /// An event taken by the same device on the fleet's first sink.
     Fed(Fed),
     /// A scenario stage changed the rate or asked for a disconnect.
@@ -31,7 +33,9 @@ pub(super) enum LocalInput {
 impl Device {
     pub(super) fn count_reached(&self) -> bool {
         match &self.links.feed {
-            Feed::Own { .. } => self.settings.count.is_some_and(|k| self.timed_taken >= k),
+            Feed::Own { .. } => {
+                self.settings.count.is_some_and(|k| self.timed_taken >= k) || self.replay_done()
+            }
             // A follower has sent all there is once the first sink's device has stopped.
             Feed::Follow { done, .. } => *done,
         }
@@ -61,12 +65,16 @@ impl Device {
         let closing = self.closing;
         let more = self.wants_more();
         let late_due = self.injector.as_ref().and_then(|i| i.next_due());
+        let replay_due = self.replay_due().filter(|_| self.links.phase.running());
         loop {
             tokio::select! {
                 biased;
                 _ = self.links.phase.changed() => return LocalInput::Phase,
                 _ = tokio::time::sleep_until(late_due.unwrap_or_else(Instant::now)), if late_due.is_some() => {
                     return LocalInput::LateDue;
+                }
+                _ = tokio::time::sleep_until(replay_due.unwrap_or_else(Instant::now)), if replay_due.is_some() => {
+                    return LocalInput::Replay(replay_due.unwrap_or_else(Instant::now));
                 }
                 at = async { self.timer.as_mut().expect("guarded").tick().await }, if has_timer => {
                     return LocalInput::Tick(at);
@@ -136,6 +144,14 @@ impl Device {
                 let _ = self.links.notes.send(note);
             }
             LocalInput::Act(action) => self.on_console_action(action),
+            LocalInput::Replay(intended) => {
+                if self.links.phase.running() {
+                    if self.online() {
+                        self.stats.record_sched(self.index, intended.elapsed());
+                    }
+                    self.take_replayed(intended);
+                }
+            }
             LocalInput::LateDue => {
                 let due = self
                     .injector
@@ -289,7 +305,7 @@ impl Device {
     }
 
     /// Queues one record (an event, or a record `--faults` added) and passes it to the other sinks.
-    fn queue_record(&mut self, payload: Vec<u8>, intended: Instant, injected: bool) {
+    pub(super) fn queue_record(&mut self, payload: Vec<u8>, intended: Instant, injected: bool) {
         if let Feed::Own { tees } = &mut self.links.feed {
             // A sink whose device has stopped takes nothing more.
             tees.retain(|tee| {

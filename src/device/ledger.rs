@@ -83,6 +83,11 @@ impl Ledger {
         self.push_record(payload, intended)
     }
 
+    /// The seq the next event will get.
+    pub fn next_seq_peek(&self) -> u64 {
+        self.next_seq
+    }
+
     /// The next event's seq is taken; its record is queued later (or more than one).
     pub fn take_seq(&mut self) -> u64 {
         self.next_seq += 1;

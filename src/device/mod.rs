@@ -32,6 +32,7 @@ pub mod ledger;
 pub mod listen;
 pub mod phase;
 pub mod reconnect;
+mod replay;
 pub mod ticker;
 
 use drops::DropLog;
@@ -76,6 +77,8 @@ pub struct DeviceSettings {
     pub shadow_spacing: bool,
     /// `--template`: what an event holds.
     pub template: Option<Arc<crate::freezer::template::Template>>,
+    /// `--replay`: the recording.
+    pub replay: Option<Arc<crate::config::ReplayPlan>>,
 }
 
 impl Neighbours for DeviceSettings {
@@ -239,6 +242,8 @@ struct Device {
     offline_until: Option<Instant>,
     /// `--template`: this device's random stream and fixed values.
     template_state: Option<crate::freezer::template::DeviceState>,
+    /// `--replay`: where this device is in the recording.
+    replay: Option<replay::Cursor>,
 }
 
 /// Runs one device until the fleet stops it or it gives up for a permanent cause.
@@ -264,6 +269,11 @@ pub async fn run<T: Transport>(
         .template
         .as_ref()
         .map(|t| crate::freezer::template::DeviceState::new(t, settings.seed, index as u64));
+    let replay_cursor = settings
+        .replay
+        .as_ref()
+        .filter(|_| own)
+        .map(|plan| replay::Cursor::new(plan.clone(), &config.id));
     let mut device = Device {
         freezer: Freezer::new(settings.seed, index as u64, settings.model.alarm),
         rng: Xoshiro256PlusPlus::seed_from_u64(settings.seed.rotate_left(17) ^ index as u64),
@@ -300,6 +310,7 @@ pub async fn run<T: Transport>(
         injector,
         offline_until: None,
         template_state,
+        replay: replay_cursor,
     };
     if device.injector.as_ref().is_some_and(|i| i.skew_ms() != 0) {
         device.stats.faults.skewed_devices.inc();

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod model;
+pub mod replay;
 pub mod template;
 
 pub use model::{Action, AlarmRule, Freezer, Reading, Reported, State};

@@ -181,6 +181,21 @@ pub struct Settings {
     /// The scenario's stages, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<String>,
+    /// `--replay`: the recording and what became of its rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayInfo>,
+}
+
+/// A replayed recording in the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayInfo {
+    pub file: String,
+    pub rows: u64,
+    pub devices: usize,
+    /// Rows for devices this process does not run: counted, not sent.
+    pub skipped_rows: u64,
+    pub skipped_devices: Vec<String>,
+    pub looped: bool,
 }
 
 impl Settings {
@@ -231,6 +246,14 @@ impl Settings {
                 )
             }),
             stages: cfg.stages.iter().map(|s| s.name.clone()).collect(),
+            replay: cfg.replay.as_ref().map(|p| ReplayInfo {
+                file: p.file.display().to_string(),
+                rows: p.replay.rows,
+                devices: p.replay.by_device.len(),
+                skipped_rows: p.skipped_rows,
+                skipped_devices: p.skipped_devices.clone(),
+                looped: p.looped,
+            }),
         }
     }
 }
@@ -655,6 +678,7 @@ mod tests {
             delivery_stream: None,
             url: None,
             stages: vec![],
+            replay: None,
         }
     }
 
