@@ -106,7 +106,10 @@ impl Replay {
     }
 }
 
-fn json_lines(text: &str) -> Result<Vec<(u64, Vec<(String, Value)>)>, ReplayError> {
+/// A file's rows: each with its line and its columns in order.
+type Lines = Vec<(u64, Vec<(String, Value)>)>;
+
+fn json_lines(text: &str) -> Result<Lines, ReplayError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let n = i as u64 + 1;
@@ -121,7 +124,7 @@ fn json_lines(text: &str) -> Result<Vec<(u64, Vec<(String, Value)>)>, ReplayErro
     Ok(out)
 }
 
-fn csv_rows(text: &str) -> Result<Vec<(u64, Vec<(String, Value)>)>, ReplayError> {
+fn csv_rows(text: &str) -> Result<Lines, ReplayError> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
