@@ -775,6 +775,7 @@ impl RunArgs {
             fail_if: self.fail_if,
             timeseries: self.timeseries,
             scenario: self.scenario,
+            group: None,
             stage: None,
             thresholds: None,
         };

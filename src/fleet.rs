@@ -39,6 +39,8 @@ pub struct SinkOutcome {
 pub struct Outcome {
     /// Per sink, in the order given; the first is where readings were taken.
     pub sinks: Vec<SinkOutcome>,
+    /// The first sink's figures per `[[group]]`, in the groups' order.
+    pub groups: Vec<SinkOutcome>,
     pub timings: Timings,
     pub devices: usize,
     /// `--fail-if` thresholds the run broke (set by the caller, who checks them).
@@ -73,6 +75,10 @@ pub struct Fleet {
     tees: Vec<Vec<mpsc::UnboundedSender<Fed>>>,
     devices: Vec<crate::config::DeviceConfig>,
     base: DeviceSettings,
+    /// `[[group]]`s: what differs from `base` per group.
+    groups: Vec<crate::config::groups::Group>,
+    /// The first sink's per-group counters, by group name.
+    group_stats: Vec<(String, Arc<Stats>)>,
     /// Scenario stages' changes, sent to every device.
     control: Option<watch::Sender<Control>>,
     started: Instant,
@@ -111,6 +117,7 @@ impl Fleet {
             shadow_spacing: cfg.profile == crate::config::aws_iot::Profile::AwsIot,
             template: cfg.template.clone(),
             replay: cfg.replay.clone(),
+            tune: Default::default(),
         };
         let mut feeds = Vec::with_capacity(n);
         let mut tees = Vec::with_capacity(n);
@@ -138,6 +145,8 @@ impl Fleet {
             tees,
             devices: cfg.devices.clone(),
             base,
+            groups: cfg.groups.clone(),
+            group_stats: Vec::new(),
             // The first stage's rate and devices hold from the first connection on.
             control: cfg.stages.first().map(|first| {
                 let opening = Control {
@@ -169,8 +178,44 @@ impl Fleet {
             name: name.to_string(),
             stats: stats.clone(),
         });
+        // A `[[group]]` has its own settings and counters; the sink's counters add them up.
+        let per_group: Vec<(Arc<DeviceSettings>, Arc<Stats>)> = if self.groups.is_empty() {
+            vec![(settings.clone(), stats.clone())]
+        } else {
+            let parts: Vec<_> = self
+                .groups
+                .iter()
+                .map(|g| {
+                    let qos1 = g.qos.map_or(self.base.acked, |q| q != QoS::AtMostOnce);
+                    let mut model = settings.model;
+                    if let Some(f) = g.fields {
+                        model.fields = f;
+                    }
+                    let s = DeviceSettings {
+                        acked: transport.acknowledges(qos1),
+                        schedule: g.schedule.unwrap_or(settings.schedule),
+                        model,
+                        template: g.template.clone().or_else(|| settings.template.clone()),
+                        tune: g.model,
+                        ..(*settings).clone()
+                    };
+                    (Arc::new(s), Arc::new(Stats::default()))
+                })
+                .collect();
+            stats.add_parts(&parts.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>());
+            if first {
+                self.group_stats = self
+                    .groups
+                    .iter()
+                    .map(|g| g.name.clone())
+                    .zip(parts.iter().map(|(_, s)| s.clone()))
+                    .collect();
+            }
+            parts
+        };
         let transport = Arc::new(transport);
         for (i, dev) in self.devices.iter().cloned().enumerate() {
+            let (settings, stats) = &per_group[dev.group.min(per_group.len() - 1)];
             let index = dev.index;
             let (tx, inject_rx) = mpsc::channel(INJECT_QUEUE);
             let feed = if first {
@@ -278,6 +323,15 @@ impl Fleet {
                     name: s.name.clone(),
                     snapshot: s.stats.snapshot(),
                     latency: s.stats.latency(),
+                })
+                .collect(),
+            groups: self
+                .group_stats
+                .iter()
+                .map(|(name, s)| SinkOutcome {
+                    name: name.clone(),
+                    snapshot: s.snapshot(),
+                    latency: s.latency(),
                 })
                 .collect(),
             timings: Timings {

@@ -257,6 +257,9 @@ pub struct Stats {
     event_causes: Mutex<BTreeMap<String, u64>>,
     refusals: Mutex<BTreeMap<String, u64>>,
     latency: [Mutex<Latency>; LATENCY_SHARDS],
+    /// With `[[group]]`s: each group's own counters, which devices record into; what this one
+    /// reports is its own plus theirs.
+    parts: Mutex<Vec<std::sync::Arc<Stats>>>,
 }
 
 /// Latency histograms in microseconds. Histograms add up exactly, so shards of a run, or runs
@@ -369,6 +372,70 @@ fn map_since(later: &BTreeMap<String, u64>, earlier: &BTreeMap<String, u64>) -> 
 }
 
 impl Snapshot {
+    /// Adds `o`'s counts into these (a group's into its sink's).
+    pub fn absorb(&mut self, o: &Snapshot) {
+        let (d, od) = (&mut self.devices, &o.devices);
+        d.connected += od.connected;
+        d.failed += od.failed;
+        d.online += od.online;
+        let (m, om) = (&mut self.messages, &o.messages);
+        for (sum, add) in [
+            (&mut m.taken, om.taken),
+            (&mut m.queued_offline, om.queued_offline),
+            (&mut m.published, om.published),
+            (&mut m.acknowledged, om.acknowledged),
+            (&mut m.failed, om.failed),
+            (&mut m.dropped, om.dropped),
+            (&mut m.resent, om.resent),
+            (&mut m.injected, om.injected),
+            (&mut m.requests, om.requests),
+            (&mut self.connects.ok, o.connects.ok),
+            (&mut self.connects.disconnects, o.connects.disconnects),
+            (&mut self.connects.reconnects, o.connects.reconnects),
+        ] {
+            *sum += add;
+        }
+        self.commands.add(&o.commands);
+        self.faults.add(&o.faults);
+        for (mine, theirs) in [
+            (&mut self.connect_failures, &o.connect_failures),
+            (&mut self.event_causes, &o.event_causes),
+            (&mut self.refusals, &o.refusals),
+        ] {
+            for (k, v) in theirs {
+                *mine.entry(k.clone()).or_default() += v;
+            }
+        }
+        if self.connect_attempts_per_second.len() < o.connect_attempts_per_second.len() {
+            self.connect_attempts_per_second
+                .resize(o.connect_attempts_per_second.len(), 0);
+        }
+        for (sum, add) in self
+            .connect_attempts_per_second
+            .iter_mut()
+            .zip(&o.connect_attempts_per_second)
+        {
+            *sum += add;
+        }
+        for (mine, theirs) in [
+            (&mut self.device_causes, &o.device_causes),
+            (&mut self.suspected, &o.suspected),
+        ] {
+            for (k, c) in theirs {
+                let e = mine.entry(k.clone()).or_default();
+                e.count += c.count;
+                for id in &c.devices {
+                    if e.devices.len() < NAMES_PER_CAUSE {
+                        e.devices.push(id.clone());
+                    }
+                }
+                if e.example.is_empty() {
+                    e.example = c.example.clone();
+                }
+            }
+        }
+    }
+
     /// What happened between `earlier` and this snapshot (a scenario stage): counts and causes
     /// are the differences; devices connected now and device totals are as they are now.
     pub fn since(&self, earlier: &Snapshot) -> Snapshot {
@@ -474,10 +541,23 @@ impl Stats {
     }
 
     /// The fleet's latency histograms, all shards merged.
+    /// Makes `parts` part of these figures (a sink's groups).
+    pub fn add_parts(&self, parts: &[std::sync::Arc<Stats>]) {
+        lock(&self.parts).extend(parts.iter().cloned());
+    }
+
+    /// Devices connected now (with the groups').
+    pub fn online(&self) -> u64 {
+        self.devices.online.get() + lock(&self.parts).iter().map(|p| p.online()).sum::<u64>()
+    }
+
     pub fn latency(&self) -> Latency {
         let mut all = Latency::default();
         for shard in &self.latency {
             all.add(&lock(shard));
+        }
+        for part in lock(&self.parts).iter() {
+            all.add(&part.latency());
         }
         all
     }
@@ -525,6 +605,14 @@ impl Stats {
     }
 
     pub fn snapshot(&self) -> Snapshot {
+        let mut s = self.own_snapshot();
+        for part in lock(&self.parts).iter() {
+            s.absorb(&part.snapshot());
+        }
+        s
+    }
+
+    fn own_snapshot(&self) -> Snapshot {
         Snapshot {
             devices: self.devices.load(),
             messages: self.messages.load(),

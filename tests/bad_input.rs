@@ -992,3 +992,59 @@ refused!(
     |f| f.fleet(&["--replay-loop"]),
     ["--replay-loop belongs to --replay FILE"]
 );
+refused!(
+    groups_that_overlap,
+    |f| {
+        let path = f.at("groups-overlap.toml");
+        std::fs::write(
+            &path,
+            "[[group]]\nname = \"a\"\ndevices = 2\n\n[[group]]\nname = \"b\"\ndevices = \"2..3\"\n",
+        )
+        .unwrap();
+        f.fleet(&["--config", &text(&path)])
+    },
+    [
+        "`devices` of [[group]] 'b' in",
+        "groups-overlap.toml",
+        "overlap group 'a'"
+    ]
+);
+refused!(
+    groups_and_devices,
+    |f| {
+        let path = f.at("groups-devices.toml");
+        std::fs::write(&path, "[[group]]\ndevices = 2\n").unwrap();
+        f.fleet(&["--config", &text(&path), "--devices", "2"])
+    },
+    ["--devices and [[group]] in", "both give the fleet's size"]
+);
+refused!(
+    a_group_id_prefix_with_certificate_folders,
+    |f| {
+        let path = f.at("groups-prefix.toml");
+        std::fs::write(&path, "[[group]]\ndevices = 1\nid_prefix = \"pump-\"\n").unwrap();
+        f.fleet(&["--config", &text(&path)])
+    },
+    [
+        "`id_prefix` of [[group]] 'group1'",
+        "with --certs each folder names its device"
+    ]
+);
+refused!(
+    a_group_larger_than_the_certificates,
+    |f| {
+        let path = f.at("groups-large.toml");
+        std::fs::write(&path, "[[group]]\ndevices = 500\n").unwrap();
+        f.fleet(&["--config", &text(&path)])
+    },
+    ["groups-large.toml"]
+);
+refused!(
+    a_group_with_an_unknown_key,
+    |f| {
+        let path = f.at("groups-key.toml");
+        std::fs::write(&path, "[[group]]\ndevices = 1\ncolour = \"red\"\n").unwrap();
+        f.fleet(&["--config", &text(&path)])
+    },
+    ["groups-key.toml", "colour"]
+);

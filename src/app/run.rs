@@ -298,6 +298,15 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines, series: TimeSer
         &report.latency_ms.sched,
         cores,
     ));
+    for (i, (g, spec)) in outcome.groups.iter().zip(&cfg.groups).enumerate() {
+        let mut f = report::Figures::new(&report.settings, &g.snapshot, &g.latency, outcome.timings);
+        // This process's share of the group (all of it unless sharded), so shards merge exactly.
+        let here = cfg.devices.iter().filter(|d| d.group == i).count();
+        f.devices.target = here;
+        f.rate.target = crate::config::groups::target_rate(spec, cfg.schedule)
+            .map(|r| report::round2(r * here as f64 / spec.len().max(1) as f64));
+        report.groups.insert(g.name.clone(), f);
+    }
     if let Some(scenario) = &front.scenario {
         let end = (&first.snapshot, &first.latency, tokio::time::Instant::now());
         report.stages = scenario.figures(&report.settings, end).into_iter().collect();

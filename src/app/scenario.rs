@@ -105,7 +105,7 @@ impl Scenario {
         self.since = Instant::now();
         self.wake = self.since;
         // An outage (then_reconnect = false) is over at its duration, not when devices are back.
-        self.storm = (stage.disconnect && !stage.outage).then(|| (stats.devices.online.get(), false));
+        self.storm = (stage.disconnect && !stage.outage).then(|| (stats.online(), false));
         self.devices = stage.devices.or(self.devices);
         tracing::info!("stage {}: {}", stage.name, describe(stage, self.rate_before));
         if let (Some(r), Some(pacer)) = (stage.ramp_up, &self.pacer) {
@@ -147,7 +147,7 @@ impl Scenario {
                 // A disconnect with no duration: over once every device that was online is
                 // back (after being seen gone), or after STORM_LIMIT.
                 (Some(d), Some((before, gone))) if d.is_zero() => {
-                    let online = stats.devices.online.get();
+                    let online = stats.online();
                     let gone = gone || online < before;
                     self.storm = Some((before, gone));
                     (gone && online >= before) || into >= STORM_LIMIT

@@ -91,7 +91,7 @@ pub fn check<'a>(mut c: Limits<'a, impl Iterator<Item = &'a str>>) -> Result<()>
     Ok(())
 }
 
-fn check_rate(schedule: Schedule) -> Result<()> {
+pub fn check_rate(schedule: Schedule) -> Result<()> {
     if schedule == Schedule::Max {
         return Err(input!(
             "--rate max: AWS IoT Core allows at most {PUBLISHES_PER_S_PER_CONNECTION} publishes/s per \

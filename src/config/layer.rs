@@ -78,6 +78,8 @@ pub struct Layer {
     pub replay_device_column: Option<String>,
     pub replay_time_column: Option<String>,
     pub replay_loop: Option<bool>,
+    /// `[[group]]` tables (config file only).
+    pub group: Option<Vec<super::groups::GroupSpec>>,
     /// `[[stage]]` tables (config file only).
     pub stage: Option<Vec<super::stages::StageSpec>>,
     /// A `[thresholds]` table (config file only): `puback.p99 = "> 250ms"`, `lost = "> 0"`,
@@ -182,6 +184,22 @@ pub struct Merger {
 }
 
 impl Merger {
+    /// The config file's folder (relative paths in it start there).
+    pub fn file_dir(&self) -> Option<PathBuf> {
+        self.file_path
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+    }
+
+    /// The config file's name, for messages.
+    pub fn file_name(&self) -> String {
+        self.file_path
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+
     pub fn new(flags: Layer, file: Layer, file_path: Option<&Path>) -> Merger {
         Merger {
             flags,

@@ -21,6 +21,7 @@ use crate::input;
 
 pub mod aws_iot;
 pub mod command;
+pub mod groups;
 pub mod layer;
 pub mod settings;
 pub mod sinks;
@@ -207,6 +208,8 @@ pub struct FleetConfig {
     pub template: Option<std::sync::Arc<crate::freezer::template::Template>>,
     /// `--replay`: recorded rows instead of the model's readings.
     pub replay: Option<std::sync::Arc<ReplayPlan>>,
+    /// `[[group]]` tables: a mixed fleet (empty: one group, the flags').
+    pub groups: Vec<groups::Group>,
 }
 
 /// A recording to replay, and what became of its rows.
@@ -253,7 +256,20 @@ pub type IpAddrPort = std::net::SocketAddr;
 impl FleetConfig {
     /// Fleet-wide publishes per second asked for or implied.
     pub fn target_rate(&self) -> Option<f64> {
-        self.schedule.target_rate(self.devices.len())
+        if self.groups.is_empty() {
+            return self.schedule.target_rate(self.devices.len());
+        }
+        // Each group at its own pace, over this process's devices of it.
+        let rates: Vec<f64> = self
+            .groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| {
+                let here = self.devices.iter().filter(|d| d.group == i).count();
+                g.schedule.unwrap_or(self.schedule).target_rate(here)
+            })
+            .collect();
+        (!rates.is_empty()).then(|| rates.iter().sum())
     }
 }
 
@@ -293,6 +309,25 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         m.pick(|l| l.devices.take(), "--devices"),
         "0 devices; give at least 1",
     )?;
+    let file_name = m.file_name();
+    let groups = match m.pick(|l| l.group.take(), "--group") {
+        Some(specs) => groups::check(specs.value, &file_name, m.file_dir().as_deref())?,
+        None => Vec::new(),
+    };
+    let requested = match (requested, groups.is_empty()) {
+        (Some(r), false) => {
+            return Err(input!(
+                "{} and [[group]] in {file_name} both give the fleet's size: the groups say how many devices there are; leave {} out",
+                r.origin,
+                r.origin
+            ));
+        }
+        (None, false) => Some(Sourced {
+            value: groups::total(&groups),
+            origin: format!("[[group]] in {file_name}"),
+        }),
+        (r, true) => r,
+    };
 
     // The one I/O stage: trust anchors and every device identity.
     let roots = identity::load_roots(&TrustSource::from_flag(
@@ -311,8 +346,14 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         }
     };
     let shard = shard(&mut m)?;
-    let identity::devices::Loaded { devices, fleet_size } =
-        identity::devices::load(identity, roots.clone(), &alpn, shard)?;
+    let per_folder = matches!(identity, identity::Identity::Folder { .. });
+    let identity::devices::Loaded {
+        mut devices,
+        fleet_size,
+    } = identity::devices::load(identity, roots.clone(), &alpn, shard)?;
+    if !groups.is_empty() {
+        assign_groups(&groups, &mut devices, fleet_size, per_folder, &file_name)?;
+    }
     let aws = aws_source(&mut m, &endpoint)?;
     let sinks = sink_settings(&mut m, kinds, roots, proxy_client.as_ref())?;
 
@@ -428,6 +469,11 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         if model.listen {
             aws_iot::check_listen(schedule)?;
         }
+        for g in &groups {
+            if let Some(gs) = g.schedule {
+                aws_iot::check_rate(gs).map_err(|e| input!("[[group]] '{}': {e}", g.name))?;
+            }
+        }
         link.ramp_up = Some(aws_iot::ramp_up(link.ramp_up));
         for r in stages.iter().filter_map(|s| s.ramp_up) {
             aws_iot::ramp_up(Some(r));
@@ -477,7 +523,52 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         model,
         template,
         replay,
+        groups,
     })
+}
+
+/// Puts each device in its group (by fleet position, so shards agree): its id with the group's
+/// prefix, its topic and QoS.
+fn assign_groups(
+    groups: &[groups::Group],
+    devices: &mut [DeviceConfig],
+    fleet_size: usize,
+    per_folder: bool,
+    file: &str,
+) -> Result<()> {
+    if fleet_size < groups::total(groups) {
+        return Err(input!(
+            "[[group]] in {file}: the groups need {} devices but --certs has {fleet_size} folders; add certificates or make the groups smaller",
+            groups::total(groups)
+        ));
+    }
+    for (gi, g) in groups.iter().enumerate() {
+        if let Some(p) = &g.id_prefix {
+            if per_folder {
+                return Err(input!(
+                    "`id_prefix` of [[group]] '{}' in {file}: with --certs each folder names its device; leave id_prefix out (it is for a shared --cert)",
+                    g.name
+                ));
+            }
+            validate::id_prefix(p, &format!("`id_prefix` of [[group]] '{}' in {file}", g.name))?;
+        }
+        for d in devices.iter_mut().filter(|d| g.range.contains(&d.index)) {
+            d.group = gi;
+            if let Some(p) = &g.id_prefix {
+                d.id = format!("{p}{}", d.index - g.range.start + 1);
+            }
+            d.topic = g.topic_for(&d.id);
+            d.qos = g.qos;
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(d) = devices.iter().find(|d| !seen.insert(d.id.clone())) {
+        return Err(input!(
+            "[[group]] in {file}: two devices would be {}; give the groups different id_prefix values",
+            d.id
+        ));
+    }
+    Ok(())
 }
 
 /// `--replay FILE` with its columns, read and parsed; rows for devices not run here are counted.

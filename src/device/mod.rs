@@ -79,6 +79,8 @@ pub struct DeviceSettings {
     pub template: Option<Arc<crate::freezer::template::Template>>,
     /// `--replay`: the recording.
     pub replay: Option<Arc<crate::config::ReplayPlan>>,
+    /// A `[[group]]`'s freezer model parameters.
+    pub tune: crate::config::groups::ModelSpec,
 }
 
 impl Neighbours for DeviceSettings {
@@ -274,8 +276,10 @@ pub async fn run<T: Transport>(
         .as_ref()
         .filter(|_| own)
         .map(|plan| replay::Cursor::new(plan.clone(), &config.id));
+    let mut freezer = Freezer::new(settings.seed, index as u64, settings.model.alarm);
+    freezer.tune(settings.tune.setpoint, settings.tune.door_rate);
     let mut device = Device {
-        freezer: Freezer::new(settings.seed, index as u64, settings.model.alarm),
+        freezer,
         rng: Xoshiro256PlusPlus::seed_from_u64(settings.seed.rotate_left(17) ^ index as u64),
         ledger: Ledger::new(
             settings.offline_queue,

@@ -223,6 +223,18 @@ impl Freezer {
         }
     }
 
+    /// A `[[group]]`'s model parameters: its setpoint (the temperature starts near it) and door
+    /// openings per hour.
+    pub fn tune(&mut self, setpoint: Option<f64>, door_rate_per_hour: Option<f64>) {
+        if let Some(sp) = setpoint {
+            self.temperature += sp - self.setpoint;
+            self.setpoint = sp;
+        }
+        if let Some(r) = door_rate_per_hour {
+            self.door_rate = r / 3600.0;
+        }
+    }
+
     /// Simulated seconds since the start.
     #[cfg(test)]
     pub fn clock(&self) -> f64 {

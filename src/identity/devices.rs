@@ -23,6 +23,10 @@ pub struct DeviceConfig {
     pub tls: Arc<ClientConfig>,
     /// The certificate file, to name it in messages.
     pub cert_file: PathBuf,
+    /// Its `[[group]]` (0 without groups), and the group's topic and QoS for it.
+    pub group: usize,
+    pub topic: Option<String>,
+    pub qos: Option<rumqttc::QoS>,
 }
 
 /// Where the devices' identities come from.
@@ -80,6 +84,9 @@ pub fn load(identity: Identity, roots: Arc<RootCertStore>, alpn: &[Vec<u8>], sha
                         index: *index,
                         tls: client_config(files, roots.clone(), alpn)?,
                         cert_file: files.cert.clone(),
+                        group: 0,
+                        topic: None,
+                        qos: None,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -109,6 +116,9 @@ fn sharing(ids: Vec<String>, shard: Shard, tls: &Arc<ClientConfig>, cert_file: P
             index,
             tls: tls.clone(),
             cert_file: cert_file.clone(),
+            group: 0,
+            topic: None,
+            qos: None,
         })
         .collect()
 }

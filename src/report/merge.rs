@@ -46,9 +46,17 @@ pub fn merge(path_and_reports: Vec<(String, Report)>) -> Result<Report> {
     for (name, f) in &total.stages {
         stages.insert(name.clone(), Sum::new(&first, f.clone())?);
     }
+    let mut groups = BTreeMap::new();
+    for (name, f) in &total.groups {
+        groups.insert(name.clone(), Sum::new(&first, f.clone())?);
+    }
     for (path, r) in parts {
         top.add(&path, &r.figures)?;
-        for (group, theirs) in [(&mut sinks, &r.sinks), (&mut stages, &r.stages)] {
+        for (group, theirs) in [
+            (&mut sinks, &r.sinks),
+            (&mut stages, &r.stages),
+            (&mut groups, &r.groups),
+        ] {
             for (name, f) in theirs {
                 match group.get_mut(name) {
                     Some(sum) => sum.add(&path, f)?,
@@ -66,6 +74,7 @@ pub fn merge(path_and_reports: Vec<(String, Report)>) -> Result<Report> {
     total.figures = top.finish();
     total.sinks = sinks.into_iter().map(|(k, s)| (k, s.finish())).collect();
     total.stages = stages.into_iter().map(|(k, s)| (k, s.finish())).collect();
+    total.groups = groups.into_iter().map(|(k, s)| (k, s.finish())).collect();
     total.settings.shard = Some(format!("merged from {count} reports"));
     Ok(total)
 }

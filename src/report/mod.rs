@@ -54,6 +54,10 @@ pub struct Report {
     /// `settings.stages`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stages: BTreeMap<String, Figures>,
+    /// Each `[[group]]`'s own figures (the first sink's), keyed by group name; the top level is
+    /// their total. The order is `settings.groups`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, Figures>,
 }
 
 impl std::ops::Deref for Report {
@@ -184,6 +188,9 @@ pub struct Settings {
     /// `--replay`: the recording and what became of its rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplayInfo>,
+    /// The `[[group]]`s, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// A replayed recording in the report.
@@ -246,6 +253,7 @@ impl Settings {
                 )
             }),
             stages: cfg.stages.iter().map(|s| s.name.clone()).collect(),
+            groups: cfg.groups.iter().map(|g| g.name.clone()).collect(),
             replay: cfg.replay.as_ref().map(|p| ReplayInfo {
                 file: p.file.display().to_string(),
                 rows: p.replay.rows,
@@ -291,6 +299,7 @@ impl Report {
             timeline: Vec::new(),
             generator: None,
             stages: BTreeMap::new(),
+            groups: BTreeMap::new(),
         }
     }
 }
@@ -439,6 +448,11 @@ pub fn summary(r: &Report) -> String {
             write_stage(&mut out, name, f);
         }
     }
+    for name in &r.settings.groups {
+        if let Some(f) = r.groups.get(name) {
+            write_group(&mut out, name, f);
+        }
+    }
     if r.sinks.len() > 1 {
         for name in &r.settings.sinks {
             if let Some(f) = r.sinks.get(name) {
@@ -552,6 +566,29 @@ fn write_stage(out: &mut String, name: &str, f: &Figures) {
         m.acknowledged,
         m.failed + m.dropped,
         f.connects.counts.disconnects,
+        p.p50,
+        p.p99
+    );
+}
+
+/// One `[[group]]`'s line.
+fn write_group(out: &mut String, name: &str, f: &Figures) {
+    let m = &f.messages;
+    let p = &f.latency_ms.puback;
+    let target = f
+        .rate
+        .target
+        .map(|t| format!(" (target {t})"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  group {name}: {} of {} devices connected, {} events/s{target}, {} published, {} acknowledged, {} lost; PUBACK p50 {} p99 {} ms",
+        f.devices.counts.connected,
+        f.devices.target,
+        f.rate.achieved,
+        m.published,
+        m.acknowledged,
+        m.failed + m.dropped,
         p.p50,
         p.p99
     );
@@ -679,6 +716,7 @@ mod tests {
             url: None,
             stages: vec![],
             replay: None,
+            groups: vec![],
         }
     }
 

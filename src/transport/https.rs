@@ -25,14 +25,15 @@ pub struct Https {
 }
 
 impl Https {
-    /// The publish URL, the topic percent-encoded as one path segment.
-    pub fn url(&self) -> reqwest::Url {
+    /// The publish URL for a topic and QoS (the fleet's, or a `[[group]]`'s own), the topic
+    /// percent-encoded as one path segment.
+    fn url_for(&self, topic: &str, qos: u8) -> reqwest::Url {
         let mut url = reqwest::Url::parse(&format!("https://{}:{}/", self.host, self.port))
             .expect("a checked host and port make a URL");
         url.path_segments_mut()
             .expect("https URLs have paths")
-            .extend(["topics", &self.topic]);
-        url.query_pairs_mut().append_pair("qos", &self.qos.to_string());
+            .extend(["topics", topic]);
+        url.query_pairs_mut().append_pair("qos", &qos.to_string());
         url
     }
 }
@@ -49,10 +50,14 @@ impl Transport for Https {
             .pool_max_idle_per_host(1)
             .timeout(self.request_timeout)
             .build();
+        let topic = device.topic.clone().unwrap_or_else(|| self.topic.clone());
+        let qos = device
+            .qos
+            .map_or(self.qos, |q| u8::from(q != rumqttc::QoS::AtMostOnce));
         request::open(HttpsRequests {
             client,
-            url: self.url(),
-            topic: self.topic.clone(),
+            url: self.url_for(&topic, qos),
+            topic,
             addr: self.target(),
         })
     }

@@ -200,8 +200,9 @@ impl Transport for Mqtt {
         let outbound = Outbound::new(self.listen);
         let sender = MqttSender {
             client: client.clone(),
-            topic: self.topic.clone(),
-            qos: self.qos,
+            // A `[[group]]`'s own topic and QoS, else the fleet's.
+            topic: device.topic.clone().unwrap_or_else(|| self.topic.clone()),
+            qos: device.qos.unwrap_or(self.qos),
             outbound: outbound.clone(),
         };
         let link = MqttLink {

@@ -59,7 +59,7 @@ impl Transport for Mqtt5 {
         options.set_network_options(net);
         let (client, mut eventloop) = AsyncClient::new(options, self.0.request_room() as usize + 4);
         eventloop.state.events = std::collections::VecDeque::new();
-        let qos = match self.0.qos {
+        let qos = match device.qos.unwrap_or(self.0.qos) {
             QoS::AtMostOnce => QoS5::AtMostOnce,
             QoS::AtLeastOnce => QoS5::AtLeastOnce,
             QoS::ExactlyOnce => QoS5::ExactlyOnce,
@@ -67,7 +67,7 @@ impl Transport for Mqtt5 {
         let outbound = Outbound::new(self.0.listen);
         let sender = Mqtt5Sender {
             client: client.clone(),
-            topic: self.0.topic.clone(),
+            topic: device.topic.clone().unwrap_or_else(|| self.0.topic.clone()),
             qos,
             outbound: outbound.clone(),
         };
