@@ -239,7 +239,7 @@ mod tests {
         let stats = Stats::default();
         let mut view = LiveView::new(10, None);
         for _ in 0..100 {
-            stats.record_puback(0, Duration::from_secs(3));
+            stats.record_puback(0, Duration::from_secs(3), false);
         }
         view.last_print -= Duration::from_secs(20);
         let slow = view.next_line(&stats.snapshot(), &stats).unwrap();
@@ -248,7 +248,7 @@ mod tests {
             "{slow}"
         );
         for _ in 0..100 {
-            stats.record_puback(0, Duration::from_millis(2));
+            stats.record_puback(0, Duration::from_millis(2), false);
         }
         view.last_print -= Duration::from_secs(20);
         let fast = view.next_line(&stats.snapshot(), &stats).unwrap();

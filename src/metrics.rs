@@ -437,8 +437,8 @@ mod tests {
     fn the_text_format_carries_counters_gauges_and_histograms_with_shard_and_sink() {
         let stats = Arc::new(Stats::default());
         stats.messages.acknowledged.add(7);
-        stats.record_puback(0, Duration::from_millis(3));
-        stats.record_puback(1, Duration::from_secs(2));
+        stats.record_puback(0, Duration::from_millis(3), false);
+        stats.record_puback(1, Duration::from_secs(2), false);
         let mut registry = Registry::default();
         let labels = vec![
             ("shard".to_string(), "0/2".to_string()),
@@ -468,7 +468,7 @@ mod tests {
         }));
         // The spike began after the first 7 acknowledgements; 4 more come in it, one slow.
         stats.messages.acknowledged.add(4);
-        stats.record_puback(2, Duration::from_secs(4));
+        stats.record_puback(2, Duration::from_secs(4), false);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for (series, value) in [

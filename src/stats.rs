@@ -274,6 +274,10 @@ pub struct Latency {
     pub lag: Histogram<u64>,
     /// How late device timers fired (the generator's own scheduling delay).
     pub sched: Histogram<u64>,
+    /// PUBACK and lag of events meant for before their device's first CONNACK: the connect
+    /// phase, kept apart so the steady state's percentiles are not the ramp-up's.
+    pub puback_connecting: Histogram<u64>,
+    pub lag_connecting: Histogram<u64>,
 }
 
 pub fn histogram() -> Histogram<u64> {
@@ -287,6 +291,8 @@ impl Default for Latency {
             puback: histogram(),
             lag: histogram(),
             sched: histogram(),
+            puback_connecting: histogram(),
+            lag_connecting: histogram(),
         }
     }
 }
@@ -298,6 +304,8 @@ impl Latency {
         let _ = self.puback.add(&other.puback);
         let _ = self.lag.add(&other.lag);
         let _ = self.sched.add(&other.sched);
+        let _ = self.puback_connecting.add(&other.puback_connecting);
+        let _ = self.lag_connecting.add(&other.lag_connecting);
     }
 }
 
@@ -493,6 +501,8 @@ impl Latency {
         let _ = l.puback.subtract(&earlier.puback);
         let _ = l.lag.subtract(&earlier.lag);
         let _ = l.sched.subtract(&earlier.sched);
+        let _ = l.puback_connecting.subtract(&earlier.puback_connecting);
+        let _ = l.lag_connecting.subtract(&earlier.lag_connecting);
         l
     }
 }
@@ -530,11 +540,20 @@ impl Stats {
     pub fn record_connect(&self, device: usize, d: Duration) {
         self.record(device, d, |l| &mut l.connect);
     }
-    pub fn record_puback(&self, device: usize, d: Duration) {
-        self.record(device, d, |l| &mut l.puback);
+    /// `connecting`: the event was meant for before its device's first CONNACK.
+    pub fn record_puback(&self, device: usize, d: Duration, connecting: bool) {
+        if connecting {
+            self.record(device, d, |l| &mut l.puback_connecting);
+        } else {
+            self.record(device, d, |l| &mut l.puback);
+        }
     }
-    pub fn record_lag(&self, device: usize, d: Duration) {
-        self.record(device, d, |l| &mut l.lag);
+    pub fn record_lag(&self, device: usize, d: Duration, connecting: bool) {
+        if connecting {
+            self.record(device, d, |l| &mut l.lag_connecting);
+        } else {
+            self.record(device, d, |l| &mut l.lag);
+        }
     }
     pub fn record_sched(&self, device: usize, d: Duration) {
         self.record(device, d, |l| &mut l.sched);
@@ -687,7 +706,7 @@ mod tests {
     fn latency_shards_merge_into_one_histogram() {
         let s = Stats::default();
         for device in 0..8 {
-            s.record_puback(device, Duration::from_millis(10 + device as u64));
+            s.record_puback(device, Duration::from_millis(10 + device as u64), false);
         }
         assert_eq!(s.latency().puback.len(), 8);
         let max = Quantiles::of(&s.latency().puback).max;

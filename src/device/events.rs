@@ -23,7 +23,8 @@ impl Device {
             LinkEvent::Written { token } => match self.on_written(token) {
                 Some(Written::First { lag }) => {
                     self.stats.messages.published.inc();
-                    self.stats.record_lag(self.index, lag);
+                    self.stats
+                        .record_lag(self.index, lag, self.meant_before_connect(lag));
                 }
                 Some(Written::Resent) => self.stats.messages.resent.inc(),
                 None => {}
@@ -34,7 +35,8 @@ impl Device {
                     self.policy.on_acked();
                     self.session.acked += 1;
                     self.stats.messages.acknowledged.inc();
-                    self.stats.record_puback(self.index, latency);
+                    self.stats
+                        .record_puback(self.index, latency, self.meant_before_connect(latency));
                 }
             }
             LinkEvent::Lost(_) | LinkEvent::Idle => {}
@@ -66,6 +68,15 @@ impl Device {
         self.ledger.on_written(token)
     }
 
+    /// Whether an event `since` its intended time was meant for before this device's first
+    /// CONNACK: its latency belongs to the connect phase, not the steady state.
+    fn meant_before_connect(&self, since: Duration) -> bool {
+        match (self.first_connected, Instant::now().checked_sub(since)) {
+            (Some(first), Some(intended)) => intended < first,
+            _ => true,
+        }
+    }
+
     pub(super) fn on_connected(&mut self) {
         if let Some(started) = self.last_attempt {
             self.stats.record_connect(self.index, started.elapsed());
@@ -80,6 +91,7 @@ impl Device {
             tracing::debug!(device = %self.id, "reconnected");
         } else {
             self.ever_connected = true;
+            self.first_connected = Some(Instant::now());
             self.stats.devices.connected.inc();
             tracing::debug!(device = %self.id, "connected");
         }

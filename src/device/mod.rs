@@ -246,6 +246,8 @@ struct Device {
     template_state: Option<crate::freezer::template::DeviceState>,
     /// `--replay`: where this device is in the recording.
     replay: Option<replay::Cursor>,
+    /// When the first CONNACK came (events meant for before it are the connect phase's).
+    first_connected: Option<Instant>,
 }
 
 /// Runs one device until the fleet stops it or it gives up for a permanent cause.
@@ -315,6 +317,7 @@ pub async fn run<T: Transport>(
         offline_until: None,
         template_state,
         replay: replay_cursor,
+        first_connected: None,
     };
     if device.injector.as_ref().is_some_and(|i| i.skew_ms() != 0) {
         device.stats.faults.skewed_devices.inc();

@@ -108,6 +108,10 @@ impl Sum {
             puback: q("puback"),
             lag: q("lag"),
             sched: q("sched"),
+            connect_phase: super::ConnectPhase {
+                puback: q("puback_connecting"),
+                lag: q("lag_connecting"),
+            },
         };
         self.figures.histograms = self
             .histograms

@@ -127,6 +127,17 @@ pub struct LatencyMs {
     /// How late device timers fired: the generator's own delay.
     #[serde(default)]
     pub sched: Quantiles,
+    /// Events meant for before their device's first CONNACK (the connect phase), apart:
+    /// `puback` and `lag` above are the steady state's.
+    #[serde(default)]
+    pub connect_phase: ConnectPhase,
+}
+
+/// The connect phase's latency (events that waited for their device's first connection).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConnectPhase {
+    pub puback: Quantiles,
+    pub lag: Quantiles,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -319,6 +330,8 @@ impl Figures {
             ("puback", &latency.puback),
             ("lag", &latency.lag),
             ("sched", &latency.sched),
+            ("puback_connecting", &latency.puback_connecting),
+            ("lag_connecting", &latency.lag_connecting),
         ]
         .into_iter()
         .filter_map(|(name, h)| encode(h).map(|b| (name.to_string(), b)))
@@ -339,6 +352,10 @@ impl Figures {
                 puback: Quantiles::of(&latency.puback),
                 lag: Quantiles::of(&latency.lag),
                 sched: Quantiles::of(&latency.sched),
+                connect_phase: ConnectPhase {
+                    puback: Quantiles::of(&latency.puback_connecting),
+                    lag: Quantiles::of(&latency.lag_connecting),
+                },
             },
             errors,
             device_failures: s.device_causes.clone(),
@@ -421,6 +438,16 @@ pub fn summary(r: &Report) -> String {
         .join("  ");
     if !line.is_empty() {
         let _ = writeln!(out, "  latency   {line}");
+    }
+    let cp = &l.connect_phase;
+    if cp.puback.count + cp.lag.count > 0 {
+        let q = if cp.puback.count > 0 { &cp.puback } else { &cp.lag };
+        let what = if cp.puback.count > 0 { "puback" } else { "lag" };
+        let _ = writeln!(
+            out,
+            "  connect phase {} event(s) meant for before their device's first connection (not in the latency above): {what} p50 {} p99 {} max {} ms",
+            q.count, q.p50, q.p99, q.max
+        );
     }
     if !r.commands.is_zero() {
         let k = &r.commands;
@@ -736,7 +763,7 @@ mod tests {
             stats.messages.acknowledged.inc();
         }
         stats.messages.injected.inc();
-        stats.record_puback(0, Duration::from_millis(4));
+        stats.record_puback(0, Duration::from_millis(4), false);
         let why = crate::cause::Cause::new(
             crate::cause::Kind::ClientCertRejected,
             "127.0.0.1:8883 rejected it".into(),

@@ -211,14 +211,14 @@ mod tests {
             stats.event_taken(false);
             stats.messages.published.inc();
             stats.messages.acknowledged.inc();
-            stats.record_puback(0, Duration::from_millis(100));
+            stats.record_puback(0, Duration::from_millis(100), false);
         }
         let first = ts.row(1.0, "run", &stats.snapshot(), stats.latency()).csv();
         for _ in 0..5 {
             stats.event_taken(false);
             stats.messages.published.inc();
             stats.messages.acknowledged.inc();
-            stats.record_puback(0, Duration::from_millis(2));
+            stats.record_puback(0, Duration::from_millis(2), false);
         }
         let second = ts.row(2.0, "run", &stats.snapshot(), stats.latency()).csv();
         let cols = |r: &str| r.split(',').map(String::from).collect::<Vec<_>>();

@@ -205,7 +205,8 @@ impl Threshold {
     fn measure(&self, r: &Report) -> Option<f64> {
         let f: &Figures = match &self.scope {
             Scope::Sink(s) => r.sinks.get(s)?,
-            Scope::Stage(s) => r.stages.get(s)?,
+            // A stage's name, or a `[[group]]`'s.
+            Scope::Stage(s) => r.stages.get(s).or_else(|| r.groups.get(s))?,
             Scope::Run => &r.figures,
         };
         let m = &f.messages;
