@@ -137,11 +137,31 @@ fn with_a_shared_certificate_each_group_names_its_devices() {
             key.display()
         ),
     );
+    // A threshold on one group: pumps acknowledged 6 > 5 breaks it (exit 3); group2's 3 holds.
     let (code, stderr, report) = run_report(
-        &["run", "--config", &config.display().to_string()],
+        &[
+            "run",
+            "--config",
+            &config.display().to_string(),
+            "--fail-if",
+            "pumps.acknowledged > 5",
+            "--fail-if",
+            "group2.acknowledged > 5",
+        ],
         Duration::from_secs(30),
     );
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(
+        report["broken_thresholds"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert!(
+        report["broken_thresholds"][0]
+            .to_string()
+            .contains("pumps.acknowledged"),
+        "{report}"
+    );
     let c = counts(&sub.wait_for(9, Duration::from_secs(5)));
     assert_eq!(
         c,
