@@ -48,7 +48,8 @@ impl Counter {
 }
 
 /// Declares a group of counters once: `$shared` holds a [`Counter`] per field, `$plain` the
-/// same fields as numbers, and `$shared::load` copies one into the other.
+/// same fields as numbers, and `$shared::load` copies one into the other; `$plain` adds up
+/// (groups into a sink, shards into a merge) and subtracts (a stage's share) field by field.
 macro_rules! counters {
     ($(#[$doc:meta])* $shared:ident => $plain:ident { $( $(#[$fm:meta])* $field:ident ),* $(,)? }) => {
         #[derive(Debug, Default)]
@@ -60,6 +61,19 @@ macro_rules! counters {
         impl $shared {
             pub fn load(&self) -> $plain {
                 $plain { $( $field: self.$field.get(), )* }
+            }
+        }
+        impl $plain {
+            /// Adds `o` into these.
+            pub fn add(&mut self, o: &$plain) {
+                $( self.$field += o.$field; )*
+            }
+            /// `self - earlier`, field by field.
+            pub fn since(&self, earlier: &$plain) -> $plain {
+                $plain { $( $field: self.$field.saturating_sub(earlier.$field), )* }
+            }
+            pub fn is_zero(&self) -> bool {
+                *self == $plain::default()
             }
         }
     };
@@ -133,34 +147,6 @@ counters! {
     }
 }
 
-impl CommandCounts {
-    pub fn is_zero(&self) -> bool {
-        *self == CommandCounts::default()
-    }
-
-    /// `later - earlier`, field by field.
-    pub fn since(&self, e: &CommandCounts) -> CommandCounts {
-        CommandCounts {
-            received: self.received.saturating_sub(e.received),
-            answered: self.answered.saturating_sub(e.answered),
-            refused: self.refused.saturating_sub(e.refused),
-            shadow_deltas: self.shadow_deltas.saturating_sub(e.shadow_deltas),
-            shadow_updates: self.shadow_updates.saturating_sub(e.shadow_updates),
-            console_actions: self.console_actions.saturating_sub(e.console_actions),
-        }
-    }
-
-    /// Adds `other` into these counts (shards, sinks).
-    pub fn add(&mut self, o: &CommandCounts) {
-        self.received += o.received;
-        self.answered += o.answered;
-        self.refused += o.refused;
-        self.shadow_deltas += o.shadow_deltas;
-        self.shadow_updates += o.shadow_updates;
-        self.console_actions += o.console_actions;
-    }
-}
-
 counters! {
     /// Data faults injected on purpose (`--faults`), by kind: the truth a consumer's counts are
     /// checked against.
@@ -177,32 +163,6 @@ counters! {
         bursts,
         /// Devices whose clock is skewed (`ts` off by a fixed amount).
         skewed_devices,
-    }
-}
-
-impl FaultCounts {
-    pub fn is_zero(&self) -> bool {
-        *self == FaultCounts::default()
-    }
-
-    pub fn since(&self, e: &FaultCounts) -> FaultCounts {
-        FaultCounts {
-            duplicate: self.duplicate.saturating_sub(e.duplicate),
-            reorder: self.reorder.saturating_sub(e.reorder),
-            late: self.late.saturating_sub(e.late),
-            malformed: self.malformed.saturating_sub(e.malformed),
-            bursts: self.bursts.saturating_sub(e.bursts),
-            skewed_devices: self.skewed_devices,
-        }
-    }
-
-    pub fn add(&mut self, o: &FaultCounts) {
-        self.duplicate += o.duplicate;
-        self.reorder += o.reorder;
-        self.late += o.late;
-        self.malformed += o.malformed;
-        self.bursts += o.bursts;
-        self.skewed_devices += o.skewed_devices;
     }
 }
 
@@ -382,27 +342,9 @@ fn map_since(later: &BTreeMap<String, u64>, earlier: &BTreeMap<String, u64>) -> 
 impl Snapshot {
     /// Adds `o`'s counts into these (a group's into its sink's).
     pub fn absorb(&mut self, o: &Snapshot) {
-        let (d, od) = (&mut self.devices, &o.devices);
-        d.connected += od.connected;
-        d.failed += od.failed;
-        d.online += od.online;
-        let (m, om) = (&mut self.messages, &o.messages);
-        for (sum, add) in [
-            (&mut m.taken, om.taken),
-            (&mut m.queued_offline, om.queued_offline),
-            (&mut m.published, om.published),
-            (&mut m.acknowledged, om.acknowledged),
-            (&mut m.failed, om.failed),
-            (&mut m.dropped, om.dropped),
-            (&mut m.resent, om.resent),
-            (&mut m.injected, om.injected),
-            (&mut m.requests, om.requests),
-            (&mut self.connects.ok, o.connects.ok),
-            (&mut self.connects.disconnects, o.connects.disconnects),
-            (&mut self.connects.reconnects, o.connects.reconnects),
-        ] {
-            *sum += add;
-        }
+        self.devices.add(&o.devices);
+        self.messages.add(&o.messages);
+        self.connects.add(&o.connects);
         self.commands.add(&o.commands);
         self.faults.add(&o.faults);
         for (mine, theirs) in [
@@ -447,24 +389,8 @@ impl Snapshot {
     /// What happened between `earlier` and this snapshot (a scenario stage): counts and causes
     /// are the differences; devices connected now and device totals are as they are now.
     pub fn since(&self, earlier: &Snapshot) -> Snapshot {
-        let (m, e) = (&self.messages, &earlier.messages);
-        let messages = MessageCounts {
-            taken: m.taken.saturating_sub(e.taken),
-            queued_offline: m.queued_offline.saturating_sub(e.queued_offline),
-            published: m.published.saturating_sub(e.published),
-            acknowledged: m.acknowledged.saturating_sub(e.acknowledged),
-            failed: m.failed.saturating_sub(e.failed),
-            dropped: m.dropped.saturating_sub(e.dropped),
-            resent: m.resent.saturating_sub(e.resent),
-            injected: m.injected.saturating_sub(e.injected),
-            requests: m.requests.saturating_sub(e.requests),
-        };
-        let (c, ec) = (&self.connects, &earlier.connects);
-        let connects = ConnectCounts {
-            ok: c.ok.saturating_sub(ec.ok),
-            disconnects: c.disconnects.saturating_sub(ec.disconnects),
-            reconnects: c.reconnects.saturating_sub(ec.reconnects),
-        };
+        let messages = self.messages.since(&earlier.messages);
+        let connects = self.connects.since(&earlier.connects);
         let from = earlier.connect_attempts_per_second.len().saturating_sub(1);
         let mut per_second = self
             .connect_attempts_per_second

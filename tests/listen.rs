@@ -23,6 +23,39 @@ fn text(p: &std::path::Path) -> String {
     p.display().to_string()
 }
 
+/// `command` as the monitor identity against `port`, plus `extra`.
+fn command(pki: &Pki, port: u16, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["command", "--endpoint", "localhost", "--port", &port.to_string()]
+        .map(String::from)
+        .into();
+    for (flag, path) in [
+        ("--ca", pki.ca_pem()),
+        ("--cert", pki.path().join("monitor.crt")),
+        ("--key", pki.path().join("monitor.key")),
+    ] {
+        v.extend([flag.to_string(), text(&path)]);
+    }
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// A fleet with `--listen` and `extra`, once each of its `n` devices has reported to its shadow
+/// (the report follows the SUBSCRIBE on its connection, so it is subscribed).
+fn listening_fleet(pki: &Pki, port: u16, n: usize, extra: &[&str], client: &str) -> (Fleet, Subscriber) {
+    let reports = Subscriber::start_as(pki, port, "$aws/things/+/shadow/update", client);
+    let mut args = certs_args(pki, port);
+    args.push("--listen".into());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let fleet = Fleet::spawn(&strs(&args));
+    assert_eq!(
+        reports.wait_for(n, Duration::from_secs(20)).len(),
+        n,
+        "{}",
+        fleet.stderr()
+    );
+    (fleet, reports)
+}
+
 fn keys(e: &Value) -> BTreeSet<String> {
     e.as_object().unwrap().keys().cloned().collect()
 }
@@ -265,61 +298,31 @@ fn console_verbs_act_on_the_model_and_fields_say_so() {
 fn command_reaches_every_listening_device_and_counts_the_lost_when_none_listens() {
     let Setup { pki, broker, sub } = Setup::new(20);
     let port = broker.port;
-    let reports = Subscriber::start_as(&pki, port, "$aws/things/+/shadow/update", "test-shadows");
-    let mut args = certs_args(&pki, port);
-    args.extend(
-        [
-            "--listen",
-            "--interval",
-            "300ms",
-            "--fields",
-            "state",
-            "--duration",
-            "60s",
-        ]
-        .map(String::from),
-    );
-    let mut fleet = Fleet::spawn(&strs(&args));
-    // Every device reports once subscribed (the report follows the SUBSCRIBE on its connection).
-    assert_eq!(
-        reports.wait_for(20, Duration::from_secs(20)).len(),
+    let (mut fleet, _reports) = listening_fleet(
+        &pki,
+        port,
         20,
-        "{}",
-        fleet.stderr()
+        &["--interval", "300ms", "--fields", "state", "--duration", "60s"],
+        "test-shadows",
     );
-    let port_s = port.to_string();
-    let (ca, devices) = (text(&pki.ca_pem()), text(&pki.devices()));
-    let (cert, key) = (
-        text(&pki.path().join("monitor.crt")),
-        text(&pki.path().join("monitor.key")),
-    );
-    let command = |timeout: &str| {
-        vec![
-            "command",
-            "--endpoint",
-            "localhost",
-            "--port",
-            &port_s,
-            "--ca",
-            &ca,
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-            "--certs",
-            &devices,
-            "--to",
-            "all",
-            "--cmd",
-            "defrost",
-            "--timeout",
-            timeout,
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>()
+    let devices = text(&pki.devices());
+    let defrost_all = |timeout: &str| {
+        command(
+            &pki,
+            port,
+            &[
+                "--certs",
+                &devices,
+                "--to",
+                "all",
+                "--cmd",
+                "defrost",
+                "--timeout",
+                timeout,
+            ],
+        )
     };
-    let (code, stderr, report) = run_report(&strs(&command("3s")), Duration::from_secs(30));
+    let (code, stderr, report) = run_report(&strs(&defrost_all("3s")), Duration::from_secs(30));
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         (
@@ -360,7 +363,7 @@ fn command_reaches_every_listening_device_and_counts_the_lost_when_none_listens(
     );
 
     // Nobody listening now: every command is lost, and the exit code says so.
-    let (code, stderr, report) = run_report(&strs(&command("1s")), Duration::from_secs(30));
+    let (code, stderr, report) = run_report(&strs(&defrost_all("1s")), Duration::from_secs(30));
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(
         (num(&report, "/sent"), num(&report, "/lost")),
@@ -378,60 +381,31 @@ fn mqtt5_devices_listen_too_and_a_refused_command_is_named() {
         sub: _sub,
     } = Setup::new(3);
     let port = broker.port;
-    let reports = Subscriber::start_as(&pki, port, "$aws/things/+/shadow/update", "test-shadows5");
-    let mut args = certs_args(&pki, port);
-    args.extend(
-        [
-            "--listen",
-            "--mqtt-version",
-            "5",
-            "--interval",
-            "500ms",
-            "--duration",
-            "60s",
-        ]
-        .map(String::from),
-    );
-    let mut fleet = Fleet::spawn(&strs(&args));
-    assert_eq!(
-        reports.wait_for(3, Duration::from_secs(20)).len(),
+    let (mut fleet, reports) = listening_fleet(
+        &pki,
+        port,
         3,
-        "{}",
-        fleet.stderr()
+        &["--mqtt-version", "5", "--interval", "500ms", "--duration", "60s"],
+        "test-shadows5",
     );
-    let port_s = port.to_string();
-    let (ca, cert, key) = (
-        text(&pki.ca_pem()),
-        text(&pki.path().join("monitor.crt")),
-        text(&pki.path().join("monitor.key")),
-    );
-    let command = |to: &str, value: &str| {
-        [
-            "command",
-            "--endpoint",
-            "localhost",
-            "--port",
-            &port_s,
-            "--ca",
-            &ca,
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-            "--to",
-            to,
-            "--cmd",
-            "setpoint",
-            "--value",
-            value,
-            "--timeout",
-            "3s",
-        ]
-        .map(String::from)
-        .to_vec()
+    let setpoint = |to: &str, value: &str| {
+        command(
+            &pki,
+            port,
+            &[
+                "--to",
+                to,
+                "--cmd",
+                "setpoint",
+                "--value",
+                value,
+                "--timeout",
+                "3s",
+            ],
+        )
     };
     let (code, stderr, report) = run_report(
-        &strs(&command("freezer1,freezer2,freezer3", "-22")),
+        &strs(&setpoint("freezer1,freezer2,freezer3", "-22")),
         Duration::from_secs(30),
     );
     assert_eq!(code, 0, "{stderr}");
@@ -458,7 +432,7 @@ fn mqtt5_devices_listen_too_and_a_refused_command_is_named() {
         "{:?}",
         reports.events()
     );
-    let (code, stderr, report) = run_report(&strs(&command("freezer1", "5")), Duration::from_secs(30));
+    let (code, stderr, report) = run_report(&strs(&setpoint("freezer1", "5")), Duration::from_secs(30));
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(
         (num(&report, "/answered"), num(&report, "/refused")),

@@ -240,12 +240,14 @@ struct Device {
     last_reported: Option<Reported>,
     last_report_at: Option<Instant>,
     /// `--faults`: this device's injector, and an offline spell under way (until then).
-    injector: Option<faults::Injector>,
+    // Boxed, as are the template's and the replay's state: most fleets use none of them, and
+    // every device holds these fields.
+    injector: Option<Box<faults::Injector>>,
     offline_until: Option<Instant>,
     /// `--template`: this device's random stream and fixed values.
-    template_state: Option<crate::freezer::template::DeviceState>,
+    template_state: Option<Box<crate::freezer::template::DeviceState>>,
     /// `--replay`: where this device is in the recording.
-    replay: Option<replay::Cursor>,
+    replay: Option<Box<replay::Cursor>>,
     /// When the first CONNACK came (events meant for before it are the connect phase's).
     first_connected: Option<Instant>,
 }
@@ -267,17 +269,20 @@ pub async fn run<T: Transport>(
         Ticker::new(settings.start + offset, interval)
     });
     let faults = settings.model.faults;
-    let injector =
-        (own && !faults.is_none()).then(|| faults::Injector::new(faults, settings.seed, index as u64));
-    let template_state = settings
-        .template
-        .as_ref()
-        .map(|t| crate::freezer::template::DeviceState::new(t, settings.seed, index as u64));
+    let injector = (own && !faults.is_none())
+        .then(|| Box::new(faults::Injector::new(faults, settings.seed, index as u64)));
+    let template_state = settings.template.as_ref().map(|t| {
+        Box::new(crate::freezer::template::DeviceState::new(
+            t,
+            settings.seed,
+            index as u64,
+        ))
+    });
     let replay_cursor = settings
         .replay
         .as_ref()
         .filter(|_| own)
-        .map(|plan| replay::Cursor::new(plan.clone(), &config.id));
+        .map(|plan| Box::new(replay::Cursor::new(plan.clone(), &config.id)));
     let mut freezer = Freezer::new(settings.seed, index as u64, settings.model.alarm);
     freezer.tune(settings.tune.setpoint, settings.tune.door_rate);
     let mut device = Device {

@@ -83,7 +83,7 @@ impl Device {
     /// Whether the recording has nothing more for this device (a device with no rows is done
     /// at once).
     pub(super) fn replay_done(&self) -> bool {
-        self.settings.replay.is_some() && self.replay.as_ref().is_none_or(Cursor::done)
+        self.settings.replay.is_some() && self.replay.as_ref().is_none_or(|c| c.done())
     }
 
     /// Sends the next recorded row, meant for `intended`.

@@ -126,27 +126,12 @@ impl Sum {
 
 /// Adds every count of `r` to `total`.
 fn add_counts(total: &mut Figures, r: &Figures) {
-    let (d, m, c) = (&mut total.devices, &mut total.messages, &mut total.connects);
+    let (d, c) = (&mut total.devices, &mut total.connects);
     d.target += r.devices.target;
-    d.counts.connected += r.devices.counts.connected;
-    d.counts.failed += r.devices.counts.failed;
-    for (sum, add) in [
-        (&mut m.taken, r.messages.taken),
-        (&mut m.queued_offline, r.messages.queued_offline),
-        (&mut m.published, r.messages.published),
-        (&mut m.acknowledged, r.messages.acknowledged),
-        (&mut m.failed, r.messages.failed),
-        (&mut m.dropped, r.messages.dropped),
-        (&mut m.resent, r.messages.resent),
-        (&mut m.injected, r.messages.injected),
-        (&mut m.requests, r.messages.requests),
-        (&mut c.attempts, r.connects.attempts),
-        (&mut c.counts.ok, r.connects.counts.ok),
-        (&mut c.counts.disconnects, r.connects.counts.disconnects),
-        (&mut c.counts.reconnects, r.connects.counts.reconnects),
-    ] {
-        *sum += add;
-    }
+    d.counts.add(&r.devices.counts);
+    total.messages.add(&r.messages);
+    c.attempts += r.connects.attempts;
+    c.counts.add(&r.connects.counts);
     total.commands.add(&r.commands);
     total.faults.add(&r.faults);
     add_map(&mut c.failed, &r.connects.failed);

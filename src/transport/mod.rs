@@ -72,11 +72,12 @@ impl Outbound {
         Outbound(listen.then(Default::default))
     }
 
-    /// A publish was handed over: an event, or the device's own message.
-    pub fn handed(&self, own: bool) {
-        if let Some(q) = &self.0 {
+    /// A publish was handed over (`ok`): an event, or the device's own message. Returns `ok`.
+    pub fn handed(&self, ok: bool, own: bool) -> bool {
+        if let (true, Some(q)) = (ok, &self.0) {
             crate::stats::lock(q).push_back(own);
         }
+        ok
     }
 
     /// A publish was written: whether it was an event.

@@ -233,10 +233,7 @@ impl Sender for MqttSender {
             .client
             .try_publish(self.topic.clone(), self.qos, false, payload.to_vec())
             .is_ok();
-        if ok {
-            self.outbound.handed(false);
-        }
-        ok
+        self.outbound.handed(ok, false)
     }
 
     fn subscribe(&mut self, filters: &[String]) -> bool {
@@ -251,10 +248,7 @@ impl Sender for MqttSender {
             .client
             .try_publish(topic, QoS::AtMostOnce, false, payload.to_vec())
             .is_ok();
-        if ok {
-            self.outbound.handed(true);
-        }
-        ok
+        self.outbound.handed(ok, true)
     }
 }
 

@@ -98,10 +98,7 @@ impl Sender for Mqtt5Sender {
             .client
             .try_publish(self.topic.clone(), self.qos, false, payload.to_vec())
             .is_ok();
-        if ok {
-            self.outbound.handed(false);
-        }
-        ok
+        self.outbound.handed(ok, false)
     }
 
     fn subscribe(&mut self, filters: &[String]) -> bool {
@@ -116,10 +113,7 @@ impl Sender for Mqtt5Sender {
             .client
             .try_publish(topic, QoS5::AtMostOnce, false, payload.to_vec())
             .is_ok();
-        if ok {
-            self.outbound.handed(true);
-        }
-        ok
+        self.outbound.handed(ok, true)
     }
 }
 
