@@ -14,6 +14,10 @@ Measures (client = the freezer-fleet process, read from /proc):
   (d) 100 devices, --sink kinesis, --rate max, against moto's Kinesis emulator on loopback
       (.venv-tests, installed by the test command): events/s acknowledged, PutRecords batches/s,
       records per batch, client CPU microseconds per event
+  (f) with --only rates (in the full run too): 100 devices at QoS 1 and --rate max, 40000 and
+      10000, and 1,000 devices at one event a second each: events/s, client CPU microseconds
+      per event, steady-state PUBACK p50/p99; with --baseline BIN, that binary runs right after
+      each run in the same go (the previous commit's build, for before/after figures)
   (e) with --only scale: a fleet of --fleet devices (default 100,000), each its own certificate,
       as --shards processes (`run --shard I/N`; default 6, as this box's hard open-files limit
       of 20,000 per process holds ~19,900 devices) against one mosquitto per shard (the broker
@@ -198,6 +202,29 @@ def throughput_run(pki, port, qos, seconds):
     return after - before, text
 
 
+def rate_run(binary, pki, port, rate, seconds, devices=100, interval=None):
+    """One fleet at a fixed --rate (or --interval): events/s from its report, client CPU per
+    event, steady-state PUBACK p50/p99."""
+    report = tempfile.NamedTemporaryFile(suffix=".json", delete=False)
+    report.close()
+    pace = ["--interval", interval] if interval else ["--rate", str(rate)]
+    args = [binary, "run", "--endpoint", "localhost", "--port", str(port), "--ca", f"{pki}/ca.pem",
+            "--certs", f"{pki}/devices", "--devices", str(devices), "--qos", "1", *pace,
+            "--duration", f"{seconds}s", "--drain-timeout", "2s", "--report", report.name]
+    c0 = children_cpu()
+    subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=seconds + 120, check=False)
+    cpu = children_cpu() - c0
+    import json
+    with open(report.name) as f:
+        r = json.load(f)
+    os.unlink(report.name)
+    published = r["messages"]["published"]
+    lat = r["latency_ms"]["puback"]
+    return {"rate": published / max(r.get("running_s") or seconds, 1e-3), "cpu_us": cpu * 1e6 / max(published, 1),
+            "p50": lat["p50"], "p99": lat["p99"]}
+
+
 def children_cpu():
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -378,7 +405,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--sizes", default="1000,10000", help="idle fleet sizes")
     ap.add_argument("--seconds", type=int, default=20, help="throughput run length")
-    ap.add_argument("--only", choices=["idle", "throughput", "kinesis", "scale"],
+    ap.add_argument("--only", choices=["idle", "throughput", "rates", "kinesis", "scale"],
                     help="run one part (scale, the many-process fleet, runs only when asked)")
     ap.add_argument("--fleet", type=int, default=100000, help="scale: devices in the whole fleet")
     ap.add_argument("--shards", type=int, default=6, help="scale: processes (and brokers)")
@@ -386,6 +413,7 @@ def main():
     ap.add_argument("--steady", type=int, default=130, help="scale: seconds to run once every device is connected")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--bin", help="benchmark this freezer-fleet binary (e.g. a build of the previous commit, as a baseline)")
+    ap.add_argument("--baseline", help="rates: also run this binary (e.g. the previous commit's build), run for run in the same go")
     a = ap.parse_args()
     global BIN
     if a.bin:
@@ -462,6 +490,25 @@ def main():
                           f"{base_cpu:.1f} µs CPU/msg ({base_n:,} of {sent:,} messages counted at the broker"
                           + ("" if base_n >= sent else "; mosquitto_pub -l quits at end of input with messages still queued")
                           + ")")
+            if a.only in (None, "rates"):
+                # (f) CPU per QoS 1 event at fixed rates, 100 devices, and 1,000 devices at 1/s each;
+                # with --baseline, the other binary runs right after each run, so both see the same machine.
+                bins = [("this build", BIN)] + ([("baseline", os.path.abspath(a.baseline))] if a.baseline else [])
+                cases = [("max", None, 100), ("40000", None, 100), ("10000", None, 100), (None, "1s", 1000)]
+                for rate, interval, devices in cases:
+                    results = {name: [] for name, _ in bins}
+                    for _ in range(a.runs):
+                        for name, binary in bins:
+                            results[name].append(rate_run(binary, pki, broker.port, rate, a.seconds, devices, interval))
+                    what = f"--rate {rate}" if rate else f"--interval {interval}"
+                    line = f"(f) {devices} devices QoS 1 {what}, {a.seconds} s:"
+                    for name, _ in bins:
+                        rs = results[name]
+                        line += (f"  {name}: {median([r['rate'] for r in rs]):,.0f} msg/s, "
+                                 f"{median([r['cpu_us'] for r in rs]):.1f} µs CPU/msg "
+                                 f"(runs {', '.join('%.1f' % r['cpu_us'] for r in rs)}), "
+                                 f"PUBACK p50 {median([r['p50'] for r in rs]):.2f} ms p99 {median([r['p99'] for r in rs]):.1f} ms;")
+                    print(line.rstrip(";"))
             if a.only in (None, "kinesis"):
                 if not os.path.exists(os.path.join(VENV, "moto_server")):
                     raise SystemExit("moto_server is missing: run ./scripts/test.sh once (it installs .venv-tests)")
