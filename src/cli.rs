@@ -48,10 +48,23 @@ Examples:
   freezer-fleet run --sink firehose-proxy --url https://ingest.example.com/v1/freezers \
       --delivery-stream freezer-delivery --header 'x-api-key: ...' --devices 10
 
+  # Freezers a day in 24 minutes, with their state and alarm, hearing their shadow and commands
+  freezer-fleet run --config config/aws-iot.toml --speed 60 --fields state,alarm --listen
+
+  # Ugly data for the consumers downstream, every fault counted in the report
+  freezer-fleet run --config config/aws-iot.toml --faults 'duplicate=1/500,late=1/2000:30s,malformed=1/10000'
+
+  # Your own payload shape, or yesterday's recording ten times faster
+  freezer-fleet run --config config/aws-iot.toml --template config/templates/vehicle.json
+  freezer-fleet run --config config/aws-iot.toml --replay recorded.csv --speed 10
+
+  # A mixed fleet: [[group]] tables in the config file (README, \"Device groups\")
+
 Console while running (stdin):
   Enter          one event now from the next device in turn
   <device id>    one event now from that device (e.g. freezer3)
   all            one event now from every device
+  door|defrost|fail|fix <id|all>, setpoint <id|all> <°C>   act on the freezer model
   q              stop gracefully (so do Ctrl-C and SIGTERM; a second Ctrl-C skips waiting for acknowledgements)
 
 Exit codes: 0 done, 1 no device could connect, 2 bad input (the message names the flag or file).";
@@ -62,6 +75,7 @@ Examples:
   freezer-fleet run --config config/aws-iot.toml       a fleet against AWS IoT Core
   freezer-fleet certs init ./pki && freezer-fleet certs issue ./pki --devices 100
   freezer-fleet watch --endpoint localhost --ca ./pki/ca.pem --certs ./pki/devices --id freezer1
+  freezer-fleet command --endpoint localhost --ca ./pki/ca.pem --certs ./pki/devices --id freezer1 --to all --cmd defrost
 
 `freezer-fleet <command> --help` shows each command's flags and examples.";
 
