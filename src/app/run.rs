@@ -415,12 +415,33 @@ fn announce(cfg: &FleetConfig) {
         "{} device(s) -> {}, {}{}",
         cfg.devices.len(),
         targets.join(" and "),
-        cfg.schedule,
+        if cfg.groups.is_empty() {
+            cfg.schedule.to_string()
+        } else {
+            format!("in {} groups", cfg.groups.len())
+        },
         cfg.link
             .ramp_up
             .map(|r| format!(", connecting at most {r}/s"))
             .unwrap_or_default()
     );
+    for g in &cfg.groups {
+        let qos = g.qos.map_or(String::new(), |q| {
+            format!(", QoS {}", u8::from(q != rumqttc::QoS::AtMostOnce))
+        });
+        tracing::info!(
+            "group {}: {} device(s) (fleet positions {}..{}), {}{}{}",
+            g.name,
+            g.len(),
+            g.range.start + 1,
+            g.range.end,
+            g.schedule.unwrap_or(cfg.schedule),
+            g.topic
+                .as_ref()
+                .map_or(String::new(), |t| format!(", topic '{t}'")),
+            qos
+        );
+    }
     if let Some(p) = &cfg.replay {
         let skipped = if p.skipped_rows > 0 {
             let more = p.skipped_devices.len().saturating_sub(3);
