@@ -56,6 +56,18 @@ fn listening_fleet(pki: &Pki, port: u16, n: usize, extra: &[&str], client: &str)
     (fleet, reports)
 }
 
+/// Every event the subscriber got has the five usual keys and `extra`, nothing else.
+fn assert_every_event_has_exactly(sub: &Subscriber, extra: &[&str]) {
+    let expected: BTreeSet<String> = ["device_id", "seq", "ts", "temperature", "humidity"]
+        .iter()
+        .chain(extra)
+        .map(|k| k.to_string())
+        .collect();
+    let events = sub.events();
+    assert!(!events.is_empty());
+    assert!(events.iter().all(|e| keys(e) == expected), "{:?}", events[0]);
+}
+
 fn keys(e: &Value) -> BTreeSet<String> {
     e.as_object().unwrap().keys().cloned().collect()
 }
@@ -176,22 +188,7 @@ fn a_shadow_delta_sets_the_setpoint_and_the_temperature_follows() {
         assert_eq!(sps.len(), 1, "{id}: {sps:?}");
     }
     // `--fields state,setpoint`: exactly the five usual keys and those two.
-    let expected: BTreeSet<String> = [
-        "device_id",
-        "seq",
-        "ts",
-        "temperature",
-        "humidity",
-        "state",
-        "setpoint",
-    ]
-    .map(String::from)
-    .into();
-    assert!(
-        sub.events().iter().all(|e| keys(e) == expected),
-        "{:?}",
-        sub.events()[0]
-    );
+    assert_every_event_has_exactly(&sub, &["state", "setpoint"]);
     // freezer1's refused delta still got a report back (its state as it is).
     assert!(
         shadow1
@@ -272,24 +269,7 @@ fn console_verbs_act_on_the_model_and_fields_say_so() {
             .any(|e| e["setpoint"].as_f64() == Some(-25.0))
     );
     // `--fields all`: the five usual keys and the model's four, nothing else.
-    let expected: BTreeSet<String> = [
-        "device_id",
-        "seq",
-        "ts",
-        "temperature",
-        "humidity",
-        "state",
-        "setpoint",
-        "door_open",
-        "alarm",
-    ]
-    .map(String::from)
-    .into();
-    assert!(
-        sub.events().iter().all(|e| keys(e) == expected),
-        "{:?}",
-        sub.events()[0]
-    );
+    assert_every_event_has_exactly(&sub, &["state", "setpoint", "door_open", "alarm"]);
     // door + defrost + 2 setpoints + fix × 3 devices; the misspelt id never reached a device.
     assert!(stderr.contains("7 console actions"), "{stderr}");
 }

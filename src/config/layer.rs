@@ -309,9 +309,10 @@ mod tests {
             .lines()
             .map(|l| match l.strip_prefix("# ") {
                 Some(rest)
-                    if rest
-                        .split_once(" = ")
-                        .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')) =>
+                    if rest == "[[group]]"
+                        || rest
+                            .split_once(" = ")
+                            .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')) =>
                 {
                     rest
                 }
@@ -323,6 +324,9 @@ mod tests {
         assert_eq!(cfg.sink, Some(vec!["mqtt".to_string(), "kinesis".to_string()]));
         assert_eq!(cfg.stream.as_deref(), Some("freezer_data"));
         assert!(cfg.role_arn.is_some() && cfg.header.is_some());
+        let groups = cfg.group.expect("the [[group]] example");
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[1].name.as_deref(), Some("new"));
     }
 
     #[test]
