@@ -193,13 +193,14 @@ impl Device {
             }
         }
         // Churn: device i of the n connected takes turns i, i + n, i + 2n, … of the fleet's
-        // `per_second` turns a second, so the fleet cycles evenly.
+        // `per_second` turns a second, so the fleet cycles evenly; each turn in the middle of
+        // its slot, so none falls on the stage's last instant and races its end.
         let made_for = control.churn.map(|c| (c, connected));
         if made_for != self.churn_made_for {
             self.churn_made_for = made_for;
             let parked = self.parked;
             self.churn = control.churn.filter(|_| !parked).map(|(per_second, since)| {
-                let first = since + Duration::from_secs_f64(self.index as f64 / per_second);
+                let first = since + Duration::from_secs_f64((self.index as f64 + 0.5) / per_second);
                 super::ticker::Ticker::new(first, Duration::from_secs_f64(connected as f64 / per_second))
             });
         }
