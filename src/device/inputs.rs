@@ -70,11 +70,14 @@ impl Device {
             tokio::select! {
                 biased;
                 _ = self.links.phase.changed() => return LocalInput::Phase,
-                _ = tokio::time::sleep_until(late_due.unwrap_or_else(Instant::now)), if late_due.is_some() => {
+                // Each timer is made only when its branch is on (inside an async block): the
+                // loop runs for every event, and a made-and-dropped `Sleep` costs a clock read
+                // and a handle to the timer.
+                _ = async { tokio::time::sleep_until(late_due.expect("guarded")).await }, if late_due.is_some() => {
                     return LocalInput::LateDue;
                 }
-                _ = tokio::time::sleep_until(replay_due.unwrap_or_else(Instant::now)), if replay_due.is_some() => {
-                    return LocalInput::Replay(replay_due.unwrap_or_else(Instant::now));
+                _ = async { tokio::time::sleep_until(replay_due.expect("guarded")).await }, if replay_due.is_some() => {
+                    return LocalInput::Replay(replay_due.expect("guarded"));
                 }
                 at = async { self.timer.as_mut().expect("guarded").tick().await }, if has_timer => {
                     return LocalInput::Tick(at);
@@ -84,7 +87,7 @@ impl Device {
                     return LocalInput::Churn;
                 }
                 // A disconnect's grace is over: the loop closes now, acknowledged or not.
-                _ = tokio::time::sleep_until(closing.unwrap_or_else(Instant::now)), if closing.is_some() => {
+                _ = async { tokio::time::sleep_until(closing.expect("guarded")).await }, if closing.is_some() => {
                     return LocalInput::Phase;
                 }
                 m = self.links.inject_rx.recv(), if self.inject_open => match m {
