@@ -236,14 +236,18 @@ impl Fleet {
                 feed,
                 control: self.control.as_ref().map(|c| c.subscribe()),
             };
-            self.tasks.spawn(device::run(
+            let task = device::run(
                 dev,
                 index,
                 transport.clone(),
                 settings.clone(),
                 stats.clone(),
                 links,
-            ));
+            );
+            match crate::workers::next() {
+                Some(thread) => self.tasks.spawn_on(task, thread),
+                None => self.tasks.spawn(task),
+            };
         }
     }
 

@@ -26,7 +26,8 @@
 //!   (Kinesis PutRecords, Firehose PutRecordBatch: one batcher per sink), [`transport::proxy`]
 //!   (the HTTPS proxy in front of Firehose).
 //! - [`fleet`]: starts the devices on each sink (the first takes the readings and passes them to
-//!   the others), runs until the caller's stop future, drains, returns each sink's data.
+//!   the others), runs until the caller's stop future, drains, returns each sink's data;
+//!   [`workers`]: the threads the devices run on (one current-thread runtime per core).
 //! - [`console`]: stdin commands (Enter injects one event); [`live`]: the terminal's one writer
 //!   and the status line; [`nofile`]: the open-files limit; [`signals`] and [`stop`]: when to stop.
 //! - [`cause`]: connection errors → a typed [`cause::Kind`] and one actionable sentence.
@@ -79,3 +80,4 @@ mod stats;
 mod stop;
 mod transport;
 mod watch;
+mod workers;

@@ -129,6 +129,9 @@ impl Prepared {
                 s.credentials.origin
             );
         }
+        if let Err(e) = crate::workers::start() {
+            tracing::warn!("device threads: {e}; the devices share the main runtime");
+        }
         let mut fleet = Fleet::new(cfg, cfg.sinks.kinds.len());
         let seed = cfg.seed.value;
         for kind in &cfg.sinks.kinds {
