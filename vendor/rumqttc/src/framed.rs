@@ -28,7 +28,10 @@ impl Network {
         };
         // freezer-fleet patch: a 1 KiB read buffer to start with (tokio-util's default is 8 KiB
         // per connection); it grows when a larger packet arrives.
-        let framed = Framed::with_capacity(socket, codec, 1024);
+        let mut framed = Framed::with_capacity(socket, codec, 1024);
+        // freezer-fleet patch: the write buffer starts empty and grows to the packets written
+        // (an idle connection writes CONNECT and PINGREQ only), instead of 1 KiB up front.
+        *framed.write_buffer_mut() = bytes::BytesMut::new();
 
         Network {
             framed,

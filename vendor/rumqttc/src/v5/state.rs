@@ -125,9 +125,13 @@ impl MqttState {
             last_pkid: 0,
             inflight: 0,
             // index 0 is wasted as 0 is not a valid packet id
-            outgoing_pub: vec![None; max_inflight as usize + 1],
+            // freezer-fleet patch: grown to the highest packet id in use instead of
+            // `max_inflight + 1` slots up front (6.5 KB at 100 for every connection, idle or not).
+            outgoing_pub: Vec::new(),
             outgoing_rel: FixedBitSet::with_capacity(max_inflight as usize + 1),
-            incoming_pub: FixedBitSet::with_capacity(u16::MAX as usize + 1),
+            // freezer-fleet patch: grown on the first incoming QoS 2 publish instead of 8 KiB
+            // up front for every connection (publish-only clients never receive one).
+            incoming_pub: FixedBitSet::new(),
             collision: None,
             // TODO: Optimize these sizes later
             events: VecDeque::with_capacity(100),
@@ -337,6 +341,9 @@ impl MqttState {
             }
             QoS::ExactlyOnce => {
                 let pkid = publish.pkid;
+                if self.incoming_pub.len() <= pkid as usize {
+                    self.incoming_pub.grow(u16::MAX as usize + 1);
+                }
                 self.incoming_pub.insert(pkid as usize);
 
                 if !self.manual_acks {
@@ -372,7 +379,7 @@ impl MqttState {
         }
 
         if let Some(publish) = self.check_collision(puback.pkid) {
-            self.outgoing_pub[publish.pkid as usize] = Some(publish.clone());
+            *self.outgoing_slot(publish.pkid) = Some(publish.clone());
             self.inflight += 1;
 
             let pkid = publish.pkid;
@@ -474,15 +481,23 @@ impl MqttState {
     fn outgoing_publish(&mut self, mut publish: Publish) -> Result<Option<Packet>, StateError> {
         if publish.qos != QoS::AtMostOnce {
             if publish.pkid == 0 {
+                // freezer-fleet patch: with nothing in flight, packet ids start again at 1 (an
+                // acknowledged id is free), so a client that publishes slower than its round
+                // trip keeps one slot instead of cycling through all of them.
+                if self.inflight == 0 && self.collision.is_none() {
+                    self.last_pkid = 0;
+                }
                 publish.pkid = self.next_pkid();
             }
 
             let pkid = publish.pkid;
+            if pkid > self.max_outgoing_inflight_upper_limit {
+                return Err(StateError::Unsolicited(pkid));
+            }
             if self
                 .outgoing_pub
-                .get(publish.pkid as usize)
-                .ok_or(StateError::Unsolicited(publish.pkid))?
-                .is_some()
+                .get(pkid as usize)
+                .is_some_and(|slot| slot.is_some())
             {
                 info!("Collision on packet id = {:?}", publish.pkid);
                 self.collision = Some(publish);
@@ -493,7 +508,7 @@ impl MqttState {
 
             // if there is an existing publish at this pkid, this implies that broker hasn't acked this
             // packet yet. This error is possible only when broker isn't acking sequentially
-            self.outgoing_pub[pkid as usize] = Some(publish.clone());
+            *self.outgoing_slot(pkid) = Some(publish.clone());
             self.inflight += 1;
         };
 
@@ -665,6 +680,15 @@ impl MqttState {
     /// http://stackoverflow.com/questions/11115364/mqtt-messageid-practical-implementation
     /// Packet ids are incremented till maximum set inflight messages and reset to 1 after that.
     ///
+    /// freezer-fleet patch: the slot of an outgoing packet id, growing the slots to reach it.
+    fn outgoing_slot(&mut self, pkid: u16) -> &mut Option<Publish> {
+        let i = pkid as usize;
+        if self.outgoing_pub.len() <= i {
+            self.outgoing_pub.resize(i + 1, None);
+        }
+        &mut self.outgoing_pub[i]
+    }
+
     fn next_pkid(&mut self) -> u16 {
         let next_pkid = self.last_pkid + 1;
 
