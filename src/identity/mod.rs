@@ -21,6 +21,7 @@ use crate::input;
 
 pub mod devices;
 pub mod layout;
+mod session;
 
 pub use devices::{DeviceConfig, Identity};
 
@@ -145,11 +146,12 @@ pub fn client_config(
             ),
         })?;
     config.alpn_protocols = alpn.to_vec();
-    // A device talks to one endpoint: a session cache for one server (rustls' default sizes
-    // one for 32, ~12 KB per device when every device has its own certificate). Resumption
-    // stays on, so reconnects after a cut cost less. Never share a cache between identities:
-    // a resumed session carries the identity it was made with.
-    config.resumption = rustls::client::Resumption::in_memory_sessions(8);
+    // A device talks to one endpoint: its session memory holds one server's latest ticket
+    // (`session`; rustls' default cache holds 32 servers' and every ticket, ~12 KB per device
+    // when every device has its own certificate). Resumption stays on, so reconnects after a
+    // cut cost less. Never share it between identities: a resumed session carries the identity
+    // it was made with.
+    config.resumption = rustls::client::Resumption::store(Arc::new(session::OneSession::default()));
     Ok(Arc::new(config))
 }
 
@@ -162,7 +164,7 @@ pub fn server_only_config(roots: Arc<RootCertStore>, alpn: &[Vec<u8>]) -> Result
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.to_vec();
-    config.resumption = rustls::client::Resumption::in_memory_sessions(8);
+    config.resumption = rustls::client::Resumption::store(Arc::new(session::OneSession::default()));
     Ok(Arc::new(config))
 }
 
