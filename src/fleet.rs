@@ -217,7 +217,7 @@ impl Fleet {
         for (i, dev) in self.devices.iter().cloned().enumerate() {
             let (settings, stats) = &per_group[dev.group.min(per_group.len() - 1)];
             let index = dev.index;
-            let (tx, inject_rx) = mpsc::channel(INJECT_QUEUE);
+            let (tx, inject_rx) = device::mailbox::mailbox(INJECT_QUEUE);
             let feed = if first {
                 self.injectors.add(dev.id.clone(), tx);
                 Feed::Own {
@@ -387,7 +387,7 @@ impl std::fmt::Display for Refusal {
 #[derive(Clone, Default)]
 pub struct Injectors {
     ids: Vec<String>,
-    txs: Vec<mpsc::Sender<Poke>>,
+    txs: Vec<device::mailbox::PokeTx>,
     by_id: Arc<HashMap<String, usize>>,
     next: usize,
 }
@@ -402,7 +402,7 @@ impl Injectors {
         }
     }
 
-    fn add(&mut self, id: String, tx: mpsc::Sender<Poke>) {
+    fn add(&mut self, id: String, tx: device::mailbox::PokeTx) {
         Arc::make_mut(&mut self.by_id).insert(id.clone(), self.ids.len());
         self.ids.push(id);
         self.txs.push(tx);
@@ -448,8 +448,8 @@ impl Injectors {
     fn send(&self, i: usize, poke: Poke) -> Result<(), Refusal> {
         match self.txs[i].try_send(poke) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(Refusal::Busy(self.ids[i].clone())),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Refusal::NotRunning(self.ids[i].clone())),
+            Err(device::mailbox::Refused::Full) => Err(Refusal::Busy(self.ids[i].clone())),
+            Err(device::mailbox::Refused::Closed) => Err(Refusal::NotRunning(self.ids[i].clone())),
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod faults;
 mod inputs;
 pub mod ledger;
 pub mod listen;
+pub mod mailbox;
 pub mod phase;
 pub mod reconnect;
 mod replay;
@@ -131,7 +132,7 @@ pub enum InjectNote {
 
 /// The channels between the fleet and one device.
 pub struct DeviceLinks {
-    pub inject_rx: mpsc::Receiver<Poke>,
+    pub inject_rx: mailbox::PokeRx,
     pub notes: mpsc::UnboundedSender<InjectNote>,
     pub phase: PhaseWatch,
     pub feed: Feed,
