@@ -7,7 +7,8 @@ mosquitto with mutual TLS on loopback, every device with its own certificate.
 
 Measures (client = the freezer-fleet process, read from /proc):
   (a) N idle devices: RSS per device (total and marginal between sizes), seconds to connect
-      all, client CPU per connect (CPU spent between the fleet starting and the last CONNACK)
+      all, client CPU per device to load its identity (start to the start line) and per connect
+      (the start line to the last CONNACK)
   (b) 100 devices, QoS 1, --rate max, 20 s: messages/s counted at the broker ($SYS), client CPU
       microseconds per message
   (c) the same at QoS 0
@@ -16,8 +17,13 @@ Measures (client = the freezer-fleet process, read from /proc):
       records per batch, client CPU microseconds per event
   (f) with --only rates (in the full run too): 100 devices at QoS 1 and --rate max, 40000 and
       10000, and 1,000 devices at one event a second each: events/s, client CPU microseconds
-      per event, steady-state PUBACK p50/p99; with --baseline BIN, that binary runs right after
-      each run in the same go (the previous commit's build, for before/after figures)
+      per event, steady-state PUBACK p50/p99, beside the reference client (bench/refclient.rs:
+      one task per TLS connection, rumqttc's codec, nothing else) at the same rate
+  (g) the latency row: (f)'s 10,000 msg/s PUBACK percentiles against the reference client's
+  (h) with --only rsa (in the full run too): --rsa-devices idle devices with RSA-2048 keys, the
+      CPU to load each key apart from the CPU per handshake
+  With --baseline BIN, rows (a), (f), (g) and (h) also run that binary (the previous commit's
+  build), run for run in the same go, and print its figures beside this build's.
   (e) with --only scale: a fleet of --fleet devices (default 100,000), each its own certificate,
       as --shards processes (`run --shard I/N`; default 6, as this box's hard open-files limit
       of 20,000 per process holds ~19,900 devices) against one mosquitto per shard (the broker
@@ -35,6 +41,7 @@ import argparse, os, re, resource, shutil, signal, socket, statistics, subproces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "freezer-fleet")
+REF = os.path.join(ROOT, "target", "release", "examples", "refclient")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -142,8 +149,13 @@ def settled_counter(pki, port, topic):
 def fleet(pki, port, args, wait_for, timeout):
     """Starts the fleet; returns (proc, stderr path). Waits until `wait_for` shows on stderr."""
     err = tempfile.NamedTemporaryFile("w+", delete=False, suffix=".log")
+    certs = f"{pki}/devices"
+    if "--certs" in args:
+        i = args.index("--certs")
+        certs = args[i + 1]
+        args = args[:i] + args[i + 2:]
     cmd = [BIN, "run", "--endpoint", "localhost", "--port", str(port), "--ca", f"{pki}/ca.pem",
-           "--certs", f"{pki}/devices", "--profile", "none"] + args
+           "--certs", certs, "--profile", "none"] + args
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                             env=dict(os.environ, NO_COLOR="1"))
     return proc, err.name
@@ -174,8 +186,18 @@ def stop(proc):
             proc.wait()
 
 
-def idle_run(pki, port, n):
-    proc, err = fleet(pki, port, ["--devices", str(n), "--interval", "0"], None, 0)
+def idle_run(pki, port, n, binary=None, certs=None):
+    """N idle devices: RSS, seconds to connect all, client CPU per device to load its identity
+    (process start to the start line: files read, keys parsed, TLS configs built) and per
+    connect (start line to the last CONNACK: the handshakes)."""
+    global BIN
+    saved = BIN
+    BIN = binary or BIN
+    try:
+        proc, err = fleet(pki, port, ["--devices", str(n), "--interval", "0"]
+                          + (["--certs", certs] if certs else []), None, 0)
+    finally:
+        BIN = saved
     wait_line(err, r"device\(s\) -> ", proc, 120)
     cpu0 = cpu_seconds(proc.pid)
     m = wait_line(err, rf"(\d+) of {n} device\(s\) connected in ([\d.]+) s", proc, 300)
@@ -187,7 +209,8 @@ def idle_run(pki, port, n):
     os.unlink(err)
     if connected != n:
         raise SystemExit(f"only {connected} of {n} connected")
-    return {"rss_kb": rss, "connect_s": secs, "cpu_per_connect_ms": (cpu1 - cpu0) * 1000 / n}
+    return {"rss_kb": rss, "connect_s": secs, "cpu_per_load_ms": cpu0 * 1000 / n,
+            "cpu_per_connect_ms": (cpu1 - cpu0) * 1000 / n}
 
 
 def throughput_run(pki, port, qos, seconds):
@@ -202,15 +225,23 @@ def throughput_run(pki, port, qos, seconds):
     return after - before, text
 
 
+def start_instant(lead=3):
+    """A schedule start `lead` seconds ahead, on a whole second: every device connects before it,
+    so the figures are the steady state's (the connect phase's handshakes keep the broker busy)."""
+    return int(time.time()) + lead + 1
+
+
 def rate_run(binary, pki, port, rate, seconds, devices=100, interval=None):
-    """One fleet at a fixed --rate (or --interval): events/s from its report, client CPU per
-    event, steady-state PUBACK p50/p99."""
+    """One fleet at a fixed --rate (or --interval), its schedule starting once every device is
+    connected (--start-at): events/s from its report, client CPU per event (the whole process,
+    connects included), PUBACK p50/p99."""
     report = tempfile.NamedTemporaryFile(suffix=".json", delete=False)
     report.close()
     pace = ["--interval", interval] if interval else ["--rate", str(rate)]
+    start_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_instant()))
     args = [binary, "run", "--endpoint", "localhost", "--port", str(port), "--ca", f"{pki}/ca.pem",
             "--certs", f"{pki}/devices", "--devices", str(devices), "--qos", "1", *pace,
-            "--duration", f"{seconds}s", "--drain-timeout", "2s", "--report", report.name]
+            "--start-at", start_at, "--duration", f"{seconds}s", "--drain-timeout", "2s", "--report", report.name]
     c0 = children_cpu()
     subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    timeout=seconds + 120, check=False)
@@ -223,6 +254,48 @@ def rate_run(binary, pki, port, rate, seconds, devices=100, interval=None):
     lat = r["latency_ms"]["puback"]
     return {"rate": published / max(r.get("running_s") or seconds, 1e-3), "cpu_us": cpu * 1e6 / max(published, 1),
             "p50": lat["p50"], "p99": lat["p99"]}
+
+
+def ref_run(binary, pki, port, rate, seconds, devices=100):
+    """The reference client (bench/refclient.rs) at the same rate, its schedule starting once
+    every device is connected: events/s, client CPU per event, PUBACK p50/p99 from the write of
+    each PUBLISH."""
+    import json
+    c0 = children_cpu()
+    out = subprocess.run([binary, "--port", str(port), "--ca", f"{pki}/ca.pem", "--certs", f"{pki}/devices",
+                          "--devices", str(devices), "--rate", str(rate), "--seconds", str(seconds),
+                          "--start-at-unix", str(start_instant())],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=seconds + 120)
+    cpu = children_cpu() - c0
+    if out.returncode != 0:
+        raise SystemExit(f"refclient failed: {out.stderr[-2000:]}")
+    r = json.loads(out.stdout)
+    if r["connected"] != devices:
+        raise SystemExit(f"refclient: only {r['connected']} of {devices} connected: {out.stderr[-2000:]}")
+    return {"rate": r["published"] / max(r["seconds"], 1e-3), "cpu_us": cpu * 1e6 / max(r["published"], 1),
+            "p50": r["puback_ms"]["p50"], "p99": r["puback_ms"]["p99"]}
+
+
+def rsa_pki(pki, n):
+    """N device folders with RSA-2048 keys (IoT Core's console hands these out), signed by the
+    bench's CA with openssl: one key shared by the certificates, as generating 1,000 RSA keys
+    takes minutes and each device still loads and uses its own copy."""
+    out = os.path.join(pki, "rsa")
+    os.makedirs(out, exist_ok=True)
+    key = os.path.join(out, "shared.key")
+    subprocess.run(["openssl", "genrsa", "-out", key, "2048"], check=True, capture_output=True)
+    for i in range(1, n + 1):
+        d = os.path.join(out, f"freezer{i}")
+        os.makedirs(d, exist_ok=True)
+        csr = subprocess.run(["openssl", "req", "-new", "-key", key, "-subj", f"/CN=freezer{i}"],
+                             check=True, capture_output=True).stdout
+        subprocess.run(["openssl", "x509", "-req", "-CA", f"{pki}/ca.pem", "-CAkey", f"{pki}/ca.key",
+                        "-CAcreateserial", "-days", "30", "-out", os.path.join(d, "certificate.pem.crt")],
+                       input=csr, check=True, capture_output=True)
+        shutil.copy(key, os.path.join(d, "private.pem.key"))
+        os.chmod(os.path.join(d, "private.pem.key"), 0o600)
+    os.unlink(key)
+    return out
 
 
 def children_cpu():
@@ -405,7 +478,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--sizes", default="1000,10000", help="idle fleet sizes")
     ap.add_argument("--seconds", type=int, default=20, help="throughput run length")
-    ap.add_argument("--only", choices=["idle", "throughput", "rates", "kinesis", "scale"],
+    ap.add_argument("--only", choices=["idle", "throughput", "rates", "rsa", "kinesis", "scale"],
                     help="run one part (scale, the many-process fleet, runs only when asked)")
     ap.add_argument("--fleet", type=int, default=100000, help="scale: devices in the whole fleet")
     ap.add_argument("--shards", type=int, default=6, help="scale: processes (and brokers)")
@@ -413,7 +486,8 @@ def main():
     ap.add_argument("--steady", type=int, default=130, help="scale: seconds to run once every device is connected")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--bin", help="benchmark this freezer-fleet binary (e.g. a build of the previous commit, as a baseline)")
-    ap.add_argument("--baseline", help="rates: also run this binary (e.g. the previous commit's build), run for run in the same go")
+    ap.add_argument("--baseline", help="idle, rates and rsa: also run this binary (e.g. the previous commit's build), run for run in the same go")
+    ap.add_argument("--rsa-devices", type=int, default=1000, help="rsa: devices with RSA-2048 keys")
     a = ap.parse_args()
     global BIN
     if a.bin:
@@ -424,6 +498,9 @@ def main():
             raise SystemExit(f"{tool} is missing: apt-get install mosquitto mosquitto-clients")
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
+    if a.only in (None, "rates") and (not a.no_build or not os.path.exists(REF)):
+        subprocess.run(["cargo", "build", "--release", "--locked", "--example", "refclient"], cwd=ROOT, check=True)
+    bins = [("this build", BIN)] + ([("baseline", os.path.abspath(a.baseline))] if a.baseline else [])
     raise_nofile()
     sizes = [int(x) for x in a.sizes.split(",")]
     work = tempfile.mkdtemp(prefix="ff-bench-")
@@ -458,17 +535,41 @@ def main():
                       f"({sum(hwm) / f['devices']:.1f} KB/device), all shards at once {f['fleet_rss_peak_kb'] / 1024:.0f} MiB; "
                       f"the {a.shards} brokers {f['broker_rss_kb'] / 1024:.0f} MiB")
             if a.only in (None, "idle"):
-                rows = {}
+                # (a) idle devices; with --baseline, the other binary runs right after each run.
+                rows = {name: {} for name, _ in bins}
                 for n in sizes:
-                    runs = [idle_run(pki, broker.port, n) for _ in range(a.runs)]
-                    rows[n] = {k: median([r[k] for r in runs]) for k in runs[0]}
-                    r = rows[n]
-                    print(f"(a) {n:>6} idle mTLS devices: RSS {r['rss_kb'] / 1024:.1f} MiB = {r['rss_kb'] / n:.1f} KB/device, "
-                          f"all connected in {r['connect_s']:.2f} s, client CPU {r['cpu_per_connect_ms']:.3f} ms/connect")
+                    runs = {name: [] for name, _ in bins}
+                    for _ in range(a.runs):
+                        for name, binary in bins:
+                            runs[name].append(idle_run(pki, broker.port, n, binary))
+                    for name, _ in bins:
+                        rs = runs[name]
+                        rows[name][n] = r = {k: median([x[k] for x in rs]) for k in rs[0]}
+                        print(f"(a) {n:>6} idle mTLS devices, {name}: RSS {r['rss_kb'] / 1024:.1f} MiB = {r['rss_kb'] / n:.1f} KB/device, "
+                              f"all connected in {r['connect_s']:.2f} s, client CPU {r['cpu_per_load_ms']:.3f} ms/device to load, "
+                              f"{r['cpu_per_connect_ms']:.3f} ms/connect (runs {', '.join('%.3f' % x['cpu_per_connect_ms'] for x in rs)})")
                 if len(sizes) >= 2:
                     lo, hi = sizes[0], sizes[-1]
-                    marginal = (rows[hi]["rss_kb"] - rows[lo]["rss_kb"]) / (hi - lo)
-                    print(f"    marginal RSS between {lo} and {hi} devices: {marginal:.1f} KB/device")
+                    line = f"    marginal RSS between {lo} and {hi} idle devices:"
+                    for name, _ in bins:
+                        rw = rows[name]
+                        line += f"  {name}: {(rw[hi]['rss_kb'] - rw[lo]['rss_kb']) / (hi - lo):.1f} KB/device;"
+                    print(line.rstrip(";"))
+            if a.only in (None, "rsa"):
+                # (h) devices with RSA-2048 keys: loading the keys apart from the handshakes.
+                rsa = rsa_pki(pki, a.rsa_devices)
+                runs = {name: [] for name, _ in bins}
+                for _ in range(a.runs):
+                    for name, binary in bins:
+                        runs[name].append(idle_run(pki, broker.port, a.rsa_devices, binary, rsa))
+                line = f"(h) {a.rsa_devices} devices with RSA-2048 keys:"
+                for name, _ in bins:
+                    rs = runs[name]
+                    line += (f"  {name}: {median([x['cpu_per_load_ms'] for x in rs]):.3f} ms CPU/device to load, "
+                             f"{median([x['cpu_per_connect_ms'] for x in rs]):.3f} ms/connect "
+                             f"(runs {', '.join('%.3f' % x['cpu_per_connect_ms'] for x in rs)}), "
+                             f"all connected in {median([x['connect_s'] for x in rs]):.2f} s;")
+                print(line.rstrip(";"))
             if a.only in (None, "throughput"):
                 for qos in (1, 0):
                     rates, cpus = [], []
@@ -491,24 +592,36 @@ def main():
                           + ("" if base_n >= sent else "; mosquitto_pub -l quits at end of input with messages still queued")
                           + ")")
             if a.only in (None, "rates"):
-                # (f) CPU per QoS 1 event at fixed rates, 100 devices, and 1,000 devices at 1/s each;
-                # with --baseline, the other binary runs right after each run, so both see the same machine.
-                bins = [("this build", BIN)] + ([("baseline", os.path.abspath(a.baseline))] if a.baseline else [])
+                # (f) CPU per QoS 1 event at fixed rates, 100 devices, and 1,000 devices at 1/s each,
+                # beside the reference client (bench/refclient.rs) at the same rate; with --baseline,
+                # the other binary runs right after each run, so all see the same machine.
+                # (g) the latency row: the 10,000/s case's PUBACK percentiles against the reference's.
                 cases = [("max", None, 100), ("40000", None, 100), ("10000", None, 100), (None, "1s", 1000)]
+                lat = {}
                 for rate, interval, devices in cases:
-                    results = {name: [] for name, _ in bins}
+                    results = {name: [] for name, _ in bins + [("reference client", REF)]}
                     for _ in range(a.runs):
                         for name, binary in bins:
                             results[name].append(rate_run(binary, pki, broker.port, rate, a.seconds, devices, interval))
+                        results["reference client"].append(
+                            ref_run(REF, pki, broker.port, rate or devices, a.seconds, devices))
                     what = f"--rate {rate}" if rate else f"--interval {interval}"
-                    line = f"(f) {devices} devices QoS 1 {what}, {a.seconds} s:"
+                    print(f"(f) {devices} devices QoS 1 {what}, {a.seconds} s:")
+                    for name, rs in results.items():
+                        print(f"    {name:>16}: {median([r['rate'] for r in rs]):>9,.0f} msg/s, "
+                              f"{median([r['cpu_us'] for r in rs]):6.1f} µs CPU/msg "
+                              f"(runs {', '.join('%.1f' % r['cpu_us'] for r in rs)}), "
+                              f"PUBACK p50 {median([r['p50'] for r in rs]):.3f} ms p99 {median([r['p99'] for r in rs]):.1f} ms")
+                    if rate == "10000":
+                        lat = {name: (median([r["p50"] for r in rs]), median([r["p99"] for r in rs]))
+                               for name, rs in results.items()}
+                if lat:
+                    ref50, ref99 = lat["reference client"]
+                    line = "(g) PUBACK latency at 10,000 msg/s, 100 devices (steady state, from the intended instant):"
                     for name, _ in bins:
-                        rs = results[name]
-                        line += (f"  {name}: {median([r['rate'] for r in rs]):,.0f} msg/s, "
-                                 f"{median([r['cpu_us'] for r in rs]):.1f} µs CPU/msg "
-                                 f"(runs {', '.join('%.1f' % r['cpu_us'] for r in rs)}), "
-                                 f"PUBACK p50 {median([r['p50'] for r in rs]):.2f} ms p99 {median([r['p99'] for r in rs]):.1f} ms;")
-                    print(line.rstrip(";"))
+                        p50, p99 = lat[name]
+                        line += f"  {name}: p50 {p50:.3f} ms ({p50 - ref50:+.3f} vs the reference) p99 {p99:.1f} ms;"
+                    print(line + f"  reference client (from the write): p50 {ref50:.3f} ms p99 {ref99:.1f} ms")
             if a.only in (None, "kinesis"):
                 if not os.path.exists(os.path.join(VENV, "moto_server")):
                     raise SystemExit("moto_server is missing: run ./scripts/test.sh once (it installs .venv-tests)")
