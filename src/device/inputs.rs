@@ -117,15 +117,18 @@ impl Device {
     pub(super) fn on_local(&mut self, input: LocalInput) {
         match input {
             LocalInput::Tick(_) if self.parked => {}
-            LocalInput::Tick(intended) => {
+            LocalInput::Tick(at) => {
+                // The reading is taken at its instant; its latencies count from the moment
+                // the timer fired, if that came first (`ticker::EARLY`).
+                let from = super::ticker::measured_from(at);
                 // How late the timer fired: the generator's own delay, not the endpoint's
                 // (while connected: before, the device waits for its connection anyway).
                 if self.online() {
-                    self.stats.record_sched(self.index, intended.elapsed());
+                    self.stats.record_sched(self.index, from.elapsed());
                 }
                 if self.links.phase.running() && !self.count_reached() {
                     self.timed_taken += 1;
-                    self.take_reading(intended, false);
+                    self.take_reading(at, from, false);
                     if self.count_reached() {
                         self.timer = None;
                     }
@@ -134,7 +137,8 @@ impl Device {
             LocalInput::Inject => {
                 let id = self.id.clone();
                 let note = if self.links.phase.running() {
-                    let seq = self.take_reading(Instant::now(), true);
+                    let now = Instant::now();
+                    let seq = self.take_reading(now, now, true);
                     self.stats.messages.injected.inc();
                     InjectNote::Taken {
                         id,
@@ -241,9 +245,10 @@ impl Device {
         }
     }
 
-    /// Takes the next reading and queues its event, meant to be sent at `intended`; returns its seq.
-    fn take_reading(&mut self, intended: Instant, injected: bool) -> u64 {
-        let t = self.sim_time(intended);
+    /// Takes the reading meant for `at` and queues its event, whose latencies count from
+    /// `intended` (the moment its timer fired, when that came first); returns its seq.
+    fn take_reading(&mut self, at: Instant, intended: Instant, injected: bool) -> u64 {
+        let t = self.sim_time(at);
         self.freezer.advance_to(t);
         let reading = self.freezer.reading();
         self.report_state(false);

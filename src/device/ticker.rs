@@ -5,9 +5,10 @@
 //! tokio's timer is 1 ms-grained and never fires before its deadline: woken at its instant, a
 //! device would send ~1 ms after it (the median `sched` lateness was 1.1 ms at 10,000 events/s),
 //! and that delay would count in every latency measured from the intended instant. So the
-//! timer is set [`EARLY`] before the instant, and a tick that comes early says so: it returns
-//! the moment it fired, from which the event's latencies are then measured (never from an
-//! instant still to come). A late tick returns the instant it was meant for, as before.
+//! timer is set [`EARLY`] before the instant. A tick still returns the instant it was meant for
+//! (readings are taken at it, so a seeded run repeats exactly); the device measures an early
+//! tick's latencies from the moment it fired ([`measured_from`]), never from an instant still
+//! to come.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -16,6 +17,12 @@ use tokio::time::{Instant, Sleep};
 
 /// How much before its instant a tick's timer is set: one grain of tokio's timer.
 pub const EARLY: Duration = Duration::from_millis(1);
+
+/// Where an event meant for `at` counts its latencies from: `at`, or now if `at` is still to
+/// come (the tick fired early).
+pub fn measured_from(at: Instant) -> Instant {
+    at.min(Instant::now())
+}
 
 pub struct Ticker {
     sleep: Pin<Box<Sleep>>,
@@ -38,14 +45,14 @@ impl Ticker {
         }
     }
 
-    /// Waits for the next tick; returns the instant it was meant for, or the moment it fired
-    /// when that came first (at most [`EARLY`] before). Cancel-safe.
+    /// Waits for the next tick (it comes up to [`EARLY`] before its instant); returns the
+    /// instant it was meant for. Cancel-safe.
     pub async fn tick(&mut self) -> Instant {
         (&mut self.sleep).await;
         let at = self.due;
         self.due = at + self.period;
         self.sleep.as_mut().reset(wake_for(self.due));
-        at.min(Instant::now())
+        at
     }
 
     /// From now on every `period`: the next tick comes one new period after the last one (now,
@@ -63,23 +70,26 @@ mod tests {
     use super::*;
 
     /// With tokio's clock paused, timers fire exactly when set: each tick comes `EARLY` before
-    /// its instant and says so.
+    /// its instant, returns that instant, and its latencies count from the moment it fired.
     #[tokio::test(start_paused = true)]
     async fn ticks_keep_their_schedule_and_a_new_period_counts_from_the_last_tick() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut t = Ticker::new(t0 + ms(100), Duration::from_secs(1));
-        assert_eq!(t.tick().await - t0, ms(100) - EARLY);
+        let at = t.tick().await;
+        assert_eq!(at - t0, ms(100));
         assert_eq!(Instant::now() - t0, ms(99));
-        assert_eq!(t.tick().await - t0, ms(1100) - EARLY);
+        assert_eq!(measured_from(at) - t0, ms(99));
+        assert_eq!(t.tick().await - t0, ms(1100));
         t.set_period(ms(250));
-        assert_eq!(t.tick().await - t0, ms(1350) - EARLY);
+        assert_eq!(t.tick().await - t0, ms(1350));
         // A longer period after a long quiet: not a burst to catch up, the next tick is now.
         tokio::time::sleep(Duration::from_secs(5)).await;
         t.set_period(ms(100));
         let now = Instant::now();
         assert_eq!(t.tick().await, now);
-        assert_eq!(t.tick().await - now, ms(100) - EARLY);
+        assert_eq!(t.tick().await - now, ms(100));
+        assert_eq!(Instant::now() - now, ms(99));
     }
 
     /// A tick that fires late (the task was busy) returns the instant it was meant for, and
@@ -90,10 +100,13 @@ mod tests {
         let ms = Duration::from_millis;
         let mut t = Ticker::new(t0 + ms(10), ms(10));
         tokio::time::sleep(ms(35)).await;
-        assert_eq!(t.tick().await - t0, ms(10));
+        let at = t.tick().await;
+        assert_eq!(at - t0, ms(10));
+        assert_eq!(measured_from(at), at);
         assert_eq!(t.tick().await - t0, ms(20));
         assert_eq!(t.tick().await - t0, ms(30));
         assert_eq!(Instant::now() - t0, ms(35));
-        assert_eq!(t.tick().await - t0, ms(40) - EARLY);
+        assert_eq!(t.tick().await - t0, ms(40));
+        assert_eq!(Instant::now() - t0, ms(39));
     }
 }
