@@ -146,16 +146,12 @@ def settled_counter(pki, port, topic):
     return last
 
 
-def fleet(pki, port, args, wait_for, timeout):
-    """Starts the fleet; returns (proc, stderr path). Waits until `wait_for` shows on stderr."""
+def fleet(pki, port, args, binary=None, certs=None):
+    """Starts a fleet (`binary`, default this build) of the devices in `certs` (default the
+    bench PKI's); returns (proc, stderr path)."""
     err = tempfile.NamedTemporaryFile("w+", delete=False, suffix=".log")
-    certs = f"{pki}/devices"
-    if "--certs" in args:
-        i = args.index("--certs")
-        certs = args[i + 1]
-        args = args[:i] + args[i + 2:]
-    cmd = [BIN, "run", "--endpoint", "localhost", "--port", str(port), "--ca", f"{pki}/ca.pem",
-           "--certs", certs, "--profile", "none"] + args
+    cmd = [binary or BIN, "run", "--endpoint", "localhost", "--port", str(port), "--ca", f"{pki}/ca.pem",
+           "--certs", certs or f"{pki}/devices", "--profile", "none"] + args
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                             env=dict(os.environ, NO_COLOR="1"))
     return proc, err.name
@@ -190,14 +186,7 @@ def idle_run(pki, port, n, binary=None, certs=None):
     """N idle devices: RSS, seconds to connect all, client CPU per device to load its identity
     (process start to the start line: files read, keys parsed, TLS configs built) and per
     connect (start line to the last CONNACK: the handshakes)."""
-    global BIN
-    saved = BIN
-    BIN = binary or BIN
-    try:
-        proc, err = fleet(pki, port, ["--devices", str(n), "--interval", "0"]
-                          + (["--certs", certs] if certs else []), None, 0)
-    finally:
-        BIN = saved
+    proc, err = fleet(pki, port, ["--devices", str(n), "--interval", "0"], binary, certs)
     wait_line(err, r"device\(s\) -> ", proc, 120)
     cpu0 = cpu_seconds(proc.pid)
     m = wait_line(err, rf"(\d+) of {n} device\(s\) connected in ([\d.]+) s", proc, 300)
@@ -216,7 +205,7 @@ def idle_run(pki, port, n, binary=None, certs=None):
 def throughput_run(pki, port, qos, seconds):
     before = settled_counter(pki, port, "$SYS/broker/publish/messages/received")
     proc, err = fleet(pki, port, ["--devices", "100", "--qos", str(qos), "--rate", "max",
-                                  "--duration", f"{seconds}s", "--drain-timeout", "2s"], None, 0)
+                                  "--duration", f"{seconds}s", "--drain-timeout", "2s"])
     proc.wait(seconds + 60)
     after = settled_counter(pki, port, "$SYS/broker/publish/messages/received")
     with open(err) as f:
@@ -451,7 +440,7 @@ def scale_run(pki, work, fleet_size, shards, ramp, steady):
         for i, b in enumerate(brokers):
             report = os.path.join(work, f"shard{i}.json")
             proc, err = fleet(pki, b.port, ["--shard", f"{i}/{shards}", "--interval", "60s", "--ramp-up", str(ramp),
-                                            "--start-at", start_at, "--report", report], None, 0)
+                                            "--start-at", start_at, "--report", report])
             procs.append({"proc": proc, "err": err, "report": report})
         for p in procs:
             wait_line(p["err"], r"device\(s\) -> ", p["proc"], 300, every=0.2)

@@ -82,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
 
 /// One device's identity, loaded before anything connects.
 fn tls_config(
+    provider: &Arc<rustls::crypto::CryptoProvider>,
     roots: &Arc<rustls::RootCertStore>,
     dir: &std::path::Path,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
@@ -102,8 +103,7 @@ fn tls_config(
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{}: {e}", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(&key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots.clone())
@@ -277,6 +277,7 @@ fn main() {
         roots.add(cert.expect("CA PEM")).expect("CA certificate");
     }
     let roots = Arc::new(roots);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut dirs: Vec<_> = std::fs::read_dir(&args.certs)
         .expect("--certs folder")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -288,7 +289,7 @@ fn main() {
         .iter()
         .map(|d| {
             let id = d.file_name().unwrap().to_string_lossy().into_owned();
-            let config = tls_config(&roots, d).unwrap_or_else(|e| {
+            let config = tls_config(&provider, &roots, d).unwrap_or_else(|e| {
                 eprintln!("refclient: {e}");
                 std::process::exit(2)
             });
