@@ -9,6 +9,7 @@
 use std::error::Error as StdError;
 use std::io;
 
+pub use rumqttc::ConnectStep as Step;
 use rumqttc::{ConnectReturnCode, ConnectionError};
 use rustls::{AlertDescription, CertificateError};
 
@@ -17,6 +18,15 @@ use rustls::{AlertDescription, CertificateError};
 pub enum Kind {
     Refused,
     Timeout,
+    /// Reset while the TCP connection was being opened.
+    ResetOnConnect,
+    /// Closed or reset during the TLS handshake, before it completed.
+    ClosedInHandshake,
+    /// Closed after the TLS handshake, before CONNECT was written.
+    ClosedBeforeConnect,
+    /// Closed after CONNECT was written, with no CONNACK.
+    ClosedAfterConnect,
+    /// Closed in a session (after CONNACK), or where the step is not known.
     ClosedByServer,
     UnknownHost,
     Unreachable,
@@ -64,6 +74,10 @@ impl Kind {
         match self {
             Kind::Refused => "connection refused",
             Kind::Timeout => "timeout",
+            Kind::ResetOnConnect => "connection reset while connecting",
+            Kind::ClosedInHandshake => "connection closed during the TLS handshake",
+            Kind::ClosedBeforeConnect => "connection closed before CONNECT",
+            Kind::ClosedAfterConnect => "connection closed after CONNECT, no CONNACK",
             Kind::ClosedByServer => "connection closed by the server",
             Kind::UnknownHost => "unknown host",
             Kind::Unreachable => "unreachable",
@@ -119,6 +133,23 @@ impl Kind {
         )
     }
 
+    /// The attempt failed before the server could judge the client (no TCP, no completed TLS
+    /// handshake, no CONNECT written) or the server said it is busy: the network or the
+    /// endpoint, never the device's policy.
+    pub fn network(self) -> bool {
+        matches!(
+            self,
+            Kind::Refused
+                | Kind::Timeout
+                | Kind::ResetOnConnect
+                | Kind::ClosedInHandshake
+                | Kind::ClosedBeforeConnect
+                | Kind::UnknownHost
+                | Kind::Unreachable
+                | Kind::ServiceUnavailable
+        )
+    }
+
     pub fn blames(self) -> Blame {
         match self {
             Kind::ServerNotTrusted | Kind::ServerCertExpired | Kind::ServerCertInvalid => Blame::Ca,
@@ -147,6 +178,58 @@ impl Cause {
     pub fn permanent(&self) -> bool {
         self.kind.permanent()
     }
+
+    /// The same cause, placed at the step of the connection attempt where it happened: a
+    /// closed connection becomes the step's own kind (closed in the handshake, before CONNECT,
+    /// after CONNECT), and a timeout says what it waited for.
+    pub fn at(self, step: Step, addr: &str) -> Cause {
+        let (kind, detail) = match (self.kind, step) {
+            (Kind::ClosedByServer, Step::Tcp) => (
+                Kind::ResetOnConnect,
+                format!(
+                    "{addr} reset the connection while it was being opened (TCP): the network or the endpoint"
+                ),
+            ),
+            (Kind::ClosedByServer, Step::Handshake) => (
+                Kind::ClosedInHandshake,
+                format!(
+                    "{addr} closed the connection during the TLS handshake, before it completed: the network or \
+                     the endpoint (a load balancer with no healthy target, a proxy, a server restarting), not \
+                     the device's certificate or policy"
+                ),
+            ),
+            (Kind::ClosedByServer, Step::Connect) => (
+                Kind::ClosedBeforeConnect,
+                format!(
+                    "{addr} closed the connection after the TLS handshake, before CONNECT was written: the \
+                     network or the endpoint"
+                ),
+            ),
+            (Kind::ClosedByServer, Step::ConnAck) => (
+                Kind::ClosedAfterConnect,
+                format!(
+                    "{addr} closed the connection after CONNECT, without CONNACK: a policy that denies this \
+                     client id, another connection with the same client id, or a server going down"
+                ),
+            ),
+            (Kind::Timeout, step) if step != Step::Up => {
+                let waited = match step {
+                    Step::Tcp => "the TCP connection",
+                    Step::Handshake => "the TLS handshake",
+                    Step::Connect => "CONNECT to be written",
+                    _ => "CONNACK",
+                };
+                (
+                    Kind::Timeout,
+                    format!(
+                        "no answer from {addr} in time (waiting for {waited}): check the endpoint, port and any firewall"
+                    ),
+                )
+            }
+            _ => return self,
+        };
+        Cause::new(kind, detail)
+    }
 }
 
 /// Classifies a connection error. `addr` is `host:port`, used in the sentence.
@@ -164,6 +247,9 @@ pub fn classify(err: &ConnectionError, addr: &str) -> Cause {
     }
     if let ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted) = err {
         return closed(addr, "connection closed");
+    }
+    if let ConnectionError::MqttState(rumqttc::StateError::AwaitPingResp) = err {
+        return ping_unanswered(addr);
     }
     from_chain(err, addr)
 }
@@ -189,6 +275,14 @@ pub fn from_chain(err: &(dyn StdError + 'static), addr: &str) -> Cause {
         next = e.source();
     }
     Cause::new(Kind::Other, format!("{addr}: {err}"))
+}
+
+/// The server did not answer a keep-alive PINGREQ before the next one was due.
+pub fn ping_unanswered(addr: &str) -> Cause {
+    Cause::new(
+        Kind::Timeout,
+        format!("no answer from {addr} to the keep-alive ping: the network or the server stalled"),
+    )
 }
 
 pub fn closed(addr: &str, how: &str) -> Cause {
@@ -313,13 +407,31 @@ pub fn from_rustls(e: &rustls::Error, addr: &str) -> Cause {
         E::AlertReceived(alert) => (
             Kind::ClientCertRejected,
             format!(
-                "{addr} rejected the client certificate (TLS alert {alert:?}): make sure the certificate is \
-                 registered and active, or signed by a CA the broker trusts"
+                "{addr} rejected the client certificate (TLS alert {}): make sure the certificate is \
+                 registered and active, or signed by a CA the broker trusts",
+                alert_name(*alert)
             ),
         ),
         other => (Kind::TlsOther, format!("TLS with {addr} failed: {other}")),
     };
     Cause::new(kind, detail)
+}
+
+/// A TLS alert by its name in the TLS standard (`certificate_required`, `unknown_ca`, …).
+pub fn alert_name(alert: AlertDescription) -> String {
+    let camel = format!("{alert:?}");
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.char_indices() {
+        if c.is_ascii_uppercase() {
+            if i > 0 && !camel[..i].ends_with(|p: char| p.is_ascii_uppercase()) {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -367,6 +479,36 @@ mod tests {
             "h:1",
         );
         assert_eq!((old.kind, old.kind.blames()), (Kind::TlsVersion, Blame::Endpoint));
+    }
+
+    #[test]
+    fn a_close_is_named_by_the_step_it_ended_at_and_only_a_close_after_connect_can_be_a_refusal() {
+        let closed = || closed("h:1", "eof");
+        let cases = [
+            (Step::Tcp, Kind::ResetOnConnect, true),
+            (Step::Handshake, Kind::ClosedInHandshake, true),
+            (Step::Connect, Kind::ClosedBeforeConnect, true),
+            (Step::ConnAck, Kind::ClosedAfterConnect, false),
+            (Step::Up, Kind::ClosedByServer, false),
+        ];
+        for (step, kind, network) in cases {
+            let c = closed().at(step, "h:1");
+            assert_eq!((c.kind, c.kind.network()), (kind, network), "{step:?}");
+            assert!(!c.permanent(), "{step:?}: a close is retried");
+        }
+        let t = Cause::new(Kind::Timeout, "t".into()).at(Step::ConnAck, "h:1");
+        assert!(t.detail.contains("waiting for CONNACK"), "{}", t.detail);
+        // Not a close: the step changes nothing.
+        let refused = classify(&io_err(io::ErrorKind::ConnectionRefused), "h:1");
+        assert_eq!(refused.clone().at(Step::Tcp, "h:1"), refused);
+        let alert = from_rustls(&rustls::Error::AlertReceived(AlertDescription::UnknownCA), "h:1");
+        assert_eq!(alert.clone().at(Step::ConnAck, "h:1"), alert);
+        assert!(alert.detail.contains("TLS alert unknown_ca"), "{}", alert.detail);
+        assert_eq!(
+            alert_name(AlertDescription::CertificateRequired),
+            "certificate_required"
+        );
+        assert_eq!(alert_name(AlertDescription::BadCertificate), "bad_certificate");
     }
 
     #[test]

@@ -574,6 +574,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION")]
     pub backoff_max: Option<String>,
 
+    /// A device stops for good after this long without a success (no CONNACK, nothing acknowledged) [default: never: devices retry until the run ends, as AWS's device SDKs do].
+    #[arg(long, value_name = "DURATION")]
+    pub give_up_after: Option<String>,
+
     /// Events a device keeps while it cannot send them; beyond it the oldest are dropped and counted [default: 1000].
     #[arg(long, value_name = "N")]
     pub offline_queue: Option<usize>,
@@ -749,6 +753,7 @@ impl RunArgs {
             ramp_up: self.ramp_up,
             backoff_min: self.backoff_min,
             backoff_max: self.backoff_max,
+            give_up_after: self.give_up_after,
             offline_queue: self.offline_queue,
             persistent_session: self.persistent_session.then_some(true),
             rate: self.rate.map(RateValue::Text),

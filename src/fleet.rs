@@ -108,6 +108,7 @@ impl Fleet {
             max_inflight: cfg.max_inflight,
             backoff_min: cfg.link.backoff_min,
             backoff_max: cfg.link.backoff_max,
+            give_up_after: cfg.link.give_up_after,
             offline_queue: cfg.link.offline_queue,
             pacer: pacer(cfg),
             log_gate: Arc::new(LogGate::default()),

@@ -38,6 +38,7 @@ pub struct Layer {
     pub ramp_up: Option<u32>,
     pub backoff_min: Option<String>,
     pub backoff_max: Option<String>,
+    pub give_up_after: Option<String>,
     pub offline_queue: Option<usize>,
     pub persistent_session: Option<bool>,
     pub rate: Option<RateValue>,

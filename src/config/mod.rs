@@ -126,6 +126,8 @@ pub struct LinkSettings {
     pub ramp_up: Option<u32>,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// `--give-up-after`: a device stops after this long without a success (None: never).
+    pub give_up_after: Option<Duration>,
     pub offline_queue: usize,
     pub persistent_session: bool,
 }
@@ -144,12 +146,14 @@ impl LinkSettings {
             m.duration(|l| l.backoff_min.take(), "--backoff-min")?,
             m.duration(|l| l.backoff_max.take(), "--backoff-max")?,
         )?;
+        let give_up_after = s::give_up_after(m.duration(|l| l.give_up_after.take(), "--give-up-after")?)?;
         Ok(LinkSettings {
             keep_alive,
             drain_timeout,
             ramp_up,
             backoff_min,
             backoff_max,
+            give_up_after,
             offline_queue: s::offline_queue(m.pick(|l| l.offline_queue.take(), "--offline-queue"))?,
             persistent_session: m
                 .pick(|l| l.persistent_session.take(), "--persistent-session")

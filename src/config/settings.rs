@@ -133,6 +133,18 @@ pub fn backoff(min: In<Duration>, max: In<Duration>) -> Result<(Duration, Durati
     Ok((min, max))
 }
 
+/// `--give-up-after`: none by default (devices retry until the run ends); 0 would give up
+/// before the first attempt.
+pub fn give_up_after(v: In<Duration>) -> Result<Option<Duration>> {
+    match v {
+        Some(d) if d.value.is_zero() => Err(input!(
+            "{}: 0 s would give up before the first attempt; give e.g. 5m, or leave it out to retry until the run ends",
+            d.origin
+        )),
+        d => Ok(d.map(|d| d.value)),
+    }
+}
+
 pub fn offline_queue(v: In<usize>) -> Result<usize> {
     let why = "a queue of 0 events would drop every event; give at least 1 (default 1000)";
     Ok(nonzero(v, why)?.map_or(DEFAULT_OFFLINE_QUEUE, |q| q.value))
@@ -478,6 +490,13 @@ mod tests {
         assert!(err(max_inflight(f(0, "--max-inflight"))).contains("would send nothing"));
         assert!(err(run_duration(f(Duration::ZERO, "--duration"))).contains("0 s does nothing"));
         assert_eq!(offline_queue(None).unwrap(), DEFAULT_OFFLINE_QUEUE);
+        let e = err(give_up_after(f(Duration::ZERO, "--give-up-after")));
+        assert!(e.starts_with("--give-up-after: 0 s would give up"), "{e}");
+        assert_eq!(give_up_after(None).unwrap(), None);
+        assert_eq!(
+            give_up_after(f(secs(5), "--give-up-after")).unwrap(),
+            Some(secs(5))
+        );
     }
 
     #[test]

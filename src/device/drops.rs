@@ -1,7 +1,10 @@
 //! The fleet's recent connection drops, so a device can tell a drop of its own (a policy or a
-//! take-over aimed at it) from a network or broker event that dropped many devices at once.
+//! take-over aimed at it) from a network or broker event that dropped many devices at once;
+//! and whether the rest of the fleet gets through now, or ever got a CONNACK or an
+//! acknowledgement at all.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -18,6 +21,11 @@ pub struct DropLog {
     start: Instant,
     /// (bucket number, drops in it), indexed by bucket number modulo BUCKETS.
     ring: Mutex<Vec<(u64, u32)>>,
+    /// Devices connected now.
+    online: AtomicU64,
+    /// Some device got a CONNACK, and some device an acknowledgement, at least once.
+    ever_connected: AtomicBool,
+    ever_acked: AtomicBool,
 }
 
 impl DropLog {
@@ -25,7 +33,41 @@ impl DropLog {
         DropLog {
             start,
             ring: Mutex::new(vec![(u64::MAX, 0); BUCKETS]),
+            online: AtomicU64::new(0),
+            ever_connected: AtomicBool::new(false),
+            ever_acked: AtomicBool::new(false),
         }
+    }
+
+    /// A device got a CONNACK.
+    pub fn up(&self) {
+        self.online.fetch_add(1, Ordering::Relaxed);
+        self.ever_connected.store(true, Ordering::Relaxed);
+    }
+
+    /// A connected device lost its connection.
+    pub fn down(&self) {
+        self.online.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A device's event was acknowledged (read first: the flag is written once, not per ack).
+    pub fn acked(&self) {
+        if !self.ever_acked.load(Ordering::Relaxed) {
+            self.ever_acked.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Devices connected now.
+    pub fn online(&self) -> u64 {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    /// Whether any device ever got a CONNACK / an acknowledgement.
+    pub fn ever_connected(&self) -> bool {
+        self.ever_connected.load(Ordering::Relaxed)
+    }
+    pub fn ever_acked(&self) -> bool {
+        self.ever_acked.load(Ordering::Relaxed)
     }
 
     fn bucket(&self, at: Instant) -> u64 {

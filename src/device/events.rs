@@ -6,9 +6,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ledger::Written;
-use super::reconnect::{Next, SessionEnd, Stage};
+use super::reconnect::{Named, Next, SessionEnd, Stage};
 use super::{Conn, Device, reconnect};
-use crate::cause::Cause;
+use crate::cause::{Cause, Kind};
 use crate::stats::Loss;
 use crate::transport::LinkEvent;
 
@@ -32,7 +32,8 @@ impl Device {
             LinkEvent::Refused { token, cause } => self.on_refused(token, cause),
             LinkEvent::Acked { token } => {
                 if let Some(latency) = self.ledger.on_acked(token) {
-                    self.policy.on_acked();
+                    self.policy.on_acked(Instant::now);
+                    self.settings.drops.acked();
                     self.session.acked += 1;
                     self.stats.messages.acknowledged.inc();
                     self.stats
@@ -58,7 +59,30 @@ impl Device {
             tracing::warn!("{}: {}", self.id, cause.detail);
         }
         if let Some(diagnosis) = self.policy.on_refused(&cause, &self.settings.topic) {
-            self.stop_with = Some(diagnosis);
+            self.name_failure(&diagnosis);
+        }
+        if let Some(why) = self.policy.give_up_due(Instant::now(), &cause) {
+            self.stop_with = Some(why);
+        }
+    }
+
+    /// A refusal that will not heal by itself: logged and counted once under the devices'
+    /// failures; the device goes on trying.
+    fn name_failure(&mut self, cause: &Cause) {
+        self.count_failed(cause);
+        tracing::warn!(
+            "{}: {}; retrying every --backoff-max ({:.0} s; --give-up-after stops a device)",
+            self.id,
+            cause.detail,
+            self.settings.backoff_max.as_secs_f64()
+        );
+    }
+
+    /// Counts this device under the devices' failures, once whatever happens after.
+    fn count_failed(&mut self, cause: &Cause) {
+        if !self.failed_counted {
+            self.failed_counted = true;
+            self.stats.device_failed(&self.id, cause);
         }
     }
 
@@ -82,9 +106,10 @@ impl Device {
             self.stats.record_connect(self.index, started.elapsed());
         }
         self.stats.connects.ok.inc();
-        self.conn = Conn::Online {
-            since: Instant::now(),
-        };
+        let now = Instant::now();
+        self.conn = Conn::Online { since: now };
+        self.settings.drops.up();
+        self.policy.on_connected(now);
         self.stats.devices.online.inc();
         if self.ever_connected {
             self.stats.connects.reconnects.inc();
@@ -104,13 +129,19 @@ impl Device {
         };
         self.conn = Conn::Connecting;
         self.stats.devices.online.dec();
+        self.settings.drops.down();
         Some(since.elapsed())
     }
 
-    /// How far the session got before `lost`.
-    pub(super) fn stage(&self, lasted: Option<Duration>) -> Stage {
+    /// How far the session got before it ended for `cause`.
+    pub(super) fn stage(&self, lasted: Option<Duration>, cause: &Cause) -> Stage {
         let Some(lasted) = lasted else {
-            return Stage::AfterConnect;
+            // Only a close after CONNECT was written can be the server judging the client.
+            return if cause.kind == Kind::ClosedAfterConnect {
+                Stage::AfterConnect
+            } else {
+                Stage::BeforeConnect
+            };
         };
         let s = self.session;
         match s.first_write {
@@ -140,7 +171,7 @@ impl Device {
         self.settings.drops.record(now);
         let end = SessionEnd {
             at: now,
-            stage: self.stage(lasted),
+            stage: self.stage(lasted, &cause),
             cause: cause.clone(),
         };
         let who = (self.id.as_str(), self.settings.topic.as_str());
@@ -149,10 +180,12 @@ impl Device {
                 self.give_up(&why);
                 None
             }
-            Next::RetryAfter { wait, suspicion } => {
-                if let Some(suspicion) = suspicion {
-                    self.stats.device_suspected(&self.id, &suspicion);
+            Next::RetryAfter { wait, named } => {
+                if let Some(Named::Suspected(suspicion)) = &named {
+                    self.stats.device_suspected(&self.id, suspicion);
                     tracing::warn!("{}: {}", self.id, suspicion.detail);
+                } else if let Some(Named::Failed(refusal)) = &named {
+                    self.name_failure(refusal);
                 } else if self.settings.log_gate.may_log() {
                     let what = if online {
                         "connection lost"
@@ -171,7 +204,7 @@ impl Device {
     /// Stops this device for good and counts why.
     pub(super) fn give_up(&mut self, cause: &Cause) {
         self.gave_up = Some(cause.kind);
-        self.stats.device_failed(&self.id, cause);
+        self.count_failed(cause);
         if self.settings.log_gate.may_log() {
             tracing::error!("{}: giving up: {}", self.id, cause.detail);
         }

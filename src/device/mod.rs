@@ -62,6 +62,8 @@ pub struct DeviceSettings {
     pub max_inflight: u16,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// `--give-up-after`: stop after this long without a success (None: retry until the end).
+    pub give_up_after: Option<Duration>,
     /// Events kept while they cannot be sent; beyond it the oldest are dropped (and counted).
     pub offline_queue: usize,
     /// Fleet-wide pacing of connection attempts (`--ramp-up`).
@@ -93,6 +95,14 @@ impl Neighbours for DeviceSettings {
     }
     fn reach(&self) -> Duration {
         reconnect::CORRELATION_WINDOW + drops::BUCKET
+    }
+    fn others_get_through(&self, stage: reconnect::Stage) -> bool {
+        // The judged device is offline, so every connected one is another.
+        let ever = match stage {
+            reconnect::Stage::AfterPublish => self.drops.ever_acked(),
+            _ => self.drops.ever_connected(),
+        };
+        self.drops.online() > 0 || !ever
     }
 }
 
@@ -218,8 +228,10 @@ struct Device {
     timed_taken: u64,
     links: DeviceLinks,
     inject_open: bool,
-    /// A diagnosis that stops the device at the next turn of its loop.
+    /// A diagnosis that stops the device at the next turn of its loop (`--give-up-after`).
     stop_with: Option<Cause>,
+    /// Counted under the devices' failures already (a refusal named, or giving up).
+    failed_counted: bool,
     /// Why the device gave up: it sends nothing more (but may still take readings for the
     /// fleet's other sinks).
     gave_up: Option<Kind>,
@@ -294,7 +306,7 @@ pub async fn run<T: Transport>(
             settings.max_inflight as usize,
             settings.acked,
         ),
-        policy: Policy::new(settings.backoff_min, settings.backoff_max),
+        policy: Policy::new(settings.backoff_min, settings.backoff_max).give_up_after(settings.give_up_after),
         id: config.id,
         index,
         settings,
@@ -309,6 +321,7 @@ pub async fn run<T: Transport>(
         links,
         inject_open: true,
         stop_with: None,
+        failed_counted: false,
         gave_up: None,
         storms_seen: 0,
         parked: false,
@@ -465,6 +478,7 @@ impl Device {
             return false;
         }
         self.last_attempt = Some(Instant::now());
+        self.policy.attempting(Instant::now());
         self.session = Session::default();
         self.stats.connect_attempt(self.settings.start.elapsed());
         true

@@ -5,11 +5,17 @@
 //! microseconds. It reads what the server is silently saying. IoT Core refuses by closing the
 //! connection: right after CONNECT when the policy does not allow iot:Connect for the client id,
 //! right after a PUBLISH when it does not allow iot:Publish on the topic, and within seconds of
-//! connecting, again and again, when another connection uses the same client id. A flapping
-//! network closes connections too, but for many devices at once: a short session counts only when
-//! the rest of the fleet did not share its end, and every sign counts only when it repeats.
-//! Policy refusals stop the device with the diagnosis; a suspected take-over is named and the
-//! device keeps trying every `--backoff-max`. MQTT 5 servers give their reasons outright.
+//! connecting, again and again, when another connection uses the same client id. Only those can
+//! be a refusal: the TLS handshake completed, CONNECT (or PUBLISH) was written, and the server
+//! closed on it. A connection closed or reset before that (a load balancer with no healthy
+//! target accepts and closes), refused, or timed out is the network or the endpoint, whatever
+//! its shape. A flapping network closes sessions too, but for many devices at once: a sign
+//! counts only while the rest of the fleet gets through (or before any device ever got that
+//! far), and only when it repeats. MQTT 5 servers give their reasons outright.
+//!
+//! A device never gives up by itself, as AWS's device SDKs retry until stopped: a diagnosis is
+//! named once and the device keeps trying every `--backoff-max`; anything else is retried with
+//! the backoff. Only `--give-up-after` (no success for that long) stops a device.
 
 use std::time::Duration;
 
@@ -22,7 +28,10 @@ use crate::cause::{Cause, Kind};
 /// How far the device had got in a session when it ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Stage {
-    /// The attempt never got a CONNACK (for a closed connection: CONNECT was the last thing sent).
+    /// The attempt failed before the server could judge the client: no TCP connection, no
+    /// completed TLS handshake, no CONNECT written, or no answer in time.
+    BeforeConnect,
+    /// CONNECT was written and the server closed the connection without CONNACK.
     AfterConnect,
     /// Connected, wrote PUBLISH, and the server closed the connection within
     /// [`PUBLISH_CLOSE_WINDOW`] of the first one without acknowledging any.
@@ -58,6 +67,10 @@ pub trait Neighbours {
     fn reach(&self) -> Duration {
         CORRELATION_WINDOW
     }
+    /// Whether a close at `stage` can be aimed at this device: another device is connected
+    /// now, or no device has ever got past that stage (a refusal of the whole fleet from its
+    /// first attempt). Otherwise the fleet got through before and none does now: an outage.
+    fn others_get_through(&self, stage: Stage) -> bool;
 }
 
 /// Whether two moments are at most `reach` apart.
@@ -79,14 +92,21 @@ enum Suspect {
 /// What a device does after a failed attempt or a lost connection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
-    /// Try again after `wait`; `suspicion` is newly named (log it, count it) and does not stop
-    /// the device.
-    RetryAfter {
-        wait: Duration,
-        suspicion: Option<Cause>,
-    },
-    /// Stop for good, for this cause.
+    /// Try again after `wait`; `named` is newly named (log it, count it) and does not stop the
+    /// device.
+    RetryAfter { wait: Duration, named: Option<Named> },
+    /// Stop for good (`--give-up-after`), for this cause.
     GiveUp(Cause),
+}
+
+/// A diagnosis, named once while it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Named {
+    /// A suspicion (a client id in use twice): counted under `suspected`.
+    Suspected(Cause),
+    /// A refusal that will not heal by itself (a policy, a rejected certificate): counted
+    /// under the devices' failures, while the device keeps trying every `--backoff-max`.
+    Failed(Cause),
 }
 
 /// The reconnect policy of one device.
@@ -102,8 +122,14 @@ pub struct Policy {
     own_ends: std::collections::VecDeque<Instant>,
     streak: Option<(Suspect, u32)>,
     takeover_named: bool,
+    /// The refusal named for this device, until a session works again.
+    refusal: Option<Cause>,
     /// Publishes the server refused for good in a row (MQTT 5 PUBACK reason codes).
     refused_in_a_row: u32,
+    /// `--give-up-after`: stop after this long without a success.
+    give_up_after: Option<Duration>,
+    /// The first attempt, or the last success since (a CONNACK, an acknowledgement).
+    ok_since: Option<Instant>,
 }
 
 impl Policy {
@@ -114,7 +140,59 @@ impl Policy {
             own_ends: std::collections::VecDeque::new(),
             streak: None,
             takeover_named: false,
+            refusal: None,
             refused_in_a_row: 0,
+            give_up_after: None,
+            ok_since: None,
+        }
+    }
+
+    /// Gives up after `limit` without a success (`--give-up-after`).
+    pub fn give_up_after(mut self, limit: Option<Duration>) -> Policy {
+        self.give_up_after = limit;
+        self
+    }
+
+    /// A connection attempt starts (the first one starts the `--give-up-after` clock).
+    pub fn attempting(&mut self, at: Instant) {
+        self.ok_since.get_or_insert(at);
+    }
+
+    /// The server accepted the connection: a success, unless it refuses every publish.
+    pub fn on_connected(&mut self, at: Instant) {
+        let publishes_refused = self
+            .refusal
+            .as_ref()
+            .is_some_and(|c| c.kind == Kind::PublishNotAllowed);
+        if !publishes_refused {
+            self.ok_since = Some(at);
+        }
+    }
+
+    /// With `--give-up-after`: the cause to stop for at `now`, when the device has gone that
+    /// long without a success; `last` is what went wrong last.
+    pub fn give_up_due(&self, now: Instant, last: &Cause) -> Option<Cause> {
+        let limit = self.give_up_after?;
+        let since = self.ok_since?;
+        (now.saturating_duration_since(since) >= limit).then(|| {
+            let why = self.refusal.as_ref().unwrap_or(last);
+            Cause::new(
+                why.kind,
+                format!(
+                    "no success for {} s (--give-up-after): {}",
+                    limit.as_secs_f64(),
+                    why.detail
+                ),
+            )
+        })
+    }
+
+    /// When to try again at the latest: the `--give-up-after` deadline, so a device gives up
+    /// on time rather than a backoff later.
+    fn capped(&self, at: Instant, wait: Duration) -> Duration {
+        match (self.give_up_after, self.ok_since) {
+            (Some(limit), Some(since)) => wait.min((since + limit).saturating_duration_since(at)),
+            _ => wait,
         }
     }
 
@@ -126,8 +204,32 @@ impl Policy {
         neighbours: &impl Neighbours,
         rng: &mut impl Rng,
     ) -> Next {
-        if end.cause.permanent() {
-            return Next::GiveUp(end.cause);
+        if let Some(why) = self.give_up_due(end.at, &end.cause) {
+            return Next::GiveUp(why);
+        }
+        let at = end.at;
+        match self.decide(end, who, neighbours, rng) {
+            Next::RetryAfter { wait, named } => Next::RetryAfter {
+                wait: self.capped(at, wait),
+                named,
+            },
+            give_up => give_up,
+        }
+    }
+
+    fn decide(
+        &mut self,
+        end: SessionEnd,
+        who: (&str, &str),
+        neighbours: &impl Neighbours,
+        rng: &mut impl Rng,
+    ) -> Next {
+        // The server's own word that it will not take this client (a TLS alert, CONNACK not
+        // authorized, …): named at once, tried again every --backoff-max.
+        if end.cause.permanent() && !end.cause.kind.network() {
+            let cause = end.cause;
+            self.pending = None;
+            return self.refused(cause, rng);
         }
         let healthy = match end.stage {
             Stage::Connected { lasted, acked } => lasted >= SHORT_SESSION || (acked && !self.takeover_named),
@@ -153,6 +255,7 @@ impl Policy {
         // acknowledged a publish); the streak is judged from the session ends themselves.
         if healthy {
             self.backoff.reset();
+            self.refusal = None;
         }
         let lasted =
             |e: &SessionEnd| matches!(e.stage, Stage::Connected { lasted, .. } if lasted >= SHORT_SESSION);
@@ -165,20 +268,26 @@ impl Policy {
     /// What the current streak of session ends means.
     fn verdict(&mut self, (id, topic): (&str, &str), rng: &mut impl Rng) -> Next {
         match self.streak {
-            Some((Suspect::ConnectRefused, n)) if n >= REPEATS => Next::GiveUp(Cause::new(
-                Kind::ConnectNotAllowed,
-                format!(
-                    "the server closes the connection right after each CONNECT, without CONNACK: the policy \
-                     probably does not allow iot:Connect for client id {id}"
+            Some((Suspect::ConnectRefused, n)) if n >= REPEATS => self.refused(
+                Cause::new(
+                    Kind::ConnectNotAllowed,
+                    format!(
+                        "the server closes the connection right after each CONNECT, without CONNACK: the \
+                         policy probably does not allow iot:Connect for client id {id}"
+                    ),
                 ),
-            )),
-            Some((Suspect::PublishRefused, n)) if n >= REPEATS => Next::GiveUp(Cause::new(
-                Kind::PublishNotAllowed,
-                format!(
-                    "the server closes the connection after each PUBLISH to '{topic}': the policy probably \
-                     does not allow iot:Publish on topic/{topic}"
+                rng,
+            ),
+            Some((Suspect::PublishRefused, n)) if n >= REPEATS => self.refused(
+                Cause::new(
+                    Kind::PublishNotAllowed,
+                    format!(
+                        "the server closes the connection after each PUBLISH to '{topic}': the policy \
+                         probably does not allow iot:Publish on topic/{topic}"
+                    ),
                 ),
-            )),
+                rng,
+            ),
             Some((Suspect::Takeover, n)) if n >= REPEATS => {
                 let why = format!(
                     "client id {id} is probably in use by another connection: the server closed {n} sessions \
@@ -189,18 +298,31 @@ impl Policy {
             }
             _ => Next::RetryAfter {
                 wait: self.backoff.next(rng),
-                suspicion: None,
+                named: None,
             },
+        }
+    }
+
+    /// A refusal: named once (until a session works again), tried again every --backoff-max.
+    fn refused(&mut self, cause: Cause, rng: &mut impl Rng) -> Next {
+        let named = match &self.refusal {
+            Some(standing) if standing.kind == cause.kind => None,
+            _ => Some(Named::Failed(cause.clone())),
+        };
+        self.refusal = Some(cause);
+        Next::RetryAfter {
+            wait: self.backoff_max_jittered(rng),
+            named,
         }
     }
 
     /// A take-over: named once (until a session lasts again), retried every `--backoff-max`.
     fn suspect_takeover(&mut self, why: String, rng: &mut impl Rng) -> Next {
-        let suspicion = (!self.takeover_named).then(|| Cause::new(Kind::ClientIdInUse, why));
+        let named = (!self.takeover_named).then(|| Named::Suspected(Cause::new(Kind::ClientIdInUse, why)));
         self.takeover_named = true;
         Next::RetryAfter {
             wait: self.backoff_max_jittered(rng),
-            suspicion,
+            named,
         }
     }
 
@@ -218,46 +340,57 @@ impl Policy {
         max / 2 + (max / 2).mul_f64(rng.random::<f64>())
     }
 
-    /// The server refused a publish with `cause` (its own reason); returns the diagnosis to stop
-    /// with after [`REPEATS`] permanent refusals in a row.
+    /// The server refused a publish with `cause` (its own reason); returns the diagnosis to
+    /// name (once) after [`REPEATS`] permanent refusals in a row.
     pub fn on_refused(&mut self, cause: &Cause, topic: &str) -> Option<Cause> {
         // Only a refusal of the topic itself says something about the policy.
         if cause.kind != Kind::PublishNotAllowed {
             return None;
         }
         self.refused_in_a_row += 1;
-        (self.refused_in_a_row >= REPEATS).then(|| {
-            Cause::new(
-                cause.kind,
-                format!(
-                    "{} for each PUBLISH to '{topic}': the policy does not allow iot:Publish on topic/{topic}",
-                    cause.detail
-                ),
-            )
-        })
+        if self.refused_in_a_row < REPEATS || self.refusal.is_some() {
+            return None;
+        }
+        let diagnosis = Cause::new(
+            cause.kind,
+            format!(
+                "{} for each PUBLISH to '{topic}': the policy does not allow iot:Publish on topic/{topic}",
+                cause.detail
+            ),
+        );
+        self.refusal = Some(diagnosis.clone());
+        Some(diagnosis)
     }
 
-    /// The server acknowledged a publish.
-    pub fn on_acked(&mut self) {
+    /// The server acknowledged a publish (at `at`, when `--give-up-after` is on).
+    pub fn on_acked(&mut self, at: impl FnOnce() -> Instant) {
         self.refused_in_a_row = 0;
+        self.refusal = None;
+        if self.give_up_after.is_some() {
+            self.ok_since = Some(at());
+        }
     }
 
     /// Judges an earlier session end now that the fleet's drops around it are known.
     fn judge(&mut self, end: &SessionEnd, neighbours: &impl Neighbours) {
-        // A refusal has a signature of its own (closed before CONNACK; closed right after a
-        // PUBLISH that was never acknowledged) and a policy refuses the whole fleet at once, so
-        // those count whatever the others did. A short session has no signature: it counts only
-        // when the rest of the fleet stayed connected.
-        let suspect = match end.stage {
-            _ if end.cause.kind != Kind::ClosedByServer => None,
-            Stage::AfterConnect => Some(Suspect::ConnectRefused),
-            Stage::AfterPublish => Some(Suspect::PublishRefused),
-            Stage::Connected { lasted, .. }
+        // A refusal has a signature of its own (closed after CONNECT was written, before
+        // CONNACK; closed right after a PUBLISH that was never acknowledged), and counts while
+        // the rest of the fleet gets through, or before any device got that far (a policy
+        // refuses the whole fleet from the start). A short session has no signature: it counts
+        // only when the rest of the fleet stayed connected.
+        let suspect = match (end.stage, end.cause.kind) {
+            (Stage::AfterConnect, Kind::ClosedAfterConnect) if neighbours.others_get_through(end.stage) => {
+                Some(Suspect::ConnectRefused)
+            }
+            (Stage::AfterPublish, Kind::ClosedByServer) if neighbours.others_get_through(end.stage) => {
+                Some(Suspect::PublishRefused)
+            }
+            (Stage::Connected { lasted, .. }, Kind::ClosedByServer)
                 if lasted < SHORT_SESSION && self.alone_at(end.at, neighbours) =>
             {
                 Some(Suspect::Takeover)
             }
-            Stage::Connected { .. } => None,
+            _ => None,
         };
         self.streak = match (suspect, self.streak) {
             (None, _) => None,

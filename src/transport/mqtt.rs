@@ -299,7 +299,7 @@ impl Link for MqttLink {
                 // ledger instead.
                 self.eventloop.pending.clear();
                 self.outbound.clear();
-                LinkEvent::Lost(cause::classify(&err, &self.addr))
+                LinkEvent::Lost(cause::classify(&err, &self.addr).at(self.eventloop.connect_step, &self.addr))
             }
         }
     }
@@ -317,3 +317,7 @@ impl Link for MqttLink {
         self.outbound.clear();
     }
 }
+
+#[cfg(test)]
+#[path = "mqtt_steps_tests.rs"]
+mod steps_tests;

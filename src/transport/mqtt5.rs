@@ -170,6 +170,7 @@ fn lost(err: &ConnectionError, addr: &str) -> Cause {
             disconnect(*reason_code, addr)
         }
         ConnectionError::MqttState(StateError::ConnectionAborted) => cause::closed(addr, "connection closed"),
+        ConnectionError::MqttState(StateError::AwaitPingResp) => cause::ping_unanswered(addr),
         // rumqttc does not expose this one as a source: open it by hand.
         ConnectionError::MqttState(StateError::Deserialization(e)) => cause::from_chain(e, addr),
         other => cause::from_chain(other, addr),
@@ -214,7 +215,7 @@ impl Link for Mqtt5Link {
             Err(err) => {
                 self.eventloop.pending.clear();
                 self.outbound.clear();
-                LinkEvent::Lost(lost(&err, &self.addr))
+                LinkEvent::Lost(lost(&err, &self.addr).at(self.eventloop.connect_step, &self.addr))
             }
         }
     }

@@ -1,6 +1,6 @@
 use crate::{framed::Network, Transport};
 use crate::{Incoming, MqttState, NetworkOptions, Packet, Request, StateError};
-use crate::{MqttOptions, Outgoing};
+use crate::{ConnectStep, MqttOptions, Outgoing};
 
 use crate::framed::AsyncReadWrite;
 use crate::mqttbytes::v4::*;
@@ -85,6 +85,8 @@ pub struct EventLoop {
     /// Keep alive time
     keepalive_timeout: Option<Pin<Box<Sleep>>>,
     pub network_options: NetworkOptions,
+    /// freezer-fleet patch: how far the latest connection attempt got.
+    pub connect_step: ConnectStep,
 }
 
 /// Events which can be yielded by the event loop
@@ -114,6 +116,7 @@ impl EventLoop {
             network: None,
             keepalive_timeout: None,
             network_options: NetworkOptions::new(),
+            connect_step: ConnectStep::Tcp,
         }
     }
 
@@ -153,7 +156,11 @@ impl EventLoop {
                 // freezer-fleet patch: the connect future (TCP, TLS, WebSocket handshakes) is
                 // boxed, so it takes memory only while connecting, not in every idle
                 // connection's poll future.
-                Box::pin(connect(&self.mqtt_options, self.network_options.clone())),
+                Box::pin(connect(
+                    &self.mqtt_options,
+                    self.network_options.clone(),
+                    &mut self.connect_step,
+                )),
             )
             .await
             {
@@ -164,6 +171,7 @@ impl EventLoop {
             if !connack.session_present {
                 self.pending.clear();
             }
+            self.connect_step = ConnectStep::Up;
             self.network = Some(network);
 
             if self.keepalive_timeout.is_none() && !self.mqtt_options.keep_alive.is_zero() {
@@ -312,12 +320,15 @@ impl EventLoop {
 async fn connect(
     mqtt_options: &MqttOptions,
     network_options: NetworkOptions,
+    step: &mut ConnectStep,
 ) -> Result<(Network, ConnAck), ConnectionError> {
     // connect to the broker
-    let mut network = network_connect(mqtt_options, network_options).await?;
+    *step = ConnectStep::Tcp;
+    let mut network = network_connect(mqtt_options, network_options, step).await?;
+    *step = ConnectStep::Connect;
 
     // make MQTT connection request (which internally awaits for ack)
-    let connack = mqtt_connect(mqtt_options, &mut network).await?;
+    let connack = mqtt_connect(mqtt_options, &mut network, step).await?;
 
     Ok((network, connack))
 }
@@ -380,6 +391,7 @@ pub(crate) async fn socket_connect(
 async fn network_connect(
     options: &MqttOptions,
     network_options: NetworkOptions,
+    step: &mut ConnectStep,
 ) -> Result<Network, ConnectionError> {
     // Process Unix files early, as proxy is not supported for them.
     #[cfg(unix)]
@@ -421,6 +433,8 @@ async fn network_connect(
         }
     };
 
+    // freezer-fleet patch: the connection is up; what fails from here failed in the handshake.
+    *step = ConnectStep::Handshake;
     let network = match options.transport() {
         Transport::Tcp => Network::new(
             tcp_stream,
@@ -496,6 +510,7 @@ async fn network_connect(
 async fn mqtt_connect(
     options: &MqttOptions,
     network: &mut Network,
+    step: &mut ConnectStep,
 ) -> Result<ConnAck, ConnectionError> {
     let mut connect = Connect::new(options.client_id());
     connect.keep_alive = options.keep_alive().as_secs() as u16;
@@ -506,6 +521,7 @@ async fn mqtt_connect(
     // send mqtt connect packet
     network.write(Packet::Connect(connect)).await?;
     network.flush().await?;
+    *step = ConnectStep::ConnAck;
 
     // validate connack
     match network.read().await? {

@@ -138,6 +138,25 @@ pub use client::{
     AsyncClient, Client, ClientError, Connection, Iter, RecvError, RecvTimeoutError, TryRecvError,
 };
 pub use eventloop::{ConnectionError, Event, EventLoop};
+
+/// freezer-fleet patch: how far the latest connection attempt got, so a caller can tell a
+/// connection closed during the TLS handshake (the network or the endpoint) from one closed
+/// after CONNECT was written (the server refusing the client). `EventLoop::connect_step` in
+/// both the 3.1.1 and the 5 event loops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConnectStep {
+    /// Resolving the host and opening the TCP connection.
+    #[default]
+    Tcp,
+    /// TCP is up; the TLS (and WebSocket) handshake is under way.
+    Handshake,
+    /// The handshake completed; CONNECT is being written.
+    Connect,
+    /// CONNECT was written and flushed; waiting for CONNACK.
+    ConnAck,
+    /// CONNACK accepted the connection.
+    Up,
+}
 pub use mqttbytes::v4::*;
 pub use mqttbytes::*;
 #[cfg(feature = "use-rustls-no-provider")]

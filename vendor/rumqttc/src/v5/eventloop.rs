@@ -2,6 +2,7 @@ use super::framed::Network;
 use super::mqttbytes::v5::*;
 use super::{Incoming, MqttOptions, MqttState, Outgoing, Request, StateError, Transport};
 use crate::eventloop::socket_connect;
+use crate::ConnectStep;
 use crate::framed::AsyncReadWrite;
 
 use flume::{bounded, Receiver, Sender};
@@ -82,6 +83,8 @@ pub struct EventLoop {
     network: Option<Network>,
     /// Keep alive time
     keepalive_timeout: Option<Pin<Box<Sleep>>>,
+    /// freezer-fleet patch: how far the latest connection attempt got.
+    pub connect_step: ConnectStep,
 }
 
 /// Events which can be yielded by the event loop
@@ -110,6 +113,7 @@ impl EventLoop {
             pending,
             network: None,
             keepalive_timeout: None,
+            connect_step: ConnectStep::Tcp,
         }
     }
 
@@ -147,13 +151,14 @@ impl EventLoop {
             let (network, connack) = time::timeout(
                 Duration::from_secs(self.options.connection_timeout()),
                 // freezer-fleet patch: boxed, as in the 3.1.1 event loop.
-                Box::pin(connect(&mut self.options)),
+                Box::pin(connect(&mut self.options, &mut self.connect_step)),
             )
             .await??;
             // Last session might contain packets which aren't acked. If it's a new session, clear the pending packets.
             if !connack.session_present {
                 self.pending.clear();
             }
+            self.connect_step = ConnectStep::Up;
             self.network = Some(network);
 
             if self.keepalive_timeout.is_none() {
@@ -279,17 +284,25 @@ impl EventLoop {
 /// the stream.
 /// This function (for convenience) includes internal delays for users to perform internal sleeps
 /// between re-connections so that cancel semantics can be used during this sleep
-async fn connect(options: &mut MqttOptions) -> Result<(Network, ConnAck), ConnectionError> {
+async fn connect(
+    options: &mut MqttOptions,
+    step: &mut ConnectStep,
+) -> Result<(Network, ConnAck), ConnectionError> {
     // connect to the broker
-    let mut network = network_connect(options).await?;
+    *step = ConnectStep::Tcp;
+    let mut network = network_connect(options, step).await?;
+    *step = ConnectStep::Connect;
 
     // make MQTT connection request (which internally awaits for ack)
-    let connack = mqtt_connect(options, &mut network).await?;
+    let connack = mqtt_connect(options, &mut network, step).await?;
 
     Ok((network, connack))
 }
 
-async fn network_connect(options: &MqttOptions) -> Result<Network, ConnectionError> {
+async fn network_connect(
+    options: &MqttOptions,
+    step: &mut ConnectStep,
+) -> Result<Network, ConnectionError> {
     let mut max_incoming_pkt_size = Some(options.default_max_incoming_size);
 
     // Override default value if max_packet_size is set on `connect_properties`
@@ -339,6 +352,8 @@ async fn network_connect(options: &MqttOptions) -> Result<Network, ConnectionErr
         }
     };
 
+    // freezer-fleet patch: the connection is up; what fails from here failed in the handshake.
+    *step = ConnectStep::Handshake;
     let network = match options.transport() {
         Transport::Tcp => Network::new(tcp_stream, max_incoming_pkt_size),
         #[cfg(any(feature = "use-native-tls", feature = "use-rustls-no-provider"))]
@@ -398,6 +413,7 @@ async fn network_connect(options: &MqttOptions) -> Result<Network, ConnectionErr
 async fn mqtt_connect(
     options: &mut MqttOptions,
     network: &mut Network,
+    step: &mut ConnectStep,
 ) -> Result<ConnAck, ConnectionError> {
     let packet = Packet::Connect(
         Connect {
@@ -413,6 +429,7 @@ async fn mqtt_connect(
     // send mqtt connect packet
     network.write(packet).await?;
     network.flush().await?;
+    *step = ConnectStep::ConnAck;
 
     // validate connack
     match network.read().await? {
