@@ -137,17 +137,7 @@ impl Kind {
     /// handshake, no CONNECT written) or the server said it is busy: the network or the
     /// endpoint, never the device's policy.
     pub fn network(self) -> bool {
-        matches!(
-            self,
-            Kind::Refused
-                | Kind::Timeout
-                | Kind::ResetOnConnect
-                | Kind::ClosedInHandshake
-                | Kind::ClosedBeforeConnect
-                | Kind::UnknownHost
-                | Kind::Unreachable
-                | Kind::ServiceUnavailable
-        )
+        NETWORK.contains(&self)
     }
 
     pub fn blames(self) -> Blame {
@@ -158,6 +148,23 @@ impl Kind {
             _ => Blame::Endpoint,
         }
     }
+}
+
+/// The kinds that are the network's or the endpoint's ([`Kind::network`]).
+const NETWORK: [Kind; 8] = [
+    Kind::Refused,
+    Kind::Timeout,
+    Kind::ResetOnConnect,
+    Kind::ClosedInHandshake,
+    Kind::ClosedBeforeConnect,
+    Kind::UnknownHost,
+    Kind::Unreachable,
+    Kind::ServiceUnavailable,
+];
+
+/// Whether a report key (`Kind::key`) names the network or the endpoint.
+pub fn network_key(key: &str) -> bool {
+    NETWORK.iter().any(|k| k.key() == key)
 }
 
 /// A cause: its kind and the sentence for people.

@@ -175,6 +175,7 @@ impl Fleet {
             drops: Arc::new(DropLog::new(self.started)),
             ..self.base.clone()
         });
+        stats.watch_outages(settings.drops.outages.clone());
         self.sinks.push(Sink {
             name: name.to_string(),
             stats: stats.clone(),

@@ -32,7 +32,8 @@
 //!   and the status line; [`nofile`]: the open-files limit; [`signals`] and [`stop`]: when to stop.
 //! - [`cause`]: connection errors → a typed [`cause::Kind`] and one actionable sentence.
 //! - [`stats`], [`log_gate`] and [`report`]: counters declared once, throttled per-device logs,
-//!   the summary and the JSON report, and the exact merge of reports (`report::merge`).
+//!   the summary and the JSON report, and the exact merge of reports (`report::merge`);
+//!   [`outage`]: the story of unplanned drops (how long, how many down, how fast back).
 //! - [`preflight`]: one TLS handshake with the endpoint before the fleet starts;
 //!   [`preflight_sinks`]: the stream exists, the proxy speaks TLS 1.2+.
 //! - [`ratelimit`]: the fleet-wide pacer of connection attempts (`--ramp-up`).
@@ -69,6 +70,7 @@ mod local;
 mod log_gate;
 mod metrics;
 mod nofile;
+mod outage;
 mod preflight;
 mod preflight_sinks;
 mod ratelimit;

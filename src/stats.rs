@@ -220,6 +220,8 @@ pub struct Stats {
     /// With `[[group]]`s: each group's own counters, which devices record into; what this one
     /// reports is its own plus theirs.
     parts: Mutex<Vec<std::sync::Arc<Stats>>>,
+    /// The outages of the devices counting here (a sink's, shared by its groups).
+    outages: std::sync::OnceLock<std::sync::Arc<crate::outage::OutageLog>>,
 }
 
 /// Latency histograms in microseconds. Histograms add up exactly, so shards of a run, or runs
@@ -238,6 +240,8 @@ pub struct Latency {
     /// phase, kept apart so the steady state's percentiles are not the ramp-up's.
     pub puback_connecting: Histogram<u64>,
     pub lag_connecting: Histogram<u64>,
+    /// Lag of events taken while their device was down after a drop: how long they waited.
+    pub lag_outage: Histogram<u64>,
 }
 
 pub fn histogram() -> Histogram<u64> {
@@ -253,6 +257,7 @@ impl Default for Latency {
             sched: histogram(),
             puback_connecting: histogram(),
             lag_connecting: histogram(),
+            lag_outage: histogram(),
         }
     }
 }
@@ -266,6 +271,7 @@ impl Latency {
         let _ = self.sched.add(&other.sched);
         let _ = self.puback_connecting.add(&other.puback_connecting);
         let _ = self.lag_connecting.add(&other.lag_connecting);
+        let _ = self.lag_outage.add(&other.lag_outage);
     }
 }
 
@@ -328,6 +334,8 @@ pub struct Snapshot {
     /// `(retried)` when the event was sent again (Kinesis ProvisionedThroughputExceededException,
     /// HTTP 429, …).
     pub refusals: BTreeMap<String, u64>,
+    /// Unplanned drops and how the devices came back.
+    pub outages: crate::outage::Outages,
 }
 
 /// `later - earlier`, key by key.
@@ -342,6 +350,7 @@ fn map_since(later: &BTreeMap<String, u64>, earlier: &BTreeMap<String, u64>) -> 
 impl Snapshot {
     /// Adds `o`'s counts into these (a group's into its sink's).
     pub fn absorb(&mut self, o: &Snapshot) {
+        self.outages.absorb(&o.outages);
         self.devices.add(&o.devices);
         self.messages.add(&o.messages);
         self.connects.add(&o.connects);
@@ -415,6 +424,8 @@ impl Snapshot {
             suspected: self.suspected.clone(),
             event_causes: map_since(&self.event_causes, &earlier.event_causes),
             refusals: map_since(&self.refusals, &earlier.refusals),
+            // The outages are the run's story, told once, not per stage.
+            outages: Default::default(),
         }
     }
 }
@@ -480,6 +491,10 @@ impl Stats {
         } else {
             self.record(device, d, |l| &mut l.lag);
         }
+    }
+    /// An event taken while its device was down after a drop was written `d` after its time.
+    pub fn record_outage_wait(&self, device: usize, d: Duration) {
+        self.record(device, d, |l| &mut l.lag_outage);
     }
     pub fn record_sched(&self, device: usize, d: Duration) {
         self.record(device, d, |l| &mut l.sched);
@@ -570,7 +585,17 @@ impl Stats {
             suspected: lock(&self.suspected).clone(),
             event_causes: lock(&self.event_causes).clone(),
             refusals: lock(&self.refusals).clone(),
+            outages: self
+                .outages
+                .get()
+                .map(|o| o.figures(tokio::time::Instant::now()))
+                .unwrap_or_default(),
         }
+    }
+
+    /// Reports `log`'s outages with these counts.
+    pub fn watch_outages(&self, log: std::sync::Arc<crate::outage::OutageLog>) {
+        let _ = self.outages.set(log);
     }
 }
 

@@ -229,6 +229,9 @@ fn when_every_mqtt_device_is_refused_kinesis_still_gets_every_reading() {
         "200ms",
         "--backoff-max",
         "400ms",
+        // Devices retry a refusal until the run ends; this one ends when both sinks are done.
+        "--give-up-after",
+        "5s",
     ]));
     let (code, stderr, report) = run_aws(&a, &m.url());
     assert_eq!(code, 1, "the MQTT sink failed: {stderr}");

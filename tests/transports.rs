@@ -149,14 +149,12 @@ fn a_real_broker_that_denies_the_topic_gets_the_publish_policy_diagnosis() {
             "--interval",
             "300ms",
             "--duration",
-            "30s",
+            "10s",
         ]
         .map(String::from),
     );
-    let started = std::time::Instant::now();
     let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(60));
-    assert_eq!(code, 1, "every device gave up: {stderr}");
-    assert!(started.elapsed() < Duration::from_secs(25), "{stderr}");
+    assert_eq!(code, 1, "nothing was delivered: {stderr}");
     assert_eq!(
         report["device_failures"]["publish not allowed by policy"]["count"], 2,
         "{report:#}"
@@ -201,12 +199,10 @@ fn mqtt5_puback_0x87_for_a_denied_topic_is_named_by_device() {
     let pki = Pki::new(2);
     let broker = Mosquitto::start_with_acl(&pki, "pattern readwrite allowed/#\n");
     let mut args = certs_args(&pki, broker.port);
-    let flags = ["--mqtt-version", "5", "--interval", "200ms", "--duration", "20s"];
+    let flags = ["--mqtt-version", "5", "--interval", "200ms", "--duration", "5s"];
     args.extend(flags.map(String::from));
-    let started = std::time::Instant::now();
     let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(40));
-    assert_eq!(code, 1, "every device gave up: {stderr}");
-    assert!(started.elapsed() < Duration::from_secs(15), "{stderr}");
+    assert_eq!(code, 1, "nothing was delivered: {stderr}");
     let refused = &report["device_failures"]["publish not allowed by policy"];
     assert_eq!(refused["count"], 2, "{report:#}");
     let why = refused["example"].as_str().unwrap();
@@ -219,8 +215,8 @@ fn mqtt5_puback_0x87_for_a_denied_topic_is_named_by_device() {
         num(
             &report,
             "/errors/refused by the server: publish not allowed by policy"
-        ) >= 6,
-        "{report:#}"
+        ) >= 30,
+        "the devices kept publishing after the diagnosis: {report:#}"
     );
     // The server said why: no connection was closed to make it so.
     assert_eq!(num(&report, "/connects/disconnects"), 0, "{report:#}");
@@ -317,9 +313,9 @@ fn https_403_is_named_a_policy_refusal_by_device() {
     let pki = Pki::new(2);
     let server = HttpsServer::start(&pki, Answer::Status(403));
     let mut args = certs_args(&pki, server.port);
-    args.extend(["--transport", "https", "--interval", "200ms", "--duration", "20s"].map(String::from));
+    args.extend(["--transport", "https", "--interval", "200ms", "--duration", "5s"].map(String::from));
     let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(40));
-    assert_eq!(code, 1, "every device gave up: {stderr}");
+    assert_eq!(code, 1, "nothing was delivered: {stderr}");
     let refused = &report["device_failures"]["publish not allowed by policy"];
     assert_eq!(refused["count"], 2, "{report:#}");
     let why = refused["example"].as_str().unwrap();

@@ -26,6 +26,8 @@ pub struct DropLog {
     /// Some device got a CONNACK, and some device an acknowledgement, at least once.
     ever_connected: AtomicBool,
     ever_acked: AtomicBool,
+    /// Unplanned drops and how the devices came back, for the report.
+    pub outages: std::sync::Arc<crate::outage::OutageLog>,
 }
 
 impl DropLog {
@@ -36,6 +38,7 @@ impl DropLog {
             online: AtomicU64::new(0),
             ever_connected: AtomicBool::new(false),
             ever_acked: AtomicBool::new(false),
+            outages: Default::default(),
         }
     }
 

@@ -25,6 +25,9 @@ impl Device {
                     self.stats.messages.published.inc();
                     self.stats
                         .record_lag(self.index, lag, self.meant_before_connect(lag));
+                    if self.taken_while_down(lag) {
+                        self.stats.record_outage_wait(self.index, lag);
+                    }
                 }
                 Some(Written::Resent) => self.stats.messages.resent.inc(),
                 None => {}
@@ -101,6 +104,17 @@ impl Device {
         }
     }
 
+    /// Whether an event written `lag` after its time was taken while this device was down
+    /// after its last unplanned drop.
+    fn taken_while_down(&self, lag: Duration) -> bool {
+        let Some((from, to)) = self.last_down else {
+            return false;
+        };
+        Instant::now()
+            .checked_sub(lag)
+            .is_some_and(|intended| intended >= from && intended <= to)
+    }
+
     pub(super) fn on_connected(&mut self) {
         if let Some(started) = self.last_attempt {
             self.stats.record_connect(self.index, started.elapsed());
@@ -110,6 +124,11 @@ impl Device {
         self.conn = Conn::Online { since: now };
         self.settings.drops.up();
         self.policy.on_connected(now);
+        if let Some(since) = self.down_since.take() {
+            let offline = now.saturating_duration_since(since);
+            self.settings.drops.outages.back(now, &self.id, offline);
+            self.last_down = Some((since, now));
+        }
         self.stats.devices.online.inc();
         if self.ever_connected {
             self.stats.connects.reconnects.inc();
@@ -162,6 +181,9 @@ impl Device {
         let online = lasted.is_some();
         if online {
             self.stats.connects.disconnects.inc();
+            let now = Instant::now();
+            self.down_since = Some(now);
+            self.settings.drops.outages.lost(now);
         } else {
             self.stats.connect_failed(cause.kind);
         }

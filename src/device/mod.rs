@@ -263,6 +263,10 @@ struct Device {
     replay: Option<Box<replay::Cursor>>,
     /// When the first CONNACK came (events meant for before it are the connect phase's).
     first_connected: Option<Instant>,
+    /// Down since an unplanned drop, until the next CONNACK; then the last such spell, so the
+    /// events taken in it are counted as having waited out an outage.
+    down_since: Option<Instant>,
+    last_down: Option<(Instant, Instant)>,
 }
 
 /// Runs one device until the fleet stops it or it gives up for a permanent cause.
@@ -337,6 +341,8 @@ pub async fn run<T: Transport>(
         template_state,
         replay: replay_cursor,
         first_connected: None,
+        down_since: None,
+        last_down: None,
     };
     if device.injector.as_ref().is_some_and(|i| i.skew_ms() != 0) {
         device.stats.faults.skewed_devices.inc();

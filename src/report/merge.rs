@@ -118,6 +118,7 @@ impl Sum {
             .iter()
             .filter_map(|(k, h)| encode(h).map(|b| (k.clone(), b)))
             .collect();
+        self.figures.outages.waited_ms = q("lag_outage");
         let c = &mut self.figures.connects;
         c.peak_per_second = c.per_second.iter().copied().max().unwrap_or(0);
         self.figures
@@ -134,6 +135,7 @@ fn add_counts(total: &mut Figures, r: &Figures) {
     c.counts.add(&r.connects.counts);
     total.commands.add(&r.commands);
     total.faults.add(&r.faults);
+    total.outages.absorb(&r.outages);
     add_map(&mut c.failed, &r.connects.failed);
     if c.per_second.len() < r.connects.per_second.len() {
         c.per_second.resize(r.connects.per_second.len(), 0);

@@ -20,6 +20,7 @@ pub mod timeseries;
 pub mod verdict;
 
 use crate::config::{FleetConfig, Profile, Schedule};
+use crate::outage::Outages;
 use crate::stats::{
     CauseCount, CommandCounts, ConnectCounts, DeviceCounts, FaultCounts, Latency, MessageCounts, Quantiles,
     Snapshot, Timings,
@@ -97,6 +98,10 @@ pub struct Figures {
     /// when the event was sent again.
     #[serde(default)]
     pub refusals: BTreeMap<String, u64>,
+    /// Unplanned drops: how many, the longest, how many devices were down, how fast they came
+    /// back, and how long the events taken meanwhile waited.
+    #[serde(default, skip_serializing_if = "Outages::is_quiet")]
+    pub outages: Outages,
     /// The latency histograms (µs), HdrHistogram V2 deflate, base64: merge shards exactly.
     pub histograms: BTreeMap<String, String>,
 }
@@ -332,6 +337,7 @@ impl Figures {
             ("sched", &latency.sched),
             ("puback_connecting", &latency.puback_connecting),
             ("lag_connecting", &latency.lag_connecting),
+            ("lag_outage", &latency.lag_outage),
         ]
         .into_iter()
         .filter_map(|(name, h)| encode(h).map(|b| (name.to_string(), b)))
@@ -370,6 +376,10 @@ impl Figures {
             commands: s.commands,
             faults: s.faults,
             refusals: s.refusals.clone(),
+            outages: Outages {
+                waited_ms: Quantiles::of(&latency.lag_outage),
+                ..s.outages.clone()
+            },
             histograms,
         }
     }
@@ -422,6 +432,7 @@ pub fn summary(r: &Report) -> String {
         c.counts.disconnects,
         c.counts.reconnects
     );
+    write_attempts_and_outages(&mut out, r);
     write_events(&mut out, &r.messages, r.settings.qos == 0);
     let target = r
         .rate
@@ -683,6 +694,46 @@ fn write_events(out: &mut String, m: &MessageCounts, qos0: bool) {
     }
 }
 
+/// Failed connection attempts by cause, each said to be the network's or the server's word;
+/// then the story of the outages, if any.
+fn write_attempts_and_outages(out: &mut String, r: &Report) {
+    let mut failed: Vec<(&String, &u64)> = r.connects.failed.iter().collect();
+    failed.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (cause, n) in failed {
+        let whose = if crate::cause::network_key(cause) {
+            "the network or the endpoint"
+        } else {
+            "the server's answer"
+        };
+        let _ = writeln!(out, "  failed attempts: {cause}: {n} ({whose})");
+    }
+    let o = &r.outages;
+    if o.is_quiet() {
+        return;
+    }
+    let mut line = format!(
+        "  outages   {} over, the longest {} s with {} device(s) down, every device back {} s after the first",
+        o.episodes, o.longest_s, o.devices_down, o.recovery_s
+    );
+    if let Some(id) = &o.longest_device {
+        let _ = write!(line, "; longest offline {} s ({id})", o.longest_device_offline_s);
+    }
+    if o.waited_ms.count > 0 {
+        let w = &o.waited_ms;
+        let _ = write!(
+            line,
+            "; {} event(s) taken meanwhile waited p50 {:.1} s, max {:.1} s",
+            w.count,
+            w.p50 / 1000.0,
+            w.max / 1000.0
+        );
+    }
+    if o.still_down > 0 {
+        let _ = write!(line, "; {} device(s) still down at the end", o.still_down);
+    }
+    let _ = writeln!(out, "{line}");
+}
+
 fn write_failures(out: &mut String, r: &Report) {
     for (label, map) in [("failed", &r.device_failures), ("suspected", &r.suspected)] {
         for (key, c) in map {
@@ -788,6 +839,7 @@ mod tests {
 freezer-fleet summary after 10.4 s
   devices   6 connected, 1 failed (of 7)
   connects  9 attempts (peak 9/s), 8 ok, 1 failed, 2 disconnects, 2 reconnects
+  failed attempts: connection refused: 1 (the network or the endpoint)
   events    140 taken, 140 published, 140 acknowledged, 3 failed (1 injected)
   rate      14 publishes/s (target 14)
   latency   puback p50 4.001 p99 4.001 max 4.001 ms

@@ -352,6 +352,15 @@ impl Mosquitto {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends the broker a signal by its pid (`STOP`: no answer at all until `CONT`).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
 }
 
 impl Drop for Mosquitto {
@@ -702,6 +711,52 @@ const OPEN: u8 = 0;
 const REFUSING: u8 = 1;
 const STOPPED: u8 = 2;
 
+/// How a [`Proxy`] behaves while its upstream is down ([`Proxy::go_down`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Down {
+    /// Accepts each TCP connection and closes it at once, as a TCP load balancer with no
+    /// healthy target does.
+    AcceptClose = 3,
+    /// Accepts each TCP connection and resets it (RST).
+    Reset = 4,
+    /// Passes the client's first bytes (the TLS ClientHello) upstream, then closes both sides:
+    /// a handshake cut half way.
+    CutHandshake = 5,
+}
+
+/// Resets `s` when it is dropped: SO_LINGER with a zero timeout.
+fn reset_on_close(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Forwards the first bytes `client` sends to `upstream`, then closes both.
+fn cut_after_first_bytes(mut client: std::net::TcpStream, upstream: u16) {
+    std::thread::spawn(move || {
+        let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut hello = [0u8; 4096];
+        let Ok(n) = client.read(&mut hello) else { return };
+        if let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) {
+            let _ = server.write_all(&hello[..n]);
+            let _ = server.shutdown(std::net::Shutdown::Both);
+        }
+        let _ = client.shutdown(std::net::Shutdown::Both);
+    });
+}
+
 impl Proxy {
     pub fn start(upstream: u16) -> Proxy {
         use std::sync::atomic::{AtomicU8, Ordering};
@@ -737,6 +792,18 @@ impl Proxy {
                 match l.accept() {
                     Ok((client, _)) => {
                         client.set_nonblocking(false).unwrap();
+                        match m.load(Ordering::SeqCst) {
+                            x if x == Down::AcceptClose as u8 => continue,
+                            x if x == Down::Reset as u8 => {
+                                reset_on_close(&client);
+                                continue;
+                            }
+                            x if x == Down::CutHandshake as u8 => {
+                                cut_after_first_bytes(client, upstream);
+                                continue;
+                            }
+                            _ => {}
+                        }
                         let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
                             continue;
                         };
@@ -776,6 +843,14 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.mode.store(OPEN, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Cuts every connection and, until [`Proxy::restore`], treats new ones as `how` says.
+    pub fn go_down(&self, how: Down) {
+        self.mode.store(how as u8, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// Cuts one connection (the `pick`-th modulo the open ones), as a lossy link or a NAT
