@@ -173,6 +173,8 @@ pub enum Loss {
     QueueFull,
     /// The device gave up, for this cause.
     GaveUp(Kind),
+    /// The device was still trying to make its first connection when the run ended.
+    NeverConnected(Kind),
     /// Written, but not acknowledged before shutdown.
     NotAcked,
     /// Never written before shutdown.
@@ -187,6 +189,7 @@ impl Loss {
         match self {
             Loss::QueueFull => "offline queue full (--offline-queue)".into(),
             Loss::GaveUp(kind) => format!("device gave up: {}", kind.key()),
+            Loss::NeverConnected(kind) => format!("never connected: {}", kind.key()),
             Loss::NotAcked => "not acknowledged before shutdown".into(),
             Loss::NotSent => "not sent before shutdown".into(),
             Loss::Refused(kind) => format!("refused by the server: {}", kind.key()),

@@ -82,7 +82,7 @@ impl Device {
     }
 
     /// Counts this device under the devices' failures, once whatever happens after.
-    fn count_failed(&mut self, cause: &Cause) {
+    pub(super) fn count_failed(&mut self, cause: &Cause) {
         if !self.failed_counted {
             self.failed_counted = true;
             self.stats.device_failed(&self.id, cause);

@@ -578,14 +578,18 @@ impl Device {
             return;
         }
         if !self.ever_connected {
-            // Still retrying when the run ended: count it with the last cause seen.
-            let cause = self.last_cause.clone().unwrap_or_else(|| {
+            // Still retrying when the run ended: counted with the refusal named, or else the
+            // last cause seen.
+            let cause = self.policy.refusal().cloned().or_else(|| self.last_cause.clone());
+            let cause = cause.unwrap_or_else(|| {
                 Cause::new(
                     Kind::NotConnectedYet,
                     "the run ended before the first connection".into(),
                 )
             });
-            self.give_up(&cause);
+            self.count_failed(&cause);
+            let owed = self.ledger.clear();
+            self.stats.events_failed(owed, Loss::NeverConnected(cause.kind));
             return;
         }
         if self.settings.acked {

@@ -147,6 +147,11 @@ impl Policy {
         }
     }
 
+    /// The refusal named for this device, while it stands.
+    pub fn refusal(&self) -> Option<&Cause> {
+        self.refusal.as_ref()
+    }
+
     /// Gives up after `limit` without a success (`--give-up-after`).
     pub fn give_up_after(mut self, limit: Option<Duration>) -> Policy {
         self.give_up_after = limit;
