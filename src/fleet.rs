@@ -109,6 +109,7 @@ impl Fleet {
             backoff_min: cfg.link.backoff_min,
             backoff_max: cfg.link.backoff_max,
             give_up_after: cfg.link.give_up_after,
+            attempted: None,
             offline_queue: cfg.link.offline_queue,
             pacer: pacer(cfg),
             log_gate: Arc::new(LogGate::default()),
@@ -251,6 +252,12 @@ impl Fleet {
                 None => self.tasks.spawn(task),
             };
         }
+    }
+
+    /// Client id `id` sent a CONNECT at `at` (the pre-flight's): its device's first attempt
+    /// keeps one second from it, as from any attempt of its own. Call before [`Fleet::add`].
+    pub fn connected_before(&mut self, id: String, at: Instant) {
+        self.base.attempted = Some(Arc::new((id, at)));
     }
 
     /// The fleet's pacer of connection attempts (None when nothing paces them).

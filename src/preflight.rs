@@ -3,8 +3,13 @@
 //! port or CA, or a client certificate the server rejects, then stops the run with one line
 //! that names the flag or file (exit 2), instead of N devices failing the same way.
 //!
-//! It sends no MQTT: no client id is used, so it never counts against IoT Core's one CONNECT
-//! per second per client id, and a device's session is never disturbed.
+//! Then, over MQTT with a clean session ([`connect_first`]), one CONNECT as the first device: a
+//! server that refuses it in its own words (CONNACK not authorized, a TLS alert after the
+//! handshake) stops the run the same way, since every device would be refused alike and the
+//! devices never give up by themselves. Under the aws-iot profile that CONNECT counts against
+//! IoT Core's one CONNECT per second per client id, so the first device's first attempt waits
+//! out the second. With `--persistent-session` it is skipped: it would end the device's kept
+//! session.
 
 use std::time::Duration;
 
@@ -17,6 +22,7 @@ use tokio::time::timeout;
 use crate::cause::{self, Blame};
 use crate::config::{DeviceConfig, FleetConfig};
 use crate::input;
+use crate::transport::{Link, LinkEvent, Transport};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to listen after the handshake for a TLS 1.3 server's verdict on our certificate.
@@ -116,4 +122,51 @@ fn tls_failure(e: std::io::Error, addr: &str, device: &DeviceConfig) -> Result<(
             c.detail
         )),
     }
+}
+
+/// One MQTT CONNECT as `device` over `transport`, then a clean DISCONNECT. A refusal in the
+/// server's own words is bad input (exit 2) naming the device; anything else (a close, a
+/// timeout) is left to the devices, which retry. Returns when the CONNECT was sent, to space
+/// the device's own first attempt from it.
+pub async fn connect_first<T: Transport>(
+    transport: &T,
+    device: &DeviceConfig,
+) -> Result<tokio::time::Instant> {
+    let (_tx, mut link) = transport.open(device, 0);
+    let at = tokio::time::Instant::now();
+    let outcome = timeout(STEP_TIMEOUT, async {
+        loop {
+            match link.next().await {
+                LinkEvent::Connected => return None,
+                LinkEvent::Lost(cause) => return Some(cause),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    match outcome {
+        Ok(None) => link.close(Duration::from_secs(1), |_| {}).await,
+        Ok(Some(c)) if c.permanent() && !c.kind.network() => {
+            return Err(input!(
+                "device {} ({}): {}: the server refuses this device's CONNECT, and would refuse it again; \
+                 check the certificate is active and its policy allows iot:Connect for this client id",
+                device.id,
+                device.cert_file.display(),
+                c.detail
+            ));
+        }
+        Ok(Some(c)) => {
+            tracing::warn!(
+                "pre-flight CONNECT as {}: {}; starting the devices anyway",
+                device.id,
+                c.detail
+            )
+        }
+        Err(_) => tracing::warn!(
+            "pre-flight CONNECT as {}: no CONNACK within {} s; starting the devices anyway",
+            device.id,
+            STEP_TIMEOUT.as_secs()
+        ),
+    }
+    Ok(at)
 }

@@ -84,11 +84,15 @@ counters! {
     DeviceCounters => DeviceCounts {
         /// Devices that completed at least one connection.
         connected,
-        /// Devices that gave up: never connected, or stopped for a permanent cause.
+        /// Devices that failed: a refusal named (the device kept trying), never connected, or
+        /// gave up.
         failed,
         /// Devices connected right now.
         #[serde(skip_serializing)]
         online,
+        /// Devices that stopped for good (`--give-up-after`).
+        #[serde(skip_serializing)]
+        stopped,
     }
 }
 

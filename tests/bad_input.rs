@@ -456,6 +456,11 @@ refused!(
     ["--backoff-max", "at least --backoff-min"]
 );
 refused!(
+    zero_give_up_after,
+    |f| f.fleet(&["--give-up-after", "0s"]),
+    ["--give-up-after", "0 s would give up before the first attempt"]
+);
+refused!(
     zero_offline_queue,
     |f| f.fleet(&["--offline-queue", "0"]),
     ["--offline-queue", "at least 1"]

@@ -388,3 +388,22 @@ fn a_server_that_closes_after_each_connect_is_named_a_policy_refusal() {
         "{why}"
     );
 }
+
+#[test]
+fn a_connack_refusal_stops_the_run_at_the_pre_flight_check_naming_the_device() {
+    let pki = Pki::new(3);
+    let server = RefusingServer::start(&pki, Refuse::NotAuthorized);
+    let mut args = certs_args(&pki, server.port);
+    args.extend(["--interval", "1s", "--duration", "30s"].map(String::from));
+    let started = Instant::now();
+    let (code, stderr, _) = run_to_end(&strs(&args), Duration::from_secs(30));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
+    let line = stderr.lines().find(|l| l.contains("error")).unwrap_or_default();
+    assert!(
+        line.contains("device freezer1 (") && line.contains("not authorized") && line.contains("iot:Connect"),
+        "{stderr}"
+    );
+    // One CONNECT, the pre-flight's: no device started.
+    assert_eq!(server.connects().len(), 1, "{stderr}");
+}

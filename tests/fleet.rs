@@ -143,9 +143,10 @@ fn one_shared_certificate_with_an_id_prefix_and_qos0() {
     );
     let ids: BTreeSet<String> = seqs_by_device(&events).into_keys().collect();
     assert_eq!(ids, BTreeSet::from(["cab-1", "cab-2", "cab-3"].map(String::from)));
-    // Every client presented the one shared certificate.
+    // Every client presented the one shared certificate: the three devices and the
+    // pre-flight CONNECT (as the first device).
     let users = broker.connected_users();
-    assert_eq!(users.iter().filter(|u| *u == "freezer1").count(), 3, "{users:?}");
+    assert_eq!(users.iter().filter(|u| *u == "freezer1").count(), 4, "{users:?}");
     assert!(stderr.contains("n/a at QoS 0"), "{stderr}");
 }
 
@@ -248,11 +249,12 @@ fn sigterm_stops_gracefully_with_the_summary() {
         published,
         "drained before exit: {stderr}"
     );
-    // The broker saw clean disconnects, not dropped connections.
+    // The broker saw clean disconnects, not dropped connections: the two devices' and the
+    // pre-flight CONNECT's.
     let log = broker.log_text();
     assert_eq!(
         log.matches("disconnected.").count() - log.matches("disconnected, ").count(),
-        2,
+        3,
         "{log}"
     );
 }

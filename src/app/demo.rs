@@ -100,7 +100,7 @@ fn run_in(args: &DemoArgs, dir: &Path) -> Result<i32> {
             args.devices
         ));
         let outcome =
-            super::run::run_fleet(&cfg, ConsoleLines::spawn(), TimeSeries::new(None, true)?).await?;
+            super::run::run_fleet(&cfg, ConsoleLines::spawn(), TimeSeries::new(None, true)?, None).await?;
         // Give the last events time to reach the watcher.
         let published = outcome.first().snapshot.messages.published;
         let _ = tokio::time::timeout(CATCH_UP, received_rx.wait_for(|n| *n >= published)).await;

@@ -12,7 +12,7 @@ use crate::aws::endpoint;
 use crate::aws::json::{self, JsonApi};
 use crate::cli::RunArgs;
 use crate::config::SinkKind;
-use crate::config::{self, FleetConfig, MqttVersion, TransportKind};
+use crate::config::{self, FleetConfig, MqttVersion, Profile, TransportKind};
 use crate::console::{self, Command, ConsoleLines};
 use crate::device::{InjectNote, Poke};
 use crate::error::exit;
@@ -52,12 +52,30 @@ pub fn run(args: RunArgs) -> Result<i32> {
     super::runtime()?.block_on(async {
         // Created first, so a bad path stops the run before anything connects.
         let series = TimeSeries::new(cfg.timeseries.as_deref(), acknowledged(&cfg))?;
+        let mut first_connect = None;
         if cfg.sinks.has(SinkKind::Mqtt) {
             preflight::check(&cfg).await?;
+            first_connect = preflight_connect(&cfg).await?;
         }
-        let outcome = run_fleet(&cfg, ConsoleLines::spawn(), series).await?;
+        let outcome = run_fleet(&cfg, ConsoleLines::spawn(), series, first_connect).await?;
         Ok(exit_code(&outcome))
     })
+}
+
+/// The pre-flight MQTT CONNECT as the first device (plain MQTT over TLS with a clean session
+/// only): its client id and when it was sent.
+async fn preflight_connect(cfg: &FleetConfig) -> Result<Option<FirstConnect>> {
+    let Some(device) = cfg.devices.first() else {
+        return Ok(None);
+    };
+    if cfg.transport != TransportKind::Mqtt || cfg.link.persistent_session {
+        return Ok(None);
+    }
+    let at = match cfg.mqtt_version {
+        MqttVersion::V5 => preflight::connect_first(&Mqtt5(mqtt(cfg, None)), device).await?,
+        _ => preflight::connect_first(&mqtt(cfg, None), device).await?,
+    };
+    Ok(Some((device.id.clone(), at)))
 }
 
 /// The MQTT transport for a run's settings.
@@ -121,7 +139,7 @@ impl Prepared {
     }
 
     /// Starts every device on each sink of `cfg`.
-    fn start(self, cfg: &FleetConfig) -> Fleet {
+    fn start(self, cfg: &FleetConfig, first_connect: Option<FirstConnect>) -> Fleet {
         if let Some(s) = &self.session {
             tracing::info!(
                 "signing AWS requests for region {} with credentials from {}",
@@ -133,6 +151,10 @@ impl Prepared {
             tracing::warn!("device threads: {e}; the devices share the main runtime");
         }
         let mut fleet = Fleet::new(cfg, cfg.sinks.kinds.len());
+        // IoT Core takes one CONNECT per second per client id, the pre-flight's included.
+        if let Some((id, at)) = first_connect.filter(|_| cfg.profile == Profile::AwsIot) {
+            fleet.connected_before(id, at);
+        }
         let seed = cfg.seed.value;
         for kind in &cfg.sinks.kinds {
             let stats = Arc::new(Stats::default());
@@ -210,7 +232,15 @@ fn json_api(service: endpoint::Service, prefix: &'static str, session: &Session)
 
 /// Runs the fleet to the end with the console on `console`; prints the summary and writes the
 /// report.
-pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines, series: TimeSeries) -> Result<Outcome> {
+/// A client id that already sent one CONNECT (the pre-flight's), and when.
+pub type FirstConnect = (String, tokio::time::Instant);
+
+pub async fn run_fleet(
+    cfg: &FleetConfig,
+    console: ConsoleLines,
+    series: TimeSeries,
+    first_connect: Option<FirstConnect>,
+) -> Result<Outcome> {
     nofile::raise_open_files_limit(cfg.devices.len());
     let prepared = Prepared::new(cfg).await?;
     announce(cfg);
@@ -220,7 +250,7 @@ pub async fn run_fleet(cfg: &FleetConfig, console: ConsoleLines, series: TimeSer
         None => None,
     };
     let launched = tokio::time::Instant::now();
-    let mut fleet = prepared.start(cfg);
+    let mut fleet = prepared.start(cfg, first_connect);
     let stage = crate::metrics::CurrentStage::default();
     if let Some(listener) = metrics {
         let sinks = fleet
@@ -355,8 +385,8 @@ fn asked_rate(cfg: &FleetConfig) -> Option<f64> {
     }
 }
 
-/// 1 when no device could connect, every device gave up, or a sink delivered nothing of what
-/// it was given; else 3 when a `--fail-if` threshold broke; 0 otherwise.
+/// 1 when no device could connect, every device gave up, every device was refused and nothing
+/// was delivered, or a sink delivered nothing of what it was given; else 3 when a `--fail-if` threshold broke; 0 otherwise.
 pub fn exit_code(outcome: &Outcome) -> i32 {
     for sink in &outcome.sinks {
         let code = sink_exit_code(sink, outcome.devices, outcome.sinks.len() > 1);
@@ -390,8 +420,13 @@ fn sink_exit_code(sink: &SinkOutcome, n: usize, named: bool) -> i32 {
             "error: none of the {n} device(s) could connect{on} (causes above)"
         ));
         exit::RUN_FAILED
-    } else if devices.failed as usize >= n {
+    } else if devices.stopped as usize >= n {
         live::eprintln(&format!("error: every device gave up{on} (causes above)"));
+        exit::RUN_FAILED
+    } else if devices.failed as usize >= n && m.acknowledged == 0 {
+        live::eprintln(&format!(
+            "error: every device was refused{on} and nothing was delivered (causes above)"
+        ));
         exit::RUN_FAILED
     } else {
         exit::OK

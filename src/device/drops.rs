@@ -1,7 +1,6 @@
 //! The fleet's recent connection drops, so a device can tell a drop of its own (a policy or a
 //! take-over aimed at it) from a network or broker event that dropped many devices at once;
-//! and whether the rest of the fleet gets through now, or ever got a CONNACK or an
-//! acknowledgement at all.
+//! and whether the rest of the fleet is connected now, or ever got a CONNACK at all.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,9 +22,8 @@ pub struct DropLog {
     ring: Mutex<Vec<(u64, u32)>>,
     /// Devices connected now.
     online: AtomicU64,
-    /// Some device got a CONNACK, and some device an acknowledgement, at least once.
+    /// Some device got a CONNACK at least once.
     ever_connected: AtomicBool,
-    ever_acked: AtomicBool,
     /// Unplanned drops and how the devices came back, for the report.
     pub outages: std::sync::Arc<crate::outage::OutageLog>,
 }
@@ -37,7 +35,6 @@ impl DropLog {
             ring: Mutex::new(vec![(u64::MAX, 0); BUCKETS]),
             online: AtomicU64::new(0),
             ever_connected: AtomicBool::new(false),
-            ever_acked: AtomicBool::new(false),
             outages: Default::default(),
         }
     }
@@ -53,24 +50,14 @@ impl DropLog {
         self.online.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// A device's event was acknowledged (read first: the flag is written once, not per ack).
-    pub fn acked(&self) {
-        if !self.ever_acked.load(Ordering::Relaxed) {
-            self.ever_acked.store(true, Ordering::Relaxed);
-        }
-    }
-
     /// Devices connected now.
     pub fn online(&self) -> u64 {
         self.online.load(Ordering::Relaxed)
     }
 
-    /// Whether any device ever got a CONNACK / an acknowledgement.
+    /// Whether any device ever got a CONNACK.
     pub fn ever_connected(&self) -> bool {
         self.ever_connected.load(Ordering::Relaxed)
-    }
-    pub fn ever_acked(&self) -> bool {
-        self.ever_acked.load(Ordering::Relaxed)
     }
 
     fn bucket(&self, at: Instant) -> u64 {

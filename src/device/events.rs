@@ -36,7 +36,6 @@ impl Device {
             LinkEvent::Acked { token } => {
                 if let Some(latency) = self.ledger.on_acked(token) {
                     self.policy.on_acked(Instant::now);
-                    self.settings.drops.acked();
                     self.session.acked += 1;
                     self.stats.messages.acknowledged.inc();
                     self.stats
@@ -62,7 +61,12 @@ impl Device {
             tracing::warn!("{}: {}", self.id, cause.detail);
         }
         if let Some(diagnosis) = self.policy.on_refused(&cause, &self.settings.topic) {
-            self.name_failure(&diagnosis);
+            self.count_failed(&diagnosis);
+            tracing::warn!(
+                "{}: {}; the device goes on sending (--give-up-after stops a device)",
+                self.id,
+                diagnosis.detail
+            );
         }
         if let Some(why) = self.policy.give_up_due(Instant::now(), &cause) {
             self.stop_with = Some(why);
@@ -226,6 +230,7 @@ impl Device {
     /// Stops this device for good and counts why.
     pub(super) fn give_up(&mut self, cause: &Cause) {
         self.gave_up = Some(cause.kind);
+        self.stats.devices.stopped.inc();
         self.count_failed(cause);
         if self.settings.log_gate.may_log() {
             tracing::error!("{}: giving up: {}", self.id, cause.detail);

@@ -64,6 +64,8 @@ pub struct DeviceSettings {
     pub backoff_max: Duration,
     /// `--give-up-after`: stop after this long without a success (None: retry until the end).
     pub give_up_after: Option<Duration>,
+    /// A client id that already sent a CONNECT (the pre-flight's), and when.
+    pub attempted: Option<Arc<(String, Instant)>>,
     /// Events kept while they cannot be sent; beyond it the oldest are dropped (and counted).
     pub offline_queue: usize,
     /// Fleet-wide pacing of connection attempts (`--ramp-up`).
@@ -96,13 +98,9 @@ impl Neighbours for DeviceSettings {
     fn reach(&self) -> Duration {
         reconnect::CORRELATION_WINDOW + drops::BUCKET
     }
-    fn others_get_through(&self, stage: reconnect::Stage) -> bool {
+    fn others_get_through(&self) -> bool {
         // The judged device is offline, so every connected one is another.
-        let ever = match stage {
-            reconnect::Stage::AfterPublish => self.drops.ever_acked(),
-            _ => self.drops.ever_connected(),
-        };
-        self.drops.online() > 0 || !ever
+        self.drops.online() > 0 || !self.drops.ever_connected()
     }
 }
 
@@ -300,6 +298,12 @@ pub async fn run<T: Transport>(
         .as_ref()
         .filter(|_| own)
         .map(|plan| Box::new(replay::Cursor::new(plan.clone(), &config.id)));
+    // The pre-flight's CONNECT with this client id counts as an attempt of its own.
+    let preflight_attempt = settings
+        .attempted
+        .as_deref()
+        .filter(|(id, _)| *id == config.id)
+        .map(|(_, at)| *at);
     let mut freezer = Freezer::new(settings.seed, index as u64, settings.model.alarm);
     freezer.tune(settings.tune.setpoint, settings.tune.door_rate);
     let mut device = Device {
@@ -318,7 +322,7 @@ pub async fn run<T: Transport>(
         conn: Conn::Connecting,
         session: Session::default(),
         ever_connected: false,
-        last_attempt: None,
+        last_attempt: preflight_attempt,
         last_cause: None,
         timer,
         timed_taken: 0,

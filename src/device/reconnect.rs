@@ -9,9 +9,10 @@
 //! be a refusal: the TLS handshake completed, CONNECT (or PUBLISH) was written, and the server
 //! closed on it. A connection closed or reset before that (a load balancer with no healthy
 //! target accepts and closes), refused, or timed out is the network or the endpoint, whatever
-//! its shape. A flapping network closes sessions too, but for many devices at once: a sign
-//! counts only while the rest of the fleet gets through (or before any device ever got that
-//! far), and only when it repeats. MQTT 5 servers give their reasons outright.
+//! its shape. A flapping network closes sessions too, but for many devices at once: a close
+//! after CONNECT counts only while the rest of the fleet gets through (or before any device
+//! ever connected), a short session only while the rest stays connected, and every sign only
+//! when it repeats. MQTT 5 servers give their reasons outright.
 //!
 //! A device never gives up by itself, as AWS's device SDKs retry until stopped: a diagnosis is
 //! named once and the device keeps trying every `--backoff-max`; anything else is retried with
@@ -67,10 +68,11 @@ pub trait Neighbours {
     fn reach(&self) -> Duration {
         CORRELATION_WINDOW
     }
-    /// Whether a close at `stage` can be aimed at this device: another device is connected
-    /// now, or no device has ever got past that stage (a refusal of the whole fleet from its
-    /// first attempt). Otherwise the fleet got through before and none does now: an outage.
-    fn others_get_through(&self, stage: Stage) -> bool;
+    /// Whether a close after CONNECT can be aimed at this device: another device is connected
+    /// now, or no device has ever connected (a refusal of the whole fleet from its first
+    /// attempt). Otherwise the fleet got through before and none does now: an outage (a front
+    /// end that takes CONNECT and closes while what is behind it is down).
+    fn others_get_through(&self) -> bool;
 }
 
 /// Whether two moments are at most `reach` apart.
@@ -378,18 +380,18 @@ impl Policy {
 
     /// Judges an earlier session end now that the fleet's drops around it are known.
     fn judge(&mut self, end: &SessionEnd, neighbours: &impl Neighbours) {
-        // A refusal has a signature of its own (closed after CONNECT was written, before
-        // CONNACK; closed right after a PUBLISH that was never acknowledged), and counts while
-        // the rest of the fleet gets through, or before any device got that far (a policy
-        // refuses the whole fleet from the start). A short session has no signature: it counts
-        // only when the rest of the fleet stayed connected.
+        // A refusal has a signature of its own: closed after CONNECT was written, before
+        // CONNACK (counted while the rest of the fleet gets through, or before any device ever
+        // connected: a policy refuses the whole fleet from the start); closed right after a
+        // PUBLISH that was never acknowledged, in a session the server accepted. A short
+        // session has no signature: it counts only when the rest of the fleet stayed connected.
         let suspect = match (end.stage, end.cause.kind) {
-            (Stage::AfterConnect, Kind::ClosedAfterConnect) if neighbours.others_get_through(end.stage) => {
+            (Stage::AfterConnect, Kind::ClosedAfterConnect) if neighbours.others_get_through() => {
                 Some(Suspect::ConnectRefused)
             }
-            (Stage::AfterPublish, Kind::ClosedByServer) if neighbours.others_get_through(end.stage) => {
-                Some(Suspect::PublishRefused)
-            }
+            // The session had its CONNACK, so the path works: a close right after its PUBLISH
+            // is the server's, whatever the rest of the fleet does.
+            (Stage::AfterPublish, Kind::ClosedByServer) => Some(Suspect::PublishRefused),
             (Stage::Connected { lasted, .. }, Kind::ClosedByServer)
                 if lasted < SHORT_SESSION && self.alone_at(end.at, neighbours) =>
             {

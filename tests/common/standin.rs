@@ -62,6 +62,8 @@ pub enum Refuse {
     AfterConnect,
     /// After CONNACK, right after the first PUBLISH, without PUBACK (iot:Publish denied).
     AfterPublish,
+    /// CONNACK with return code 5, not authorized: a refusal in the server's own words.
+    NotAuthorized,
     /// MQTT 5: acknowledges everything, then 300 ms after CONNACK sends DISCONNECT 0x8E
     /// (session taken over) and closes, as IoT Core tells an MQTT 5 client whose client id
     /// another connection took.
@@ -122,10 +124,13 @@ async fn serve(mut stream: Tls, refuse: Refuse, log: &Mutex<Vec<(String, Instant
         let reply = match packet {
             Packet::Connect(c) => {
                 log.lock().unwrap().push((c.client_id.clone(), Instant::now()));
-                if refuse == Refuse::AfterConnect {
-                    return;
+                match refuse {
+                    Refuse::AfterConnect => return,
+                    Refuse::NotAuthorized => {
+                        Packet::ConnAck(ConnAck::new(ConnectReturnCode::NotAuthorized, false))
+                    }
+                    _ => Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)),
                 }
-                Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))
             }
             Packet::Publish(_) if refuse == Refuse::AfterPublish => return,
             Packet::PingReq => Packet::PingResp,
