@@ -6,9 +6,9 @@
 //! Then, over MQTT with a clean session ([`connect_first`]), one CONNECT as the first device: a
 //! server that refuses it in its own words (CONNACK not authorized, a TLS alert after the
 //! handshake) stops the run the same way, since every device would be refused alike and the
-//! devices never give up by themselves. Under the aws-iot profile that CONNECT counts against
-//! IoT Core's one CONNECT per second per client id, so the first device's first attempt waits
-//! out the second. With `--persistent-session` it is skipped: it would end the device's kept
+//! devices never give up by themselves. That CONNECT counts as the first device's own attempt
+//! (one per second per client id, IoT Core's limit), so the device's first attempt comes a
+//! second after it. With `--persistent-session` it is skipped: it would end the device's kept
 //! session.
 
 use std::time::Duration;
@@ -20,8 +20,10 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::cause::{self, Blame};
-use crate::config::{DeviceConfig, FleetConfig};
+use crate::config::{DeviceConfig, FleetConfig, MqttVersion, TransportKind};
 use crate::input;
+use crate::transport::mqtt::Mqtt;
+use crate::transport::mqtt5::Mqtt5;
 use crate::transport::{Link, LinkEvent, Transport};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,14 +126,30 @@ fn tls_failure(e: std::io::Error, addr: &str, device: &DeviceConfig) -> Result<(
     }
 }
 
+/// The pre-flight MQTT CONNECT as the first device over the run's MQTT settings (plain MQTT
+/// over TLS with a clean session only): its client id and when it was sent.
+pub async fn connect_as_first_device(
+    cfg: &FleetConfig,
+    mqtt: Mqtt,
+) -> Result<Option<(String, tokio::time::Instant)>> {
+    let Some(device) = cfg.devices.first() else {
+        return Ok(None);
+    };
+    if cfg.transport != TransportKind::Mqtt || cfg.link.persistent_session {
+        return Ok(None);
+    }
+    let at = match cfg.mqtt_version {
+        MqttVersion::V5 => connect_first(&Mqtt5(mqtt), device).await?,
+        _ => connect_first(&mqtt, device).await?,
+    };
+    Ok(Some((device.id.clone(), at)))
+}
+
 /// One MQTT CONNECT as `device` over `transport`, then a clean DISCONNECT. A refusal in the
 /// server's own words is bad input (exit 2) naming the device; anything else (a close, a
 /// timeout) is left to the devices, which retry. Returns when the CONNECT was sent, to space
 /// the device's own first attempt from it.
-pub async fn connect_first<T: Transport>(
-    transport: &T,
-    device: &DeviceConfig,
-) -> Result<tokio::time::Instant> {
+async fn connect_first<T: Transport>(transport: &T, device: &DeviceConfig) -> Result<tokio::time::Instant> {
     let (_tx, mut link) = transport.open(device, 0);
     let at = tokio::time::Instant::now();
     let outcome = timeout(STEP_TIMEOUT, async {

@@ -12,7 +12,7 @@ use crate::aws::endpoint;
 use crate::aws::json::{self, JsonApi};
 use crate::cli::RunArgs;
 use crate::config::SinkKind;
-use crate::config::{self, FleetConfig, MqttVersion, Profile, TransportKind};
+use crate::config::{self, FleetConfig, MqttVersion, TransportKind};
 use crate::console::{self, Command, ConsoleLines};
 use crate::device::{InjectNote, Poke};
 use crate::error::exit;
@@ -55,27 +55,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
         let mut first_connect = None;
         if cfg.sinks.has(SinkKind::Mqtt) {
             preflight::check(&cfg).await?;
-            first_connect = preflight_connect(&cfg).await?;
+            first_connect = preflight::connect_as_first_device(&cfg, mqtt(&cfg, None)).await?;
         }
         let outcome = run_fleet(&cfg, ConsoleLines::spawn(), series, first_connect).await?;
         Ok(exit_code(&outcome))
     })
-}
-
-/// The pre-flight MQTT CONNECT as the first device (plain MQTT over TLS with a clean session
-/// only): its client id and when it was sent.
-async fn preflight_connect(cfg: &FleetConfig) -> Result<Option<FirstConnect>> {
-    let Some(device) = cfg.devices.first() else {
-        return Ok(None);
-    };
-    if cfg.transport != TransportKind::Mqtt || cfg.link.persistent_session {
-        return Ok(None);
-    }
-    let at = match cfg.mqtt_version {
-        MqttVersion::V5 => preflight::connect_first(&Mqtt5(mqtt(cfg, None)), device).await?,
-        _ => preflight::connect_first(&mqtt(cfg, None), device).await?,
-    };
-    Ok(Some((device.id.clone(), at)))
 }
 
 /// The MQTT transport for a run's settings.
@@ -151,8 +135,8 @@ impl Prepared {
             tracing::warn!("device threads: {e}; the devices share the main runtime");
         }
         let mut fleet = Fleet::new(cfg, cfg.sinks.kinds.len());
-        // IoT Core takes one CONNECT per second per client id, the pre-flight's included.
-        if let Some((id, at)) = first_connect.filter(|_| cfg.profile == Profile::AwsIot) {
+        // One CONNECT per second per client id (IoT Core's limit), the pre-flight's included.
+        if let Some((id, at)) = first_connect {
             fleet.connected_before(id, at);
         }
         let seed = cfg.seed.value;

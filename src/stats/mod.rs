@@ -15,12 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::cause::{Cause, Kind};
 
+mod latency;
+pub use latency::{Latency, Quantiles, histogram};
+
 /// How many device ids a cause lists before it just counts.
 pub const NAMES_PER_CAUSE: usize = 5;
 /// Latency histograms, sharded by device so devices rarely wait on each other's lock.
 const LATENCY_SHARDS: usize = 4;
-/// Histogram range in microseconds: 1 µs to 1 h, 3 significant digits.
-const LATENCY_MAX_US: u64 = 3_600_000_000;
 
 /// Locks a mutex, taking the data even if another thread panicked while holding it (counters
 /// stay meaningful either way).
@@ -231,85 +232,6 @@ pub struct Stats {
     outages: std::sync::OnceLock<std::sync::Arc<crate::outage::OutageLog>>,
 }
 
-/// Latency histograms in microseconds. Histograms add up exactly, so shards of a run, or runs
-/// on several machines, merge into exact percentiles.
-#[derive(Debug, Clone)]
-pub struct Latency {
-    /// TCP + TLS + CONNACK, from the start of an attempt.
-    pub connect: Histogram<u64>,
-    /// From the intended send time to PUBACK (QoS 1).
-    pub puback: Histogram<u64>,
-    /// From the intended send time to the publish being written.
-    pub lag: Histogram<u64>,
-    /// How late device timers fired (the generator's own scheduling delay).
-    pub sched: Histogram<u64>,
-    /// PUBACK and lag of events meant for before their device's first CONNACK: the connect
-    /// phase, kept apart so the steady state's percentiles are not the ramp-up's.
-    pub puback_connecting: Histogram<u64>,
-    pub lag_connecting: Histogram<u64>,
-    /// Lag of events taken while their device was down after a drop: how long they waited.
-    pub lag_outage: Histogram<u64>,
-}
-
-pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds")
-}
-
-impl Default for Latency {
-    fn default() -> Self {
-        Latency {
-            connect: histogram(),
-            puback: histogram(),
-            lag: histogram(),
-            sched: histogram(),
-            puback_connecting: histogram(),
-            lag_connecting: histogram(),
-            lag_outage: histogram(),
-        }
-    }
-}
-
-impl Latency {
-    fn add(&mut self, other: &Latency) {
-        // Same bounds on both sides: adding cannot fail.
-        let _ = self.connect.add(&other.connect);
-        let _ = self.puback.add(&other.puback);
-        let _ = self.lag.add(&other.lag);
-        let _ = self.sched.add(&other.sched);
-        let _ = self.puback_connecting.add(&other.puback_connecting);
-        let _ = self.lag_connecting.add(&other.lag_connecting);
-        let _ = self.lag_outage.add(&other.lag_outage);
-    }
-}
-
-/// Percentiles of one histogram, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Quantiles {
-    pub count: u64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-}
-
-impl Quantiles {
-    pub fn of(h: &Histogram<u64>) -> Quantiles {
-        if h.is_empty() {
-            return Quantiles::default();
-        }
-        let ms = |us: u64| (us as f64 / 1000.0 * 1000.0).round() / 1000.0;
-        Quantiles {
-            count: h.len(),
-            p50: ms(h.value_at_quantile(0.5)),
-            p90: ms(h.value_at_quantile(0.9)),
-            p99: ms(h.value_at_quantile(0.99)),
-            p999: ms(h.value_at_quantile(0.999)),
-            max: ms(h.max()),
-        }
-    }
-}
-
 /// How often a cause occurred, and the first few devices it hit.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CauseCount {
@@ -434,20 +356,6 @@ impl Snapshot {
             // The outages are the run's story, told once, not per stage.
             outages: Default::default(),
         }
-    }
-}
-
-impl Latency {
-    /// The samples recorded since `earlier` (histograms subtract exactly).
-    pub fn since(&self, earlier: &Latency) -> Latency {
-        let mut l = self.clone();
-        let _ = l.connect.subtract(&earlier.connect);
-        let _ = l.puback.subtract(&earlier.puback);
-        let _ = l.lag.subtract(&earlier.lag);
-        let _ = l.sched.subtract(&earlier.sched);
-        let _ = l.puback_connecting.subtract(&earlier.puback_connecting);
-        let _ = l.lag_connecting.subtract(&earlier.lag_connecting);
-        l
     }
 }
 
