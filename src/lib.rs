@@ -34,7 +34,8 @@
 //! - [`stats`], [`log_gate`] and [`report`]: counters declared once, throttled per-device logs,
 //!   the summary and the JSON report, and the exact merge of reports (`report::merge`);
 //!   [`outage`]: the story of unplanned drops (how long, how many down, how fast back).
-//! - [`preflight`]: one TLS handshake with the endpoint before the fleet starts;
+//! - [`preflight`]: one TLS handshake and one MQTT CONNECT with the endpoint before the fleet
+//!   starts;
 //!   [`preflight_sinks`]: the stream exists, the proxy speaks TLS 1.2+.
 //! - [`ratelimit`]: the fleet-wide pacer of connection attempts (`--ramp-up`).
 //! - [`watch`]: the subscriber that prints events and counts gaps, duplicates, latency; and

@@ -6,10 +6,10 @@
 //! Then, over MQTT with a clean session ([`connect_first`]), one CONNECT as the first device: a
 //! server that refuses it in its own words (CONNACK not authorized, a TLS alert after the
 //! handshake) stops the run the same way, since every device would be refused alike and the
-//! devices never give up by themselves. That CONNECT counts as the first device's own attempt
-//! (one per second per client id, IoT Core's limit), so the device's first attempt comes a
-//! second after it. With `--persistent-session` it is skipped: it would end the device's kept
-//! session.
+//! devices never give up by themselves. Under the aws-iot profile that CONNECT counts as the
+//! first device's own attempt (IoT Core takes one per second per client id), so the device's
+//! first attempt comes a second after it. With `--persistent-session` it is skipped: it would
+//! end the device's kept session.
 
 use std::time::Duration;
 
@@ -142,6 +142,10 @@ pub async fn connect_as_first_device(
         MqttVersion::V5 => connect_first(&Mqtt5(mqtt), device).await?,
         _ => connect_first(&mqtt, device).await?,
     };
+    // It took one slot of --ramp-up: the fleet's attempts start a slot later.
+    if let Some(r) = cfg.link.ramp_up {
+        tokio::time::sleep_until(at + Duration::from_secs_f64(1.0 / f64::from(r))).await;
+    }
     Ok(Some((device.id.clone(), at)))
 }
 

@@ -330,13 +330,16 @@ fn against_refusing_server(refuse: Refuse) -> (i32, String, serde_json::Value) {
     assert!(!stderr.contains("giving up"), "{stderr}");
     assert!(stderr.contains("retrying every --backoff-max"), "{stderr}");
     assert!(!stderr.contains("in use by another connection"), "{stderr}");
-    // No reconnect storm: one attempt a second per client id, at most --ramp-up a second.
+    // No reconnect storm: one attempt a second per client id, at most --ramp-up a second. The
+    // first CONNECT as freezer1 is the pre-flight's, before the fleet starts.
     let connects = server.connects();
     for id in ["freezer1", "freezer2", "freezer3"] {
+        let skip = usize::from(id == "freezer1");
         let times: Vec<Instant> = connects
             .iter()
             .filter(|(c, _)| c == id)
             .map(|(_, t)| *t)
+            .skip(skip)
             .collect();
         assert!(
             (2..=6).contains(&times.len()),
@@ -406,4 +409,26 @@ fn a_connack_refusal_stops_the_run_at_the_pre_flight_check_naming_the_device() {
     );
     // One CONNECT, the pre-flight's: no device started.
     assert_eq!(server.connects().len(), 1, "{stderr}");
+}
+
+#[test]
+fn under_the_aws_iot_profile_the_pre_flight_connect_keeps_a_second_from_the_devices_own() {
+    let pki = Pki::new(2);
+    let server = RefusingServer::start(&pki, Refuse::AfterPublish);
+    let mut args = certs_args(&pki, server.port);
+    let flags = ["--profile", "aws-iot", "--interval", "1s", "--duration", "3s"];
+    args.extend(flags.map(String::from));
+    let (_, stderr, _) = run_to_end(&strs(&args), Duration::from_secs(30));
+    let times: Vec<Instant> = server
+        .connects()
+        .into_iter()
+        .filter(|(id, _)| id == "freezer1")
+        .map(|(_, t)| t)
+        .collect();
+    assert!(times.len() >= 2, "the pre-flight's and the device's: {stderr}");
+    assert!(
+        times[1] - times[0] >= Duration::from_millis(990),
+        "{:?} apart: {stderr}",
+        times[1] - times[0]
+    );
 }

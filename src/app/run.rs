@@ -12,7 +12,7 @@ use crate::aws::endpoint;
 use crate::aws::json::{self, JsonApi};
 use crate::cli::RunArgs;
 use crate::config::SinkKind;
-use crate::config::{self, FleetConfig, MqttVersion, TransportKind};
+use crate::config::{self, FleetConfig, MqttVersion, Profile, TransportKind};
 use crate::console::{self, Command, ConsoleLines};
 use crate::device::{InjectNote, Poke};
 use crate::error::exit;
@@ -135,8 +135,8 @@ impl Prepared {
             tracing::warn!("device threads: {e}; the devices share the main runtime");
         }
         let mut fleet = Fleet::new(cfg, cfg.sinks.kinds.len());
-        // One CONNECT per second per client id (IoT Core's limit), the pre-flight's included.
-        if let Some((id, at)) = first_connect {
+        // IoT Core takes one CONNECT per second per client id, the pre-flight's included.
+        if let Some((id, at)) = first_connect.filter(|_| cfg.profile == Profile::AwsIot) {
             fleet.connected_before(id, at);
         }
         let seed = cfg.seed.value;
