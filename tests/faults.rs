@@ -361,7 +361,7 @@ fn against_refusing_server(refuse: Refuse) -> (i32, String, serde_json::Value) {
 #[test]
 fn a_server_that_closes_after_each_publish_is_named_a_policy_refusal() {
     let (code, stderr, report) = against_refusing_server(Refuse::AfterPublish);
-    assert_eq!(code, 1, "nothing was delivered: {stderr}");
+    assert_eq!(code, 1, "every device failed: {stderr}");
     let refused = &report["device_failures"]["publish not allowed by policy"];
     assert_eq!(refused["count"], 3, "{report:#}");
     let why = refused["example"].as_str().unwrap();

@@ -154,7 +154,7 @@ fn a_real_broker_that_denies_the_topic_gets_the_publish_policy_diagnosis() {
         .map(String::from),
     );
     let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(60));
-    assert_eq!(code, 1, "nothing was delivered: {stderr}");
+    assert_eq!(code, 1, "every device failed: {stderr}");
     assert_eq!(
         report["device_failures"]["publish not allowed by policy"]["count"], 2,
         "{report:#}"
@@ -202,7 +202,7 @@ fn mqtt5_puback_0x87_for_a_denied_topic_is_named_by_device() {
     let flags = ["--mqtt-version", "5", "--interval", "200ms", "--duration", "5s"];
     args.extend(flags.map(String::from));
     let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(40));
-    assert_eq!(code, 1, "nothing was delivered: {stderr}");
+    assert_eq!(code, 1, "every device failed: {stderr}");
     let refused = &report["device_failures"]["publish not allowed by policy"];
     assert_eq!(refused["count"], 2, "{report:#}");
     let why = refused["example"].as_str().unwrap();
@@ -319,7 +319,7 @@ fn https_403_is_named_a_policy_refusal_by_device() {
     let mut args = certs_args(&pki, server.port);
     args.extend(["--transport", "https", "--interval", "200ms", "--duration", "5s"].map(String::from));
     let (code, stderr, report) = run_report(&strs(&args), Duration::from_secs(40));
-    assert_eq!(code, 1, "nothing was delivered: {stderr}");
+    assert_eq!(code, 1, "every device failed: {stderr}");
     let refused = &report["device_failures"]["publish not allowed by policy"];
     assert_eq!(refused["count"], 2, "{report:#}");
     let why = refused["example"].as_str().unwrap();

@@ -369,8 +369,8 @@ fn asked_rate(cfg: &FleetConfig) -> Option<f64> {
     }
 }
 
-/// 1 when no device could connect, every device gave up, every device was refused and nothing
-/// was delivered, or a sink delivered nothing of what it was given; else 3 when a `--fail-if` threshold broke; 0 otherwise.
+/// 1 when no device could connect, every device gave up or failed (a refusal named), or a sink
+/// delivered nothing of what it was given; else 3 when a `--fail-if` threshold broke; 0 otherwise.
 pub fn exit_code(outcome: &Outcome) -> i32 {
     for sink in &outcome.sinks {
         let code = sink_exit_code(sink, outcome.devices, outcome.sinks.len() > 1);
@@ -407,9 +407,9 @@ fn sink_exit_code(sink: &SinkOutcome, n: usize, named: bool) -> i32 {
     } else if devices.stopped as usize >= n {
         live::eprintln(&format!("error: every device gave up{on} (causes above)"));
         exit::RUN_FAILED
-    } else if devices.failed as usize >= n && m.acknowledged == 0 {
+    } else if devices.failed as usize >= n {
         live::eprintln(&format!(
-            "error: every device was refused{on} and nothing was delivered (causes above)"
+            "error: every device failed{on}: refused, gave up or never connected (causes above)"
         ));
         exit::RUN_FAILED
     } else {
