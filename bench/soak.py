@@ -13,7 +13,7 @@ saw (received, missing, duplicates). QoS 1 allows a duplicate only for a re-sent
 duplicates <= re-sent is the check. Loopback only; every process it starts is ended by pid;
 bounded in time.
 """
-import argparse, asyncio, json, os, re, statistics, subprocess, sys, tempfile, threading, time
+import argparse, asyncio, json, os, re, signal, statistics, subprocess, sys, tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (the shared helpers: PKI, mosquitto with mTLS, fleet, /proc readers)
@@ -98,7 +98,7 @@ def main():
         watcher = subprocess.Popen(
             [BIN, "watch", "--endpoint", "localhost", "--port", str(broker.port), "--ca", f"{pki}/ca.pem",
              "--certs", f"{pki}/monitor", "--id", "monitor1", "--duration", f"{seconds + 60}s"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=watch_err, env=dict(os.environ, NO_COLOR="1"))
+            stdin=subprocess.DEVNULL, stdout=watch_err, stderr=watch_err, env=dict(os.environ, NO_COLOR="1"))
         time.sleep(2)
         report = os.path.join(work, "report.json")
         fleet, err = bench.fleet(pki, proxy.port, ["--interval", "1s", "--qos", "1", "--backoff-max", "5s",
@@ -106,7 +106,8 @@ def main():
         started = time.time()
         samples, next_cut, cuts = [], started + a.cut_every, 0
         while fleet.poll() is None:
-            time.sleep(min(10, max(0.1, next_cut - time.time())))
+            cuts_left = next_cut - started < seconds - 10
+            time.sleep(min(10, max(0.1, next_cut - time.time())) if cuts_left else 10)
             now = time.time()
             if fleet.poll() is None:
                 samples.append((now - started, bench.rss_kb(fleet.pid)))
@@ -117,7 +118,7 @@ def main():
             if now - started > seconds + 120:
                 raise SystemExit("the fleet did not stop in time")
         time.sleep(3)
-        watcher.terminate()
+        watcher.send_signal(signal.SIGINT)  # Ctrl-C: the watcher prints its table
         watcher.wait(30)
         watch_err.seek(0)
         table = watch_err.read()
@@ -125,12 +126,13 @@ def main():
         r = json.load(open(report))
         m, o = r["messages"], r.get("outages", {})
         win = a.window * 60
-        first = [kb for t, kb in samples if 60 <= t < 60 + win]
+        warm = min(60, seconds / 10)  # connecting and the first allocations
+        first = [kb for t, kb in samples if warm <= t < warm + win]
         last = [kb for t, kb in samples if t >= seconds - win]
         f_mb, l_mb = statistics.mean(first) / 1024, statistics.mean(last) / 1024
         print(f"soak: {a.devices} devices x 1 event/s, QoS 1, {a.minutes:g} min, link cut for {a.cut_for:g} s "
               f"every {a.cut_every:g} s ({cuts} cuts)")
-        print(f"  fleet RSS: minutes 1-{1 + a.window:g} mean {f_mb:.1f} MiB, last {a.window:g} min mean {l_mb:.1f} MiB "
+        print(f"  fleet RSS: from {warm:.0f} s for {a.window:g} min mean {f_mb:.1f} MiB, last {a.window:g} min mean {l_mb:.1f} MiB "
               f"({(l_mb / f_mb - 1) * 100:+.1f} %); min {min(kb for _, kb in samples) / 1024:.1f}, "
               f"max {max(kb for _, kb in samples) / 1024:.1f} MiB over {len(samples)} samples")
         print(f"  report: {m['taken']} taken, {m['acknowledged']} acknowledged, {m['failed']} failed, {m['dropped']} dropped, "
