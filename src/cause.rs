@@ -344,9 +344,9 @@ fn from_io(e: &io::Error, addr: &str) -> Option<Cause> {
             format!("connection refused by {addr}: is the broker running and listening on that port?"),
         ),
         io::ErrorKind::TimedOut => Cause::new(Kind::Timeout, format!("{addr}: timed out")),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
-            closed(addr, &text)
-        }
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => closed(addr, &text),
+        // rustls' own sentence for this carries a link to its manual; say it plainly.
+        io::ErrorKind::UnexpectedEof => closed(addr, "closed without a TLS close_notify"),
         _ if text.contains("failed to lookup address") || text.contains("Name or service not known") => {
             Cause::new(
                 Kind::UnknownHost,

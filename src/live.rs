@@ -6,6 +6,7 @@
 //! [`LiveView`] computes that status line: on a terminal it is redrawn every second; elsewhere a
 //! plain line is printed every 10 s, so logs of CI jobs and pipes stay readable.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -116,6 +117,8 @@ pub struct LiveView {
     /// The generator's own health at the last line: timer lateness and CPU seconds.
     last_sched: hdrhistogram::Histogram<u64>,
     last_cpu: f64,
+    /// Failed connection attempts by cause at the last line.
+    last_failures: BTreeMap<String, u64>,
 }
 
 impl LiveView {
@@ -129,6 +132,7 @@ impl LiveView {
             last_puback: crate::stats::histogram(),
             last_sched: crate::stats::histogram(),
             last_cpu: crate::report::timeseries::cpu_seconds(),
+            last_failures: Default::default(),
         }
     }
 
@@ -173,6 +177,8 @@ impl LiveView {
             late_p99_ms: Quantiles::of(&late).p99,
             send_queues: crate::sendq::latest(),
         };
+        let attempts = failed_attempts(&s.connect_failures, &self.last_failures);
+        self.last_failures = s.connect_failures.clone();
         Some(
             status_line(
                 s,
@@ -180,7 +186,8 @@ impl LiveView {
                 (rate, self.target_rate),
                 &Quantiles::of(&interval),
                 every,
-            ) + &health.to_string(),
+            ) + &attempts
+                + &health.to_string(),
         )
     }
 
@@ -209,6 +216,26 @@ impl std::fmt::Display for Health {
             None => Ok(()),
         }
     }
+}
+
+/// The connection attempts that failed since the last line, and the most common cause and
+/// whose it is (empty when none failed): what an outage looks like while it lasts.
+fn failed_attempts(now: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> String {
+    let since: Vec<(u64, &str)> = now
+        .iter()
+        .map(|(k, n)| (n.saturating_sub(before.get(k).copied().unwrap_or(0)), k.as_str()))
+        .filter(|(n, _)| *n > 0)
+        .collect();
+    let total: u64 = since.iter().map(|(n, _)| n).sum();
+    let Some(&(_, top)) = since.iter().max() else {
+        return String::new();
+    };
+    let whose = if crate::cause::network_key(top) {
+        "the network or the endpoint"
+    } else {
+        "the server's answer"
+    };
+    format!(" | {total} attempts failed: {top} ({whose})")
 }
 
 /// The line; `puback` holds the last `window`'s acknowledgements only.
@@ -256,6 +283,21 @@ mod tests {
             fast.contains("PUBACK p50 2.0 ms p99 2.0 ms"),
             "the ramp's seconds are gone: {fast}"
         );
+    }
+
+    #[test]
+    fn failed_attempts_since_the_last_line_name_the_commonest_cause() {
+        let map = |pairs: &[(&str, u64)]| pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        let before = map(&[("connection refused", 5)]);
+        let now = map(&[
+            ("connection refused", 6),
+            ("connection closed during the TLS handshake", 40),
+        ]);
+        assert_eq!(
+            failed_attempts(&now, &before),
+            " | 41 attempts failed: connection closed during the TLS handshake (the network or the endpoint)"
+        );
+        assert_eq!(failed_attempts(&now, &now), "", "none since the last line");
     }
 
     #[test]
