@@ -14,7 +14,7 @@ use hdrhistogram::serialization::Deserializer;
 use super::{Figures, LatencyMs, Report, encode, round2};
 use crate::error::io_cause;
 use crate::input;
-use crate::stats::{self, CauseCount, NAMES_PER_CAUSE, Quantiles};
+use crate::stats::{self, CauseCount, Quantiles};
 
 /// Reads a JSON report written with `--report`.
 pub fn read(path: &Path) -> Result<Report> {
@@ -145,8 +145,8 @@ fn add_counts(total: &mut Figures, r: &Figures) {
     }
     add_map(&mut total.errors, &r.errors);
     add_map(&mut total.refusals, &r.refusals);
-    add_causes(&mut total.device_failures, &r.device_failures);
-    add_causes(&mut total.suspected, &r.suspected);
+    CauseCount::add_all(&mut total.device_failures, &r.device_failures);
+    CauseCount::add_all(&mut total.suspected, &r.suspected);
     total.rate.achieved = round2(total.rate.achieved + r.rate.achieved);
     total.rate.target = match (total.rate.target, r.rate.target) {
         (Some(a), Some(b)) => Some(round2(a + b)),
@@ -181,21 +181,6 @@ fn add_timeline(total: &mut Vec<super::timeseries::Row>, add: &[super::timeserie
 fn add_map(total: &mut BTreeMap<String, u64>, add: &BTreeMap<String, u64>) {
     for (k, v) in add {
         *total.entry(k.clone()).or_default() += v;
-    }
-}
-
-fn add_causes(total: &mut BTreeMap<String, CauseCount>, add: &BTreeMap<String, CauseCount>) {
-    for (k, c) in add {
-        let t = total.entry(k.clone()).or_default();
-        t.count += c.count;
-        for id in &c.devices {
-            if t.devices.len() < NAMES_PER_CAUSE {
-                t.devices.push(id.clone());
-            }
-        }
-        if t.example.is_empty() {
-            t.example = c.example.clone();
-        }
     }
 }
 

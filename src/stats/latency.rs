@@ -46,15 +46,34 @@ impl Default for Latency {
 }
 
 impl Latency {
+    /// Each histogram of these beside the same one of `other`: the one list of them that
+    /// adding and subtracting walk.
+    fn pairs<'a>(&'a mut self, other: &'a Latency) -> [(&'a mut Histogram<u64>, &'a Histogram<u64>); 7] {
+        [
+            (&mut self.connect, &other.connect),
+            (&mut self.puback, &other.puback),
+            (&mut self.lag, &other.lag),
+            (&mut self.sched, &other.sched),
+            (&mut self.puback_connecting, &other.puback_connecting),
+            (&mut self.lag_connecting, &other.lag_connecting),
+            (&mut self.lag_outage, &other.lag_outage),
+        ]
+    }
+
     pub(super) fn add(&mut self, other: &Latency) {
         // Same bounds on both sides: adding cannot fail.
-        let _ = self.connect.add(&other.connect);
-        let _ = self.puback.add(&other.puback);
-        let _ = self.lag.add(&other.lag);
-        let _ = self.sched.add(&other.sched);
-        let _ = self.puback_connecting.add(&other.puback_connecting);
-        let _ = self.lag_connecting.add(&other.lag_connecting);
-        let _ = self.lag_outage.add(&other.lag_outage);
+        for (mine, theirs) in self.pairs(other) {
+            let _ = mine.add(theirs);
+        }
+    }
+
+    /// The samples recorded since `earlier` (histograms subtract exactly).
+    pub fn since(&self, earlier: &Latency) -> Latency {
+        let mut l = self.clone();
+        for (mine, before) in l.pairs(earlier) {
+            let _ = mine.subtract(before);
+        }
+        l
     }
 }
 
@@ -83,20 +102,5 @@ impl Quantiles {
             p999: ms(h.value_at_quantile(0.999)),
             max: ms(h.max()),
         }
-    }
-}
-
-impl Latency {
-    /// The samples recorded since `earlier` (histograms subtract exactly).
-    pub fn since(&self, earlier: &Latency) -> Latency {
-        let mut l = self.clone();
-        let _ = l.connect.subtract(&earlier.connect);
-        let _ = l.puback.subtract(&earlier.puback);
-        let _ = l.lag.subtract(&earlier.lag);
-        let _ = l.sched.subtract(&earlier.sched);
-        let _ = l.puback_connecting.subtract(&earlier.puback_connecting);
-        let _ = l.lag_connecting.subtract(&earlier.lag_connecting);
-        let _ = l.lag_outage.subtract(&earlier.lag_outage);
-        l
     }
 }

@@ -241,6 +241,25 @@ pub struct CauseCount {
     pub example: String,
 }
 
+impl CauseCount {
+    /// Adds `add`'s causes into `total`: counts summed, the first few device names kept, the
+    /// first example kept.
+    pub fn add_all(total: &mut BTreeMap<String, CauseCount>, add: &BTreeMap<String, CauseCount>) {
+        for (k, c) in add {
+            let t = total.entry(k.clone()).or_default();
+            t.count += c.count;
+            for id in &c.devices {
+                if t.devices.len() < NAMES_PER_CAUSE {
+                    t.devices.push(id.clone());
+                }
+            }
+            if t.example.is_empty() {
+                t.example = c.example.clone();
+            }
+        }
+    }
+}
+
 /// A point-in-time copy of the counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -309,18 +328,7 @@ impl Snapshot {
             (&mut self.device_causes, &o.device_causes),
             (&mut self.suspected, &o.suspected),
         ] {
-            for (k, c) in theirs {
-                let e = mine.entry(k.clone()).or_default();
-                e.count += c.count;
-                for id in &c.devices {
-                    if e.devices.len() < NAMES_PER_CAUSE {
-                        e.devices.push(id.clone());
-                    }
-                }
-                if e.example.is_empty() {
-                    e.example = c.example.clone();
-                }
-            }
+            CauseCount::add_all(mine, theirs);
         }
     }
 
