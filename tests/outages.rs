@@ -42,6 +42,26 @@ fn assert_nothing_lost(report: &serde_json::Value, sub: &Subscriber, devices: us
     assert_every_seq(&events, devices);
 }
 
+/// The fleet of `pki` against `port` with `flags` and the JSON report on stdout, stdin closed.
+fn spawn(pki: &Pki, port: u16, flags: &[&str]) -> Fleet {
+    let mut args = certs_args(pki, port);
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend(["--report", "-"].map(String::from));
+    let mut fleet = Fleet::spawn(&strs(&args));
+    fleet.close_stdin();
+    fleet
+}
+
+/// Waits until all `n` devices are connected.
+fn wait_connected(fleet: &Fleet, n: usize) {
+    let line = format!("{n} of {n} device(s) connected");
+    assert!(
+        fleet.wait_stderr(&line, Duration::from_secs(15)),
+        "{}",
+        fleet.stderr()
+    );
+}
+
 /// 100 devices at QoS 1, one event a second each, `--backoff-max 10s`, for 70 s, behind a proxy
 /// that goes down as `how` says from 15 s to 55 s.
 fn ride_out(how: Down, cause: &str) {
@@ -49,7 +69,6 @@ fn ride_out(how: Down, cause: &str) {
     const BACKOFF_MAX: f64 = 10.0;
     let Setup { pki, broker, sub } = Setup::new(N);
     let proxy = Proxy::start(broker.port);
-    let mut args = certs_args(&pki, proxy.port);
     let flags = [
         "--interval",
         "1s",
@@ -59,18 +78,10 @@ fn ride_out(how: Down, cause: &str) {
         "10s",
         "--duration",
         "70s",
-        "--report",
-        "-",
     ];
-    args.extend(flags.map(String::from));
     let started = Instant::now();
-    let mut fleet = Fleet::spawn(&strs(&args));
-    fleet.close_stdin();
-    assert!(
-        fleet.wait_stderr("100 of 100 device(s) connected", Duration::from_secs(15)),
-        "{}",
-        fleet.stderr()
-    );
+    let fleet = spawn(&pki, proxy.port, &flags);
+    wait_connected(&fleet, N);
     std::thread::sleep(Duration::from_secs(15).saturating_sub(started.elapsed()));
     proxy.go_down(how);
     std::thread::sleep(Duration::from_secs(40));
@@ -129,7 +140,6 @@ fn a_broker_that_answers_nothing_for_40_s_is_ridden_out() {
     // meanwhile, its TLS handshakes unanswered.
     const N: usize = 100;
     let Setup { pki, broker, sub } = Setup::new(N);
-    let mut args = certs_args(&pki, broker.port);
     let flags = [
         "--interval",
         "1s",
@@ -139,12 +149,8 @@ fn a_broker_that_answers_nothing_for_40_s_is_ridden_out() {
         "10s",
         "--duration",
         "70s",
-        "--report",
-        "-",
     ];
-    args.extend(flags.map(String::from));
-    let mut fleet = Fleet::spawn(&strs(&args));
-    fleet.close_stdin();
+    let fleet = spawn(&pki, broker.port, &flags);
     // --ramp-up 10: about half the fleet is connected 5 s in.
     std::thread::sleep(Duration::from_secs(5));
     broker.signal("STOP");
@@ -173,25 +179,9 @@ fn a_broker_that_answers_nothing_for_40_s_is_ridden_out() {
 fn a_fleet_stopped_for_30_s_like_a_closed_laptop_lid_loses_nothing_and_counts_the_wait() {
     const N: usize = 20;
     let Setup { pki, broker, sub } = Setup::new(N);
-    let mut args = certs_args(&pki, broker.port);
-    let flags = [
-        "--interval",
-        "1s",
-        "--keep-alive",
-        "30s",
-        "--duration",
-        "50s",
-        "--report",
-        "-",
-    ];
-    args.extend(flags.map(String::from));
-    let mut fleet = Fleet::spawn(&strs(&args));
-    fleet.close_stdin();
-    assert!(
-        fleet.wait_stderr("20 of 20 device(s) connected", Duration::from_secs(15)),
-        "{}",
-        fleet.stderr()
-    );
+    let flags = ["--interval", "1s", "--keep-alive", "30s", "--duration", "50s"];
+    let fleet = spawn(&pki, broker.port, &flags);
+    wait_connected(&fleet, N);
     std::thread::sleep(Duration::from_secs(5));
     fleet.signal("STOP");
     std::thread::sleep(Duration::from_secs(30));
