@@ -86,7 +86,7 @@ mod tests {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    use crate::identity::{IdentityFiles, TrustSource, client_config, load_roots};
+    use crate::identity::{TrustSource, client_config, load_roots};
     use crate::local::pki;
 
     /// One connection over an in-memory pipe to a rustls server with the test's PKI; returns
@@ -120,23 +120,7 @@ mod tests {
     #[tokio::test]
     async fn reconnects_resume_with_one_ticket_kept() {
         let dir = tempfile::tempdir().unwrap();
-        pki::init(dir.path(), pki::KeyType::P256).unwrap();
-        let issuer = pki::load_issuer(
-            &dir.path().join(pki::CA_CERT),
-            &dir.path().join(pki::CA_KEY),
-            "test",
-        )
-        .unwrap();
-        let (cert, key) = pki::device_pem(&issuer, "freezer1").unwrap();
-        let (cert_path, key_path) = (dir.path().join("d.crt"), dir.path().join("d.key"));
-        std::fs::write(&cert_path, cert).unwrap();
-        std::fs::write(&key_path, key).unwrap();
-        let files = IdentityFiles {
-            cert: cert_path,
-            key: key_path,
-            cert_label: "cert".into(),
-            key_label: "key".into(),
-        };
+        let files = pki::test_device(dir.path(), "freezer1");
         let roots = load_roots(&TrustSource::File(dir.path().join(pki::CA_CERT))).unwrap();
         let chain: Vec<CertificateDer<'static>> =
             CertificateDer::pem_file_iter(dir.path().join(pki::SERVER_CERT))

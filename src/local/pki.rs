@@ -352,3 +352,21 @@ pub(crate) fn write_new(path: &Path, text: &str, secret: bool) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+/// For unit tests: a local CA and server certificate in `dir` (as `certs init` makes them), and
+/// the identity of device `id` signed by it; returns its certificate and key files.
+#[cfg(test)]
+pub fn test_device(dir: &Path, id: &str) -> crate::identity::IdentityFiles {
+    init(dir, KeyType::P256).unwrap();
+    let issuer = load_issuer(&dir.join(CA_CERT), &dir.join(CA_KEY), "test").unwrap();
+    let (cert, key) = device_pem(&issuer, id).unwrap();
+    let (cert_path, key_path) = (dir.join(format!("{id}.crt")), dir.join(format!("{id}.key")));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    crate::identity::IdentityFiles {
+        cert: cert_path,
+        key: key_path,
+        cert_label: "cert".into(),
+        key_label: "key".into(),
+    }
+}

@@ -39,22 +39,14 @@ enum Fault {
 
 struct Pki {
     dir: tempfile::TempDir,
+    device: IdentityFiles,
 }
 
 impl Pki {
     fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
-        pki::init(dir.path(), pki::KeyType::P256).unwrap();
-        let issuer = pki::load_issuer(
-            &dir.path().join(pki::CA_CERT),
-            &dir.path().join(pki::CA_KEY),
-            "test",
-        )
-        .unwrap();
-        let (cert, key) = pki::device_pem(&issuer, "freezer1").unwrap();
-        std::fs::write(dir.path().join("d.crt"), cert).unwrap();
-        std::fs::write(dir.path().join("d.key"), key).unwrap();
-        Pki { dir }
+        let device = pki::test_device(dir.path(), "freezer1");
+        Pki { dir, device }
     }
 
     fn path(&self, name: &str) -> std::path::PathBuf {
@@ -62,14 +54,8 @@ impl Pki {
     }
 
     fn client(&self) -> Arc<rustls::ClientConfig> {
-        let files = IdentityFiles {
-            cert: self.path("d.crt"),
-            key: self.path("d.key"),
-            cert_label: "cert".into(),
-            key_label: "key".into(),
-        };
         let roots = load_roots(&TrustSource::File(self.path(pki::CA_CERT))).unwrap();
-        client_config(&files, roots, &[]).unwrap()
+        client_config(&self.device, roots, &[]).unwrap()
     }
 
     /// The server's config: client certificates required, signed by `client_ca`.
@@ -175,7 +161,7 @@ async fn first_loss(pki: &Pki, port: u16) -> (bool, Cause) {
         id: "freezer1".into(),
         index: 0,
         tls: pki.client(),
-        cert_file: pki.path("d.crt"),
+        cert_file: pki.device.cert.clone(),
         group: 0,
         topic: None,
         qos: None,
