@@ -33,7 +33,7 @@
 //! - [`cause`]: connection errors → a typed [`cause::Kind`] and one actionable sentence.
 //! - [`stats`], [`log_gate`] and [`report`]: counters declared once, throttled per-device logs,
 //!   the summary and the JSON report, and the exact merge of reports (`report::merge`);
-//!   [`outage`]: the story of unplanned drops (how long, how many down, how fast back).
+//!   `stats::outage`: the story of unplanned drops (how long, how many down, how fast back).
 //! - [`preflight`]: one TLS handshake and one MQTT CONNECT with the endpoint before the fleet
 //!   starts;
 //!   [`preflight_sinks`]: the stream exists, the proxy speaks TLS 1.2+.
@@ -71,7 +71,6 @@ mod local;
 mod log_gate;
 mod metrics;
 mod nofile;
-mod outage;
 mod preflight;
 mod preflight_sinks;
 mod ratelimit;

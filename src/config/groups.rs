@@ -9,41 +9,12 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use rumqttc::QoS;
-use serde::Deserialize;
 
-use super::layer::{RateValue, Sourced};
+use super::layer::{GroupSpec, ModelSpec, Sourced};
 use super::{Schedule, settings, validate};
 use crate::freezer::Fields;
 use crate::freezer::template::Template;
 use crate::input;
-
-/// One `[[group]]` table, as written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupSpec {
-    pub name: Option<String>,
-    /// A count, or a range of the fleet's devices in order: "1..20" (1-based, inclusive).
-    pub devices: Option<toml::Value>,
-    pub id_prefix: Option<String>,
-    pub interval: Option<String>,
-    pub rate: Option<RateValue>,
-    /// With `{id}` and `{group}` placeholders.
-    pub topic: Option<String>,
-    pub qos: Option<u8>,
-    pub fields: Option<Vec<String>>,
-    pub template: Option<std::path::PathBuf>,
-    pub model: Option<ModelSpec>,
-}
-
-/// A group's freezer model parameters.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSpec {
-    /// °C.
-    pub setpoint: Option<f64>,
-    /// Door openings per hour.
-    pub door_rate: Option<f64>,
-}
 
 /// One group, checked.
 #[derive(Debug, Clone)]
@@ -256,6 +227,7 @@ pub fn target_rate(g: &Group, fleet: Schedule) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::layer::RateValue;
     use std::time::Duration;
 
     fn spec(devices: toml::Value) -> GroupSpec {

@@ -80,7 +80,7 @@ pub struct Layer {
     pub replay_time_column: Option<String>,
     pub replay_loop: Option<bool>,
     /// `[[group]]` tables (config file only).
-    pub group: Option<Vec<super::groups::GroupSpec>>,
+    pub group: Option<Vec<GroupSpec>>,
     /// `[[stage]]` tables (config file only).
     pub stage: Option<Vec<super::stages::StageSpec>>,
     /// A `[thresholds]` table (config file only): `puback.p99 = "> 250ms"`, `lost = "> 0"`,
@@ -279,6 +279,34 @@ impl Merger {
         }
         picked
     }
+}
+
+/// One `[[group]]` table, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    pub name: Option<String>,
+    /// A count, or a range of the fleet's devices in order: "1..20" (1-based, inclusive).
+    pub devices: Option<toml::Value>,
+    pub id_prefix: Option<String>,
+    pub interval: Option<String>,
+    pub rate: Option<RateValue>,
+    /// With `{id}` and `{group}` placeholders.
+    pub topic: Option<String>,
+    pub qos: Option<u8>,
+    pub fields: Option<Vec<String>>,
+    pub template: Option<std::path::PathBuf>,
+    pub model: Option<ModelSpec>,
+}
+
+/// A group's freezer model parameters.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// °C.
+    pub setpoint: Option<f64>,
+    /// Door openings per hour.
+    pub door_rate: Option<f64>,
 }
 
 #[cfg(test)]

@@ -21,11 +21,13 @@ use crate::input;
 
 pub mod aws_iot;
 pub mod command;
+pub mod faults;
 pub mod groups;
 pub mod layer;
 pub mod settings;
 pub mod sinks;
 pub mod stages;
+pub mod threshold;
 pub mod validate;
 pub mod watch;
 
@@ -201,7 +203,7 @@ pub struct FleetConfig {
     /// Where events go (`--sink`).
     pub sinks: Sinks,
     /// `--fail-if` thresholds, checked at the end.
-    pub thresholds: Vec<crate::report::verdict::Threshold>,
+    pub thresholds: Vec<threshold::Threshold>,
     /// `--timeseries`: one CSV row per second.
     pub timeseries: Option<PathBuf>,
     /// Scenario stages (`--scenario`, or `[[stage]]` in the config file), in order.
@@ -239,7 +241,7 @@ pub struct ModelSettings {
     /// Devices subscribe to their shadow and command topics.
     pub listen: bool,
     /// Data faults to inject (`--faults`).
-    pub faults: crate::device::faults::FaultSpec,
+    pub faults: crate::config::faults::FaultSpec,
 }
 
 impl Default for ModelSettings {
@@ -384,7 +386,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
         Some(t) if t.origin == "--fail-if" => t
             .value
             .iter()
-            .map(|e| crate::report::verdict::parse(e, &t.origin))
+            .map(|e| threshold::parse(e, &t.origin))
             .collect::<Result<Vec<_>>>()?,
         listed => {
             let listed = listed.into_iter().flat_map(|t| {
@@ -394,7 +396,7 @@ pub fn resolve(flags: Layer, file: Option<&Path>) -> Result<FleetConfig> {
             let tabled = table.into_iter().map(|t| (t.value, t.origin));
             listed
                 .chain(tabled)
-                .map(|(e, origin)| crate::report::verdict::parse(&e, &origin))
+                .map(|(e, origin)| threshold::parse(&e, &origin))
                 .collect::<Result<Vec<_>>>()?
         }
     };

@@ -262,11 +262,11 @@ pub fn fields(v: In<Vec<String>>) -> Result<crate::freezer::Fields> {
 }
 
 /// `--faults duplicate=1/500,…`: the data faults to inject [default: none].
-pub fn faults(v: In<String>) -> Result<crate::device::faults::FaultSpec> {
+pub fn faults(v: In<String>) -> Result<crate::config::faults::FaultSpec> {
     let Some(f) = v else {
         return Ok(Default::default());
     };
-    crate::device::faults::FaultSpec::parse(&f.value).map_err(|why| input!("{} {}: {why}", f.origin, f.value))
+    crate::config::faults::FaultSpec::parse(&f.value).map_err(|why| input!("{} {}: {why}", f.origin, f.value))
 }
 
 /// `--template FILE.json`, read and parsed once; an error names the file, line and column.

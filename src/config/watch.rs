@@ -42,7 +42,7 @@ pub enum Watch {
 /// A watcher of a Kinesis data stream.
 pub struct KinesisWatch {
     pub stream: String,
-    pub from: crate::watch::kinesis::From,
+    pub from: StartFrom,
     pub aws: crate::aws::credentials::Source,
     pub json: bool,
     pub duration: Option<Duration>,
@@ -85,9 +85,9 @@ impl Watch {
         )?
         .unwrap_or_default();
         let from = match f.from.as_deref().map(str::trim) {
-            None | Some("latest") => crate::watch::kinesis::From::Latest,
-            Some("trim-horizon") => crate::watch::kinesis::From::TrimHorizon,
-            Some(t) => crate::watch::kinesis::From::At(humantime::parse_rfc3339_weak(t).map_err(|_| {
+            None | Some("latest") => StartFrom::Latest,
+            Some("trim-horizon") => StartFrom::TrimHorizon,
+            Some(t) => StartFrom::At(humantime::parse_rfc3339_weak(t).map_err(|_| {
                 input!(
                     "--from {t}: give latest, trim-horizon or an RFC 3339 time such as 2026-12-01T09:00:00Z"
                 )
@@ -208,4 +208,15 @@ fn watch_identity(f: &WatchFlags) -> Result<IdentityFiles> {
             "no identity for the watcher: pass --cert FILE --key FILE, or --certs DIR --id ID"
         )),
     }
+}
+
+/// Where to start reading the shards that exist when the watcher starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartFrom {
+    /// Only what arrives from now on.
+    Latest,
+    /// Everything the stream still holds.
+    TrimHorizon,
+    /// What arrived at or after this time.
+    At(std::time::SystemTime),
 }

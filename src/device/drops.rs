@@ -25,7 +25,7 @@ pub struct DropLog {
     /// Some device got a CONNACK at least once.
     ever_connected: AtomicBool,
     /// Unplanned drops and how the devices came back, for the report.
-    pub outages: std::sync::Arc<crate::outage::OutageLog>,
+    pub outages: std::sync::Arc<crate::stats::outage::OutageLog>,
 }
 
 impl DropLog {

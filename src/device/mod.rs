@@ -85,7 +85,7 @@ pub struct DeviceSettings {
     /// `--replay`: the recording.
     pub replay: Option<Arc<crate::config::ReplayPlan>>,
     /// A `[[group]]`'s freezer model parameters.
-    pub tune: crate::config::groups::ModelSpec,
+    pub tune: crate::config::layer::ModelSpec,
 }
 
 impl Neighbours for DeviceSettings {

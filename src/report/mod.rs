@@ -20,7 +20,7 @@ pub mod timeseries;
 pub mod verdict;
 
 use crate::config::{FleetConfig, Profile, Schedule};
-use crate::outage::Outages;
+use crate::stats::outage::Outages;
 use crate::stats::{
     CauseCount, CommandCounts, ConnectCounts, DeviceCounts, FaultCounts, Latency, MessageCounts, Quantiles,
     Snapshot, Timings,
@@ -385,9 +385,7 @@ impl Figures {
     }
 }
 
-pub(crate) fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
+pub(crate) use crate::stats::round2;
 
 pub(crate) fn encode(h: &Histogram<u64>) -> Option<String> {
     let mut bytes = Vec::new();

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::cause::{Cause, Kind};
 
 mod latency;
+pub mod outage;
 pub use latency::{Latency, Quantiles, histogram};
 
 /// How many device ids a cause lists before it just counts.
@@ -27,6 +28,11 @@ const LATENCY_SHARDS: usize = 4;
 /// stay meaningful either way).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Two decimals, as figures are reported.
+pub(crate) fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 /// One shared counter.
@@ -229,7 +235,7 @@ pub struct Stats {
     /// reports is its own plus theirs.
     parts: Mutex<Vec<std::sync::Arc<Stats>>>,
     /// The outages of the devices counting here (a sink's, shared by its groups).
-    outages: std::sync::OnceLock<std::sync::Arc<crate::outage::OutageLog>>,
+    outages: std::sync::OnceLock<std::sync::Arc<crate::stats::outage::OutageLog>>,
 }
 
 /// How often a cause occurred, and the first few devices it hit.
@@ -283,7 +289,7 @@ pub struct Snapshot {
     /// HTTP 429, …).
     pub refusals: BTreeMap<String, u64>,
     /// Unplanned drops and how the devices came back.
-    pub outages: crate::outage::Outages,
+    pub outages: crate::stats::outage::Outages,
 }
 
 /// `later - earlier`, key by key.
@@ -517,7 +523,7 @@ impl Stats {
     }
 
     /// Reports `log`'s outages with these counts.
-    pub fn watch_outages(&self, log: std::sync::Arc<crate::outage::OutageLog>) {
+    pub fn watch_outages(&self, log: std::sync::Arc<crate::stats::outage::OutageLog>) {
         let _ = self.outages.set(log);
     }
 }

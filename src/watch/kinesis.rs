@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use super::{Accounting, Hooks, record};
 use crate::aws::json::{ApiError, JsonApi};
+use crate::config::watch::StartFrom;
 use crate::input;
 
 /// Kinesis allows 5 GetRecords per second per shard.
@@ -24,31 +25,19 @@ const LIST_EVERY: Duration = Duration::from_secs(5);
 /// A throttled or failed call waits this long.
 const BACK_OFF: Duration = Duration::from_secs(1);
 
-/// Where to start reading the shards that exist when the watcher starts.
-#[derive(Debug, Clone, PartialEq)]
-pub enum From {
-    /// Only what arrives from now on.
-    Latest,
-    /// Everything the stream still holds.
-    TrimHorizon,
-    /// What arrived at or after this time.
-    At(std::time::SystemTime),
-}
-
-impl From {
-    fn iterator_request(&self, stream: &str, shard: &str) -> Value {
-        match self {
-            From::Latest => json!({"StreamName": stream, "ShardId": shard, "ShardIteratorType": "LATEST"}),
-            From::TrimHorizon => {
-                json!({"StreamName": stream, "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON"})
-            }
-            From::At(t) => {
-                let secs = t
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs_f64();
-                json!({"StreamName": stream, "ShardId": shard, "ShardIteratorType": "AT_TIMESTAMP", "Timestamp": secs})
-            }
+/// The GetShardIterator request for `shard`, starting where `from` says.
+fn iterator_request(from: &StartFrom, stream: &str, shard: &str) -> Value {
+    match from {
+        StartFrom::Latest => json!({"StreamName": stream, "ShardId": shard, "ShardIteratorType": "LATEST"}),
+        StartFrom::TrimHorizon => {
+            json!({"StreamName": stream, "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON"})
+        }
+        StartFrom::At(t) => {
+            let secs = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            json!({"StreamName": stream, "ShardId": shard, "ShardIteratorType": "AT_TIMESTAMP", "Timestamp": secs})
         }
     }
 }
@@ -72,7 +61,7 @@ enum Read {
 pub async fn run(
     api: &JsonApi,
     stream: &str,
-    from: &From,
+    from: &StartFrom,
     json: bool,
     mut hooks: Hooks,
     stop: impl std::future::Future<Output = ()>,
@@ -118,7 +107,7 @@ pub async fn run(
             let origin = if initial.contains(&shard.id) {
                 from.clone()
             } else {
-                From::TrimHorizon
+                StartFrom::TrimHorizon
             };
             started.insert(shard.id.clone());
             readers.spawn(read_shard(
@@ -219,7 +208,7 @@ async fn read_shard(
     api: JsonApi,
     stream: String,
     shard: String,
-    from: From,
+    from: StartFrom,
     tx: mpsc::UnboundedSender<Read>,
 ) {
     let mut last_seq: Option<String> = None;
@@ -231,7 +220,7 @@ async fn read_shard(
                 let request = match &last_seq {
                     Some(seq) => json!({"StreamName": stream, "ShardId": shard,
                         "ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": seq}),
-                    None => from.iterator_request(&stream, &shard),
+                    None => iterator_request(&from, &stream, &shard),
                 };
                 match api.call("GetShardIterator", &request).await {
                     Ok(v) => match v.get("ShardIterator").and_then(Value::as_str) {

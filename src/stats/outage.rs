@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::stats::{Quantiles, lock};
+use super::{Quantiles, lock};
 
 /// What a report says of the outages (each sink's, and the merged shards': episodes and devices
 /// add up, durations are the longest of any shard).
@@ -132,7 +132,7 @@ impl OutageLog {
             (a, b) => a.or(b),
         };
         let (lasted, peak, recovery) = longest.unwrap_or_default();
-        let secs = |d: Duration| crate::report::round2(d.as_secs_f64());
+        let secs = |d: Duration| super::round2(d.as_secs_f64());
         Outages {
             episodes: s.episodes,
             longest_s: secs(lasted),
